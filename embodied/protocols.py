@@ -1,0 +1,55 @@
+"""The two interfaces everything else meets at: a policy that acts, a world model that predicts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+import numpy as np
+
+if TYPE_CHECKING:
+    import gymnasium
+    import torch
+
+    from embodied.dataset import Dataset
+
+
+@runtime_checkable
+class Policy(Protocol):
+    """Anything that acts: scripted controllers, MPC agents, SB3 policies."""
+
+    def reset(self, env: gymnasium.Env) -> None:
+        """Called after every ``env.reset``; privileged agents read ``env.unwrapped``."""
+
+    def act(self, obs: Any) -> np.ndarray:
+        """An action in [-1, 1]^4 (dx, dy, dz, grip), float32."""
+
+
+@dataclass
+class Imagination:
+    """An open-loop prediction of H steps after a first observation, under given actions."""
+
+    frames: np.ndarray | None  # uint8 (H, S, S, 3)
+    frames_kind: str  # "decoder" | "probe" | "render" | "retrieved" | "none"
+    cup_pos: np.ndarray | None  # (H, 3) where the model exposes physical state
+
+
+@runtime_checkable
+class WorldModel(Protocol):
+    """One protocol for learned models and simulators alike (see DESIGN.md)."""
+
+    family: str
+    obs_mode: str
+
+    def fit(self, dataset: Dataset, steps: int, **kwargs: Any) -> dict[str, list[float]]: ...
+
+    def encode(self, obs: Any) -> torch.Tensor: ...
+
+    def step(
+        self, z: torch.Tensor, action: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Batched: (z', reward, p_fail) for (B, Z) latents and (B, 4) actions."""
+
+    def imagine(self, obs0: Any, actions: np.ndarray, env: gymnasium.Env) -> Imagination: ...
+
+    def save(self, path: str) -> None: ...

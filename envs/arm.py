@@ -1,0 +1,386 @@
+"""The arm base env: one MuJoCo scene, Cartesian end-effector actions, shifts applied at reset.
+
+Actions are (dx, dy, dz, grip) in [-1, 1]. The first three move the targets of three Cartesian
+position servos on the hand (MuJoCo site actuators with a reference site, i.e. an impedance
+controller whose torques reach the joints through the Jacobian), so actuator gain and joint
+damping change what the arm does. Grip drives both fingers with a force of
+``grip * grip_force`` newtons each. Control runs at 20 Hz over 25 physics substeps of 2 ms.
+
+Tasks subclass :class:`ArmEnv` and define the start state, the reward and the judgement of
+success and failure; all judgements read MuJoCo's own sensors (touch = contact normal forces
+on the finger pads, frame positions and orientations), never the observation vector.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Mapping
+from typing import Any
+
+import gymnasium
+import mujoco
+import numpy as np
+from gymnasium import spaces
+
+from embodied.shifts import NOMINAL, build_model, resolve_physics
+
+OBS_MODES = ("state", "pixels", "state+pixels")
+CONTROL_DT = 0.05
+MAX_DELTA = 0.03  # metres of servo-target motion per control step at |a| = 1 (0.6 m/s)
+TOUCH_MIN = 0.05  # newtons on a pad for it to count as touching the cup
+ARM_JOINTS = tuple(f"joint{i}" for i in range(1, 8))
+STATE_LABELS: tuple[str, ...] = (
+    *(f"q{i}" for i in range(1, 8)),
+    "finger",
+    *(f"dq{i}" for i in range(1, 8)),
+    "dfinger",
+    "ee_x", "ee_y", "ee_z",
+    "ee_vx", "ee_vy", "ee_vz",
+    "cup_x", "cup_y", "cup_z",
+    "cup_qw", "cup_qx", "cup_qy", "cup_qz",
+    "cup_vx", "cup_vy", "cup_vz",
+    "cup_wx", "cup_wy", "cup_wz",
+    "target_x", "target_y", "target_z",
+    "servo_x", "servo_y", "servo_z",
+    "grip_cmd",
+    "touch_left", "touch_right",
+)  # fmt: skip
+
+
+def copy_model_into(dst: mujoco.MjModel, src: mujoco.MjModel) -> None:
+    """Overwrite every numeric field of ``dst`` with ``src``'s (same structure).
+
+    Keeps one MjModel object per env, so a renderer built for it stays valid across resets
+    (building a renderer costs ~0.2 s; copying the fields well under a millisecond).
+    """
+    for obj_dst, obj_src in ((dst, src), (dst.opt, src.opt)):
+        for name in dir(obj_src):
+            if name.startswith("_"):
+                continue
+            value = getattr(obj_src, name)
+            if isinstance(value, np.ndarray) and value.size:
+                np.copyto(getattr(obj_dst, name), value)
+            elif isinstance(value, float | int) and not isinstance(value, bool) and obj_dst is dst.opt:
+                setattr(obj_dst, name, value)
+
+
+class ArmEnv(gymnasium.Env):
+    """Shared mechanics of every task; see the module docstring."""
+
+    metadata = {"render_modes": ["rgb_array"], "render_fps": int(round(1 / CONTROL_DT))}
+    task_name = "Arm"
+
+    def __init__(
+        self,
+        obs_mode: str = "state",
+        shift: str = "train",
+        physics: Mapping[str, float] | None = None,
+        image_size: int = 64,
+        render_mode: str | None = None,
+        render_size: tuple[int, int] = (240, 320),
+    ) -> None:
+        if obs_mode not in OBS_MODES:
+            raise ValueError(f"unknown obs_mode {obs_mode!r}; valid: {list(OBS_MODES)}")
+        if render_mode not in (None, "rgb_array"):
+            raise ValueError(f"unknown render_mode {render_mode!r}; valid: [None, 'rgb_array']")
+        if int(image_size) < 8:
+            raise ValueError(f"image_size must be >= 8, got {image_size}")
+        self.obs_mode = obs_mode
+        self.shift = shift
+        self.explicit_physics = dict(physics) if physics else None
+        self.image_size = int(image_size)
+        self.render_mode = render_mode
+        self.render_size = render_size
+        # Validate the split and explicit values now, so bad input fails at make().
+        self.physics: dict[str, float] = resolve_physics(shift, 0, self.explicit_physics)
+
+        self.model = build_model(NOMINAL)
+        self.data = mujoco.MjData(self.model)
+        self.n_substeps = int(round(CONTROL_DT / self.model.opt.timestep))
+        self._ids()
+        self._renderers: dict[tuple[int, int], mujoco.Renderer] = {}
+        self._state_model: mujoco.MjModel | None = None
+        self._state_data: mujoco.MjData | None = None
+
+        self.action_space = spaces.Box(-1.0, 1.0, shape=(4,), dtype=np.float32)
+        state_space = spaces.Box(-np.inf, np.inf, shape=(len(STATE_LABELS),), dtype=np.float32)
+        pixel_space = spaces.Box(0, 255, shape=(self.image_size, self.image_size, 3), dtype=np.uint8)
+        self.observation_space = {
+            "state": state_space,
+            "pixels": pixel_space,
+            "state+pixels": spaces.Dict({"state": state_space, "pixels": pixel_space}),
+        }[obs_mode]
+        self.state_labels = STATE_LABELS
+        self.target = np.zeros(3)
+        self._action_queue: deque[np.ndarray] = deque()
+        self._noise_rng = np.random.default_rng(0)
+        self._t = 0
+
+    # ----------------------------------------------------------------- structure
+    def _ids(self) -> None:
+        m = self.model
+        self._arm_qpos = np.array([m.jnt_qposadr[m.joint(j).id] for j in ARM_JOINTS])
+        self._arm_dof = np.array([m.jnt_dofadr[m.joint(j).id] for j in ARM_JOINTS])
+        self._finger_qpos = np.array(
+            [m.jnt_qposadr[m.joint(j).id] for j in ("left_finger", "right_finger")]
+        )
+        self._finger_dof = np.array(
+            [m.jnt_dofadr[m.joint(j).id] for j in ("left_finger", "right_finger")]
+        )
+        self._cup_qpos = m.jnt_qposadr[m.joint("cup").id]
+        self._cup_dof = m.jnt_dofadr[m.joint("cup").id]
+        self._cup_body = m.body("cup").id
+        self._target_mocap = m.body_mocapid[m.body("target").id]
+        self._ee_site = m.site("ee").id
+        self._servo_lo = m.actuator_ctrlrange[:3, 0].copy()
+        self._servo_hi = m.actuator_ctrlrange[:3, 1].copy()
+        self._sensor = {
+            m.sensor(i).name: slice(m.sensor_adr[i], m.sensor_adr[i] + m.sensor_dim[i])
+            for i in range(m.nsensor)
+        }
+        self._home = m.key("home").qpos.copy()
+
+    def sensor(self, name: str) -> np.ndarray:
+        return self.data.sensordata[self._sensor[name]]
+
+    def scripted_policy(self, style: str = "cautious", noise: float = 0.0, seed: int | None = None):
+        """This task's scripted controller (privileged; see embodied.envs.scripted)."""
+        from embodied.envs.scripted import ScriptedPolicy
+
+        return ScriptedPolicy(self.task_name, style=style, noise=noise, seed=seed)
+
+    def nominal_model(self) -> mujoco.MjModel:
+        """The simulator at nominal training physics, with this episode's geometry of look."""
+        return build_model(NOMINAL)
+
+    # ----------------------------------------------------------------- episode
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[Any, dict[str, Any]]:
+        super().reset(seed=seed)
+        options = options or {}
+        shift = options.get("shift", self.shift)
+        explicit = options.get("physics", self.explicit_physics)
+        episode_seed = int(self.np_random.integers(2**31 - 1)) if seed is None else int(seed)
+        self.physics = resolve_physics(shift, episode_seed, explicit)
+        copy_model_into(self.model, build_model(self.physics))
+        mujoco.mj_resetData(self.model, self.data)
+        self.data.qpos[:] = self._home
+
+        task_rng = np.random.default_rng(np.random.SeedSequence([episode_seed, 7_001]))
+        self._noise_rng = np.random.default_rng(np.random.SeedSequence([episode_seed, 7_002]))
+        self._t = 0
+        self._fail_streak = 0
+        self._success_streak = 0
+        self._latency = int(round(self.physics.get("action_latency", 0.0)))
+        self._action_queue = deque(np.zeros(4, np.float32) for _ in range(self._latency))
+        self._push = self._push_schedule()
+        self._setup_episode(task_rng)
+        self.data.mocap_pos[self._target_mocap] = self.target
+        mujoco.mj_forward(self.model, self.data)
+        self._episode_info: dict[str, Any] = {}
+        info = self._info(success=False, failed=False, physics_error=False)
+        return self._obs(), info
+
+    def _setup_episode(self, rng: np.random.Generator) -> None:
+        """Place the arm, cup and target; the task's job."""
+        raise NotImplementedError
+
+    def _push_schedule(self) -> tuple[int, int, np.ndarray] | None:
+        force = float(self.physics.get("push_force", 0.0))
+        if force <= 0.0:
+            return None
+        start = int(round(self.physics.get("push_time", 1.0) / self.model.opt.timestep))
+        angle = float(self.physics.get("push_angle", 0.0))
+        vec = force * np.array([np.cos(angle), np.sin(angle), 0.0])
+        return start, start + int(round(0.1 / self.model.opt.timestep)), vec
+
+    def step(self, action: Any) -> tuple[Any, float, bool, bool, dict[str, Any]]:
+        action = np.asarray(action, dtype=np.float64)
+        if action.shape != (4,):
+            raise ValueError(f"action must have shape (4,) = (dx, dy, dz, grip), got {action.shape}")
+        if not np.all(np.isfinite(action)):
+            raise ValueError(f"action must be finite, got {action}")
+        action = np.clip(action, -1.0, 1.0)
+        noise = self.physics.get("action_noise", 0.0)
+        if noise > 0.0:
+            action = np.clip(action + noise * self._noise_rng.standard_normal(4), -1.0, 1.0)
+        if self._latency:
+            self._action_queue.append(action)
+            action = self._action_queue.popleft()
+        self.data.ctrl[:3] = np.clip(
+            self.data.ctrl[:3] + MAX_DELTA * action[:3], self._servo_lo, self._servo_hi
+        )
+        self.data.ctrl[6] = action[3]
+
+        physics_error = self._simulate()
+        self._t += 1
+        if physics_error:
+            info = self._info(success=False, failed=False, physics_error=True)
+            return self._obs(), -float(self.spec.max_episode_steps or 100), False, True, info
+        reward, success, failed = self._judge()
+        terminated = success or failed
+        if failed:
+            reward -= self.failure_penalty
+        info = self._info(success=success, failed=failed, physics_error=False)
+        return self._obs(), float(reward), terminated, False, info
+
+    @property
+    def failure_penalty(self) -> float:
+        """Larger than any return still to come, so a drop never pays (DESIGN: Conventions)."""
+        return float(self.spec.max_episode_steps if self.spec and self.spec.max_episode_steps else 200)
+
+    def _simulate(self) -> bool:
+        m, d = self.model, self.data
+        if self._push is None:
+            mujoco.mj_step(m, d, nstep=self.n_substeps)
+        else:
+            start, stop, vec = self._push
+            step0 = self._t * self.n_substeps
+            for k in range(self.n_substeps):
+                on = start <= step0 + k < stop
+                d.xfrc_applied[self._cup_body, :3] = vec if on else 0.0
+                mujoco.mj_step(m, d)
+        bad = d.warning[mujoco.mjtWarning.mjWARN_BADQACC].number > 0
+        return bool(bad or not np.isfinite(d.qpos).all() or np.abs(d.qvel).max() > 1e3)
+
+    def _judge(self) -> tuple[float, bool, bool]:
+        """(reward, success, failed) after a control step; the task's job."""
+        raise NotImplementedError
+
+    def _info(self, *, success: bool, failed: bool, physics_error: bool) -> dict[str, Any]:
+        return {
+            "is_success": bool(success),
+            "dropped": bool(failed),
+            "physics_error": bool(physics_error),
+            "physics": dict(self.physics),
+        }
+
+    # ----------------------------------------------------------------- helpers for tasks
+    def held(self) -> bool:
+        """The cup is pinched: both pads press on it, and it is between them."""
+        touch = self.sensor("left_touch")[0] > TOUCH_MIN and self.sensor("right_touch")[0] > TOUCH_MIN
+        near = np.linalg.norm(self.sensor("cup_pos") - self.sensor("ee_pos")) < 0.06
+        return bool(touch and near)
+
+    def cup_tilt(self) -> float:
+        """Angle in radians between the cup's axis and the vertical."""
+        w, x, y, _ = self.sensor("cup_quat")
+        cos = 1.0 - 2.0 * (x * x + y * y)
+        return float(np.arccos(np.clip(cos, -1.0, 1.0)))
+
+    def place_hand(self, ee_pos: np.ndarray, opening: float) -> None:
+        """Put the hand at ``ee_pos`` (pointing down) by kinematic IK; servos target it."""
+        m, d = self.model, self.data
+        jac = np.zeros((3, m.nv))
+        jacr = np.zeros((3, m.nv))
+        target_rot = np.diag([1.0, -1.0, -1.0])
+        for _ in range(60):
+            mujoco.mj_kinematics(m, d)
+            mujoco.mj_comPos(m, d)
+            err = ee_pos - d.site_xpos[self._ee_site]
+            rot = d.site_xmat[self._ee_site].reshape(3, 3)
+            rerr = 0.5 * sum(np.cross(rot[:, i], target_rot[:, i]) for i in range(3))
+            if np.linalg.norm(err) < 1e-5 and np.linalg.norm(rerr) < 1e-4:
+                break
+            mujoco.mj_jacSite(m, d, jac, jacr, self._ee_site)
+            j = np.vstack([jac[:, self._arm_dof], jacr[:, self._arm_dof]])
+            dq = j.T @ np.linalg.solve(j @ j.T + 1e-4 * np.eye(6), np.concatenate([err, rerr]))
+            d.qpos[self._arm_qpos] += dq
+        d.qpos[self._finger_qpos] = opening
+        d.qvel[:] = 0.0
+        d.ctrl[:3] = ee_pos
+        d.ctrl[3:6] = 0.0
+        mujoco.mj_kinematics(m, d)
+        # the rest posture of the joint springs is where IK put the arm
+        m.qpos_spring[self._arm_qpos] = d.qpos[self._arm_qpos]
+
+    def place_cup(self, pos: np.ndarray) -> None:
+        self.data.qpos[self._cup_qpos : self._cup_qpos + 3] = pos
+        self.data.qpos[self._cup_qpos + 3 : self._cup_qpos + 7] = (1.0, 0.0, 0.0, 0.0)
+        self.data.qvel[self._cup_dof : self._cup_dof + 6] = 0.0
+
+    def settle(self, seconds: float, grip: float) -> None:
+        self.data.ctrl[6] = grip
+        mujoco.mj_step(self.model, self.data, nstep=int(round(seconds / self.model.opt.timestep)))
+
+    @property
+    def cup_radius(self) -> float:
+        return float(self.model.geom("cup").size[0])
+
+    @property
+    def cup_half_height(self) -> float:
+        return float(self.model.geom("cup").size[1])
+
+    # ----------------------------------------------------------------- observations
+    def state_vector(self) -> np.ndarray:
+        d = self.data
+        return np.concatenate(
+            [
+                d.qpos[self._arm_qpos],
+                d.qpos[self._finger_qpos[:1]],
+                d.qvel[self._arm_dof],
+                d.qvel[self._finger_dof[:1]],
+                self.sensor("ee_pos"),
+                self.sensor("ee_vel"),
+                self.sensor("cup_pos"),
+                self.sensor("cup_quat"),
+                self.sensor("cup_vel"),
+                self.sensor("cup_angvel"),
+                self.target,
+                d.ctrl[:3],
+                d.ctrl[6:7],
+                np.minimum(d.sensordata[self._sensor["left_touch"]], 50.0) / 10.0,
+                np.minimum(d.sensordata[self._sensor["right_touch"]], 50.0) / 10.0,
+            ]
+        ).astype(np.float32)
+
+    def _obs(self) -> Any:
+        if self.obs_mode == "state":
+            return self.state_vector()
+        frame = self._render(self.model, self.data, (self.image_size, self.image_size))
+        if self.obs_mode == "pixels":
+            return frame
+        return {"state": self.state_vector(), "pixels": frame}
+
+    def _render(self, model: mujoco.MjModel, data: mujoco.MjData, size: tuple[int, int]) -> np.ndarray:
+        key = (id(model), *size)
+        renderer = self._renderers.get(key)
+        if renderer is None:
+            renderer = self._renderers[key] = mujoco.Renderer(model, size[0], size[1])
+        renderer.update_scene(data, camera="fixed")
+        return renderer.render()
+
+    def render(self) -> np.ndarray | None:
+        if self.render_mode != "rgb_array":
+            return None
+        return self._render(self.model, self.data, self.render_size)
+
+    def render_state(self, state: np.ndarray, size: int | None = None) -> np.ndarray:
+        """A frame of the scene at a state vector, with the nominal look.
+
+        State world models are scored on video metrics through this: their predicted state is
+        rendered by MuJoCo exactly as the true state would be.
+        """
+        if self._state_model is None:
+            self._state_model = build_model(NOMINAL)
+            self._state_data = mujoco.MjData(self._state_model)
+        m, d = self._state_model, self._state_data
+        assert d is not None
+        s = np.asarray(state, dtype=np.float64)
+        d.qpos[:] = self._home
+        d.qpos[self._arm_qpos] = s[0:7]
+        d.qpos[self._finger_qpos] = s[7]
+        quat = s[25:29]
+        norm = np.linalg.norm(quat)
+        d.qpos[self._cup_qpos : self._cup_qpos + 3] = s[22:25]
+        d.qpos[self._cup_qpos + 3 : self._cup_qpos + 7] = quat / norm if norm > 1e-6 else (1, 0, 0, 0)
+        d.mocap_pos[self._target_mocap] = s[35:38]
+        mujoco.mj_kinematics(m, d)
+        side = int(size or self.image_size)
+        return self._render(m, d, (side, side))
+
+    def close(self) -> None:
+        for renderer in self._renderers.values():
+            renderer.close()
+        self._renderers.clear()

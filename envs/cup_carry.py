@@ -1,0 +1,44 @@
+"""CupCarry: the cup starts pinched in the gripper; carry it to a point in the air and hold it.
+
+Reward per step: ``-min(d, 0.5) / 0.5`` with ``d`` the cup's distance to the target (m), so
+every step costs up to 1 and time matters. Success: the cup held within 3 cm of the target for
+3 consecutive steps (the episode ends). Failure ("dropped"): the cup is not pinched by both
+pads for 2 consecutive control steps (0.1 s), judged from the pads' touch sensors (contact
+normal forces) and the cup's distance to the hand; it ends the episode with a penalty larger
+than any return still to come.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from embodied.envs.arm import ArmEnv
+
+
+class CupCarry(ArmEnv):
+    task_name = "CupCarry"
+    success_radius = 0.03
+
+    def _setup_episode(self, rng: np.random.Generator) -> None:
+        start = rng.uniform([0.4, -0.2, 0.18], [0.6, 0.2, 0.3])
+        while True:
+            target = rng.uniform([0.35, -0.25, 0.15], [0.65, 0.25, 0.4])
+            if np.linalg.norm(target - start) > 0.15:
+                break
+        self.target = target
+        self.place_hand(start, opening=self.cup_radius)
+        self.place_cup(start - np.array([0.0, 0.0, self.grasp_offset]))
+        self.settle(0.15, grip=1.0)
+
+    @property
+    def grasp_offset(self) -> float:
+        """How far below the pads' centre the cup's centre sits in a grasp."""
+        return 0.4 * self.cup_half_height
+
+    def _judge(self) -> tuple[float, bool, bool]:
+        d = float(np.linalg.norm(self.sensor("cup_pos") - self.target))
+        reward = -min(d, 0.5) / 0.5
+        held = self.held()
+        self._fail_streak = 0 if held else self._fail_streak + 1
+        self._success_streak = self._success_streak + 1 if held and d < self.success_radius else 0
+        return reward, self._success_streak >= 3, self._fail_streak >= 2

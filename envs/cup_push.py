@@ -1,0 +1,46 @@
+"""CupPush: push a standing cup across the table onto a target spot.
+
+Reward per step: ``-(d_cup / 0.3 + 0.3 * min(d_hand, 0.5) / 0.5)`` with ``d_cup`` the cup's
+horizontal distance to the target and ``d_hand`` the grip point's distance to the cup (m).
+Success: the cup upright (tilt < 0.3 rad) within 3 cm of the target. Failure: the cup tips
+over (tilt > 1 rad) or leaves the table top.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from embodied.envs.arm import ArmEnv
+
+TABLE_X = (0.0, 0.9)
+TABLE_Y = (-0.6, 0.6)
+
+
+class CupPush(ArmEnv):
+    task_name = "CupPush"
+    success_radius = 0.03
+
+    def _setup_episode(self, rng: np.random.Generator) -> None:
+        cup = np.array([*rng.uniform([0.42, -0.12], [0.55, 0.12]), self.cup_half_height])
+        while True:
+            angle = rng.uniform(-np.pi, np.pi)
+            dist = rng.uniform(0.1, 0.18)
+            goal = cup[:2] + dist * np.array([np.cos(angle), np.sin(angle)])
+            if 0.35 <= goal[0] <= 0.65 and -0.22 <= goal[1] <= 0.22:
+                break
+        self.target = np.array([*goal, 0.005])
+        self.place_hand(rng.uniform([0.35, -0.2, 0.2], [0.6, 0.2, 0.28]), opening=0.0)
+        self.data.ctrl[6] = 1.0
+        self.place_cup(cup)
+        self.settle(0.1, grip=1.0)
+
+    def _judge(self) -> tuple[float, bool, bool]:
+        cup = self.sensor("cup_pos")
+        d_cup = float(np.linalg.norm(cup[:2] - self.target[:2]))
+        d_hand = float(np.linalg.norm(self.sensor("ee_pos") - cup))
+        reward = -(d_cup / 0.3 + 0.3 * min(d_hand, 0.5) / 0.5)
+        tilt = self.cup_tilt()
+        off_table = not (TABLE_X[0] < cup[0] < TABLE_X[1] and TABLE_Y[0] < cup[1] < TABLE_Y[1])
+        failed = tilt > 1.0 or off_table or cup[2] < 0.0
+        success = d_cup < self.success_radius and tilt < 0.3 and not failed
+        return reward, success, failed

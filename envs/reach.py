@@ -1,0 +1,31 @@
+"""Reach: bring the gripper to a point (the sanity task).
+
+Reward per step: ``-min(d, 0.5) / 0.5`` with ``d`` the distance (m) from the grip point to the
+target. Success: within 2 cm (the episode ends). No failure mode: ``dropped`` stays false.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from embodied.envs.arm import ArmEnv
+
+
+class Reach(ArmEnv):
+    task_name = "Reach"
+    success_radius = 0.02
+
+    def _setup_episode(self, rng: np.random.Generator) -> None:
+        start = rng.uniform([0.4, -0.2, 0.18], [0.6, 0.2, 0.35])
+        while True:
+            target = rng.uniform([0.35, -0.25, 0.15], [0.65, 0.25, 0.4])
+            if np.linalg.norm(target - start) > 0.1:
+                break
+        self.target = target
+        self.place_hand(start, opening=0.02)
+        # the cup waits on a far corner of the table, out of the way
+        self.place_cup(np.array([0.8, 0.5, self.cup_half_height]))
+
+    def _judge(self) -> tuple[float, bool, bool]:
+        d = float(np.linalg.norm(self.sensor("ee_pos") - self.target))
+        return -min(d, 0.5) / 0.5, d < self.success_radius, False
