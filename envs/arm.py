@@ -60,7 +60,11 @@ def copy_model_into(dst: mujoco.MjModel, src: mujoco.MjModel) -> None:
             value = getattr(obj_src, name)
             if isinstance(value, np.ndarray) and value.size:
                 np.copyto(getattr(obj_dst, name), value)
-            elif isinstance(value, float | int) and not isinstance(value, bool) and obj_dst is dst.opt:
+            elif (
+                isinstance(value, float | int)
+                and not isinstance(value, bool)
+                and obj_dst is dst.opt
+            ):
                 setattr(obj_dst, name, value)
 
 
@@ -104,7 +108,9 @@ class ArmEnv(gymnasium.Env):
 
         self.action_space = spaces.Box(-1.0, 1.0, shape=(4,), dtype=np.float32)
         state_space = spaces.Box(-np.inf, np.inf, shape=(len(STATE_LABELS),), dtype=np.float32)
-        pixel_space = spaces.Box(0, 255, shape=(self.image_size, self.image_size, 3), dtype=np.uint8)
+        pixel_space = spaces.Box(
+            0, 255, shape=(self.image_size, self.image_size, 3), dtype=np.uint8
+        )
         self.observation_space = {
             "state": state_space,
             "pixels": pixel_space,
@@ -198,7 +204,9 @@ class ArmEnv(gymnasium.Env):
     def step(self, action: Any) -> tuple[Any, float, bool, bool, dict[str, Any]]:
         action = np.asarray(action, dtype=np.float64)
         if action.shape != (4,):
-            raise ValueError(f"action must have shape (4,) = (dx, dy, dz, grip), got {action.shape}")
+            raise ValueError(
+                f"action must have shape (4,) = (dx, dy, dz, grip), got {action.shape}"
+            )
         if not np.all(np.isfinite(action)):
             raise ValueError(f"action must be finite, got {action}")
         action = np.clip(action, -1.0, 1.0)
@@ -228,7 +236,9 @@ class ArmEnv(gymnasium.Env):
     @property
     def failure_penalty(self) -> float:
         """Larger than any return still to come, so a drop never pays (DESIGN: Conventions)."""
-        return float(self.spec.max_episode_steps if self.spec and self.spec.max_episode_steps else 200)
+        return float(
+            self.spec.max_episode_steps if self.spec and self.spec.max_episode_steps else 200
+        )
 
     def _simulate(self) -> bool:
         m, d = self.model, self.data
@@ -244,9 +254,29 @@ class ArmEnv(gymnasium.Env):
         bad = d.warning[mujoco.mjtWarning.mjWARN_BADQACC].number > 0
         return bool(bad or not np.isfinite(d.qpos).all() or np.abs(d.qvel).max() > 1e3)
 
-    def _judge(self) -> tuple[float, bool, bool]:
-        """(reward, success, failed) after a control step; the task's job."""
+    # How many consecutive control steps success / failure must last before they count.
+    success_hold = 1
+    fail_hold = 1
+
+    def score(self, sensordata: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(reward, success_now, failing_now) from sensor readings; the task's job.
+
+        Vectorised over leading dimensions, so the environment and the simulators that plan
+        with ``mujoco.rollout`` judge with the very same code.
+        """
         raise NotImplementedError
+
+    def _judge(self) -> tuple[float, bool, bool]:
+        reward, success_now, failing_now = self.score(self.data.sensordata)
+        self._success_streak = self._success_streak + 1 if success_now else 0
+        self._fail_streak = self._fail_streak + 1 if failing_now else 0
+        failed = self._fail_streak >= self.fail_hold
+        success = self._success_streak >= self.success_hold and not failed
+        return float(reward), success, failed
+
+    def sensors(self, sensordata: np.ndarray) -> dict[str, np.ndarray]:
+        """Named views into a (..., nsensordata) array."""
+        return {name: sensordata[..., sl] for name, sl in self._sensor.items()}
 
     def _info(self, *, success: bool, failed: bool, physics_error: bool) -> dict[str, Any]:
         return {
@@ -257,17 +287,22 @@ class ArmEnv(gymnasium.Env):
         }
 
     # ----------------------------------------------------------------- helpers for tasks
-    def held(self) -> bool:
+    @staticmethod
+    def held(s: dict[str, np.ndarray]) -> np.ndarray:
         """The cup is pinched: both pads press on it, and it is between them."""
-        touch = self.sensor("left_touch")[0] > TOUCH_MIN and self.sensor("right_touch")[0] > TOUCH_MIN
-        near = np.linalg.norm(self.sensor("cup_pos") - self.sensor("ee_pos")) < 0.06
-        return bool(touch and near)
+        touch = (s["left_touch"][..., 0] > TOUCH_MIN) & (s["right_touch"][..., 0] > TOUCH_MIN)
+        return touch & (np.linalg.norm(s["cup_pos"] - s["ee_pos"], axis=-1) < 0.06)
 
-    def cup_tilt(self) -> float:
+    @staticmethod
+    def touching(s: dict[str, np.ndarray]) -> np.ndarray:
+        return np.maximum(s["left_touch"][..., 0], s["right_touch"][..., 0]) > TOUCH_MIN
+
+    @staticmethod
+    def tilt(s: dict[str, np.ndarray]) -> np.ndarray:
         """Angle in radians between the cup's axis and the vertical."""
-        w, x, y, _ = self.sensor("cup_quat")
-        cos = 1.0 - 2.0 * (x * x + y * y)
-        return float(np.arccos(np.clip(cos, -1.0, 1.0)))
+        q = s["cup_quat"]
+        cos = 1.0 - 2.0 * (q[..., 1] ** 2 + q[..., 2] ** 2)
+        return np.arccos(np.clip(cos, -1.0, 1.0))
 
     def place_hand(self, ee_pos: np.ndarray, opening: float) -> None:
         """Put the hand at ``ee_pos`` (pointing down) by kinematic IK; servos target it."""
@@ -343,7 +378,9 @@ class ArmEnv(gymnasium.Env):
             return frame
         return {"state": self.state_vector(), "pixels": frame}
 
-    def _render(self, model: mujoco.MjModel, data: mujoco.MjData, size: tuple[int, int]) -> np.ndarray:
+    def _render(
+        self, model: mujoco.MjModel, data: mujoco.MjData, size: tuple[int, int]
+    ) -> np.ndarray:
         key = (id(model), *size)
         renderer = self._renderers.get(key)
         if renderer is None:
@@ -374,9 +411,12 @@ class ArmEnv(gymnasium.Env):
         quat = s[25:29]
         norm = np.linalg.norm(quat)
         d.qpos[self._cup_qpos : self._cup_qpos + 3] = s[22:25]
-        d.qpos[self._cup_qpos + 3 : self._cup_qpos + 7] = quat / norm if norm > 1e-6 else (1, 0, 0, 0)
+        d.qpos[self._cup_qpos + 3 : self._cup_qpos + 7] = (
+            quat / norm if norm > 1e-6 else (1, 0, 0, 0)
+        )
         d.mocap_pos[self._target_mocap] = s[35:38]
         mujoco.mj_kinematics(m, d)
+        mujoco.mj_camlight(m, d)
         side = int(size or self.image_size)
         return self._render(m, d, (side, side))
 

@@ -18,6 +18,8 @@ from embodied.envs.arm import ArmEnv
 class CupCarry(ArmEnv):
     task_name = "CupCarry"
     success_radius = 0.03
+    success_hold = 3
+    fail_hold = 2
 
     def _setup_episode(self, rng: np.random.Generator) -> None:
         start = rng.uniform([0.4, -0.2, 0.18], [0.6, 0.2, 0.3])
@@ -35,10 +37,8 @@ class CupCarry(ArmEnv):
         """How far below the pads' centre the cup's centre sits in a grasp."""
         return 0.4 * self.cup_half_height
 
-    def _judge(self) -> tuple[float, bool, bool]:
-        d = float(np.linalg.norm(self.sensor("cup_pos") - self.target))
-        reward = -min(d, 0.5) / 0.5
-        held = self.held()
-        self._fail_streak = 0 if held else self._fail_streak + 1
-        self._success_streak = self._success_streak + 1 if held and d < self.success_radius else 0
-        return reward, self._success_streak >= 3, self._fail_streak >= 2
+    def score(self, sensordata: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        s = self.sensors(sensordata)
+        d = np.linalg.norm(s["cup_pos"] - self.target, axis=-1)
+        held = self.held(s)
+        return -np.minimum(d, 0.5) / 0.5, held & (d < self.success_radius), ~held

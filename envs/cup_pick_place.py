@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from embodied.envs.arm import TOUCH_MIN, ArmEnv
+from embodied.envs.arm import ArmEnv
 
 
 class CupPickPlace(ArmEnv):
@@ -29,29 +29,25 @@ class CupPickPlace(ArmEnv):
         self.data.ctrl[6] = -1.0
         self.place_cup(cup)
         self.settle(0.05, grip=-1.0)
-        self._grasped = False
 
     @property
     def grasp_offset(self) -> float:
         return 0.4 * self.cup_half_height
 
-    def _judge(self) -> tuple[float, bool, bool]:
-        cup = self.sensor("cup_pos")
+    def score(self, sensordata: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        s = self.sensors(sensordata)
+        cup = s["cup_pos"]
         h = self.cup_half_height
         grasp_point = cup + np.array([0.0, 0.0, self.grasp_offset])
-        d_hand = float(np.linalg.norm(self.sensor("ee_pos") - grasp_point))
+        d_hand = np.linalg.norm(s["ee_pos"] - grasp_point, axis=-1)
         rest = np.array([self.target[0], self.target[1], h])
-        d_cup = float(np.linalg.norm(cup - rest))
-        reward = -(0.5 * min(d_hand, 0.5) / 0.5 + d_cup / 0.3)
-        held = self.held()
-        lifted = cup[2] - h > 0.015
-        self._grasped = self._grasped or (held and lifted)
-        touching = max(self.sensor("left_touch")[0], self.sensor("right_touch")[0]) > TOUCH_MIN
-        tilt = self.cup_tilt()
-        dropped = self._grasped and not touching and lifted
-        failed = dropped or tilt > 1.0
-        d_xy = float(np.linalg.norm(cup[:2] - self.target[:2]))
-        success = (
-            not touching and not lifted and tilt < 0.3 and d_xy < self.success_radius and not failed
-        )
-        return reward, success, failed
+        d_cup = np.linalg.norm(cup - rest, axis=-1)
+        reward = -(0.5 * np.minimum(d_hand, 0.5) / 0.5 + d_cup / 0.3)
+        # a cup in the air that no pad touches has left the gripper after a grasp
+        lifted = cup[..., 2] - h > 0.015
+        touching = self.touching(s)
+        tilt = self.tilt(s)
+        failing = (lifted & ~touching) | (tilt > 1.0)
+        d_xy = np.linalg.norm(cup[..., :2] - self.target[:2], axis=-1)
+        success = ~touching & ~lifted & (tilt < 0.3) & (d_xy < self.success_radius)
+        return reward, success, failing

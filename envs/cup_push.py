@@ -34,13 +34,19 @@ class CupPush(ArmEnv):
         self.place_cup(cup)
         self.settle(0.1, grip=1.0)
 
-    def _judge(self) -> tuple[float, bool, bool]:
-        cup = self.sensor("cup_pos")
-        d_cup = float(np.linalg.norm(cup[:2] - self.target[:2]))
-        d_hand = float(np.linalg.norm(self.sensor("ee_pos") - cup))
-        reward = -(d_cup / 0.3 + 0.3 * min(d_hand, 0.5) / 0.5)
-        tilt = self.cup_tilt()
-        off_table = not (TABLE_X[0] < cup[0] < TABLE_X[1] and TABLE_Y[0] < cup[1] < TABLE_Y[1])
-        failed = tilt > 1.0 or off_table or cup[2] < 0.0
-        success = d_cup < self.success_radius and tilt < 0.3 and not failed
-        return reward, success, failed
+    def score(self, sensordata: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        s = self.sensors(sensordata)
+        cup = s["cup_pos"]
+        d_cup = np.linalg.norm(cup[..., :2] - self.target[:2], axis=-1)
+        d_hand = np.linalg.norm(s["ee_pos"] - cup, axis=-1)
+        reward = -(d_cup / 0.3 + 0.3 * np.minimum(d_hand, 0.5) / 0.5)
+        tilt = self.tilt(s)
+        on_table = (
+            (TABLE_X[0] < cup[..., 0])
+            & (cup[..., 0] < TABLE_X[1])
+            & (TABLE_Y[0] < cup[..., 1])
+            & (cup[..., 1] < TABLE_Y[1])
+            & (cup[..., 2] > 0.0)
+        )
+        failing = (tilt > 1.0) | ~on_table
+        return reward, (d_cup < self.success_radius) & (tilt < 0.3), failing

@@ -26,6 +26,6 @@ class Reach(ArmEnv):
         # the cup waits on a far corner of the table, out of the way
         self.place_cup(np.array([0.8, 0.5, self.cup_half_height]))
 
-    def _judge(self) -> tuple[float, bool, bool]:
-        d = float(np.linalg.norm(self.sensor("ee_pos") - self.target))
-        return -min(d, 0.5) / 0.5, d < self.success_radius, False
+    def score(self, sensordata: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        d = np.linalg.norm(self.sensors(sensordata)["ee_pos"] - self.target, axis=-1)
+        return -np.minimum(d, 0.5) / 0.5, d < self.success_radius, np.zeros_like(d, dtype=bool)

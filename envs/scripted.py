@@ -21,7 +21,9 @@ STYLES = {"cautious": 0.35, "aggressive": 1.0}
 class ScriptedPolicy:
     """A waypoint controller; ``_waypoint`` is each task's script."""
 
-    def __init__(self, task: str, style: str = "cautious", noise: float = 0.0, seed: int | None = None):
+    def __init__(
+        self, task: str, style: str = "cautious", noise: float = 0.0, seed: int | None = None
+    ):
         if style not in STYLES:
             raise ValueError(f"unknown style {style!r}; valid: {sorted(STYLES)}")
         if task not in SCRIPTS:

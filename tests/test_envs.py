@@ -1,0 +1,178 @@
+"""The four tasks: API conformance, physics of holding and dropping, scripted baselines."""
+
+from __future__ import annotations
+
+import gymnasium
+import mujoco
+import numpy as np
+import pytest
+from gymnasium.utils.env_checker import check_env as gym_check_env
+from stable_baselines3.common.env_checker import check_env as sb3_check_env
+
+import embodied
+from embodied.registration import TASKS, env_id
+
+IDS = [env_id(t) for t in TASKS]
+MODES = ["state", "pixels", "state+pixels"]
+
+
+def test_import_registers_every_task():
+    for gid in IDS:
+        assert gid in gymnasium.registry
+    env = gymnasium.make("embodied:embodied/CupCarry-v0")
+    assert env.unwrapped.task_name == "CupCarry"
+
+
+@pytest.mark.parametrize("gid", IDS)
+@pytest.mark.parametrize("mode", MODES)
+def test_env_checkers(gid, mode):
+    env = gymnasium.make(gid, obs_mode=mode, image_size=32)
+    gym_check_env(env.unwrapped, skip_render_check=True)
+    sb3_check_env(env.unwrapped, warn=False)
+    obs, info = env.reset(seed=0)
+    assert env.observation_space.contains(obs)
+    for key in ("is_success", "dropped", "physics_error", "physics"):
+        assert key in info
+    env.close()
+
+
+def test_unwrapped_exposes_mujoco():
+    env = gymnasium.make("embodied/CupCarry-v0")
+    env.reset(seed=1)
+    assert isinstance(env.unwrapped.model, mujoco.MjModel)
+    assert isinstance(env.unwrapped.data, mujoco.MjData)
+    assert len(env.unwrapped.state_labels) == env.observation_space.shape[0]
+
+
+def test_async_vector_env():
+    envs = gymnasium.make_vec("embodied/CupCarry-v0", num_envs=2, vectorization_mode="async")
+    obs, info = envs.reset(seed=[0, 1])
+    assert obs.shape == (2, len(embodied.envs.arm.STATE_LABELS))
+    obs, reward, term, trunc, info = envs.step(np.zeros((2, 4), np.float32))
+    assert reward.shape == (2,)
+    assert not np.array_equal(obs[0], obs[1])
+    envs.close()
+
+
+def test_render_any_size():
+    env = gymnasium.make("embodied/Reach-v0", render_mode="rgb_array", render_size=(48, 80))
+    env.reset(seed=0)
+    frame = env.render()
+    assert frame.shape == (48, 80, 3) and frame.dtype == np.uint8 and frame.std() > 1
+
+
+def test_bad_arguments_name_valid_choices():
+    with pytest.raises(ValueError, match="state\\+pixels"):
+        gymnasium.make("embodied/CupCarry-v0", obs_mode="rgb")
+    env = gymnasium.make("embodied/CupCarry-v0")
+    env.reset(seed=0)
+    with pytest.raises(ValueError, match="shape"):
+        env.step(np.zeros(3))
+    with pytest.raises(ValueError, match="finite"):
+        env.step(np.array([np.nan, 0, 0, 1.0]))
+
+
+def _cup_pad_contacts(env) -> int:
+    """Contacts between the cup and a finger pad, read from MuJoCo's contact list."""
+    m, d = env.model, env.data
+    cup = m.geom("cup").id
+    pads = {m.geom("left_pad").id, m.geom("right_pad").id}
+    return sum(
+        1
+        for c in d.contact[: d.ncon]
+        if (c.geom1 == cup and c.geom2 in pads) or (c.geom2 == cup and c.geom1 in pads)
+    )
+
+
+def test_opening_the_gripper_mid_carry_drops_the_cup():
+    env = gymnasium.make("embodied/CupCarry-v0")
+    env.reset(seed=3)
+    u = env.unwrapped
+    for _ in range(5):  # carry a little, squeezing
+        _, _, term, _, info = env.step(np.array([0.3, 0.0, 0.3, 1.0], np.float32))
+        assert not info["dropped"] and not term
+    assert _cup_pad_contacts(u) > 0
+    z0 = u.data.body("cup").xpos[2]
+    seconds = 0.0
+    while seconds < 1.0:  # at most one second of simulated time, gripper open
+        _, _, term, _, info = env.step(np.array([0.0, 0.0, 0.0, -1.0], np.float32))
+        seconds += 0.05
+        if info["dropped"]:
+            break
+    assert info["dropped"] and term, "dropped must become true within a second"
+    mujoco.mj_step(u.model, u.data, nstep=50)
+    assert _cup_pad_contacts(u) == 0, "MuJoCo must agree: no cup-pad contact"
+    assert u.data.body("cup").xpos[2] < z0 - 0.02, "the cup fell"
+
+
+def test_holding_still_keeps_the_cup():
+    env = gymnasium.make("embodied/CupCarry-v0")
+    env.reset(seed=4)
+    for _ in range(60):  # three seconds
+        _, _, term, trunc, info = env.step(np.array([0.0, 0.0, 0.0, 1.0], np.float32))
+        assert not info["dropped"]
+    assert _cup_pad_contacts(env.unwrapped) > 0
+
+
+def test_too_little_friction_slips_out():
+    """Coulomb: 2 * mu * F_grip < m * g must lose the cup, judged by MuJoCo's contacts."""
+    env = gymnasium.make("embodied/CupCarry-v0", physics={"cup_friction": 0.1})
+    env.reset(seed=4)
+    for _ in range(20):
+        _, _, term, _, info = env.step(np.array([0.0, 0.0, 0.0, 1.0], np.float32))
+        if term:
+            break
+    assert info["dropped"]
+
+
+def test_same_seed_same_episode():
+    def run():
+        env = gymnasium.make("embodied/CupPickPlace-v0")
+        obs, _ = env.reset(seed=11)
+        policy = env.unwrapped.scripted_policy("cautious", noise=0.2, seed=5)
+        policy.reset(env)
+        out = [obs]
+        for _ in range(30):
+            obs, *_ = env.step(policy.act(obs))
+            out.append(obs)
+        return np.stack(out)
+
+    np.testing.assert_array_equal(run(), run())
+
+
+def test_render_state_matches_the_true_frame():
+    env = gymnasium.make("embodied/CupCarry-v0", obs_mode="state+pixels", shift="id")
+    obs, _ = env.reset(seed=2)
+    for _ in range(3):
+        obs, *_ = env.step(np.array([0.5, -0.5, 0.2, 1.0], np.float32))
+
+    def badly_off(frame):  # pixels far off the true frame (the id look is near nominal)
+        return int((np.abs(frame.astype(int) - obs["pixels"].astype(int)).max(-1) > 60).sum())
+
+    right = badly_off(env.unwrapped.render_state(obs["state"]))
+    assert right < 25
+    wrong = obs["state"].copy()
+    wrong[env.unwrapped.state_labels.index("cup_y")] += 0.15
+    assert badly_off(env.unwrapped.render_state(wrong)) > right + 20
+
+
+def scripted_rates(task: str, style: str, episodes: int, shift: str = "id") -> tuple[float, float]:
+    env = gymnasium.make(env_id(task), shift=shift)
+    success = dropped = 0
+    for seed in range(episodes):
+        obs, info = env.reset(seed=seed)
+        policy = env.unwrapped.scripted_policy(style, seed=seed)
+        policy.reset(env)
+        done = False
+        while not done:
+            obs, _, term, trunc, info = env.step(policy.act(obs))
+            done = term or trunc
+        success += info["is_success"]
+        dropped += info["dropped"]
+    return success / episodes, dropped / episodes
+
+
+@pytest.mark.parametrize("task", list(TASKS))
+def test_cautious_scripted_controller_succeeds_in_distribution(task):
+    success, _ = scripted_rates(task, "cautious", 50)
+    assert success >= 0.9, f"{task}: cautious scripted success {success:.2f} < 0.90"
