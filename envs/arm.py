@@ -348,25 +348,27 @@ class ArmEnv(gymnasium.Env):
         return float(self.model.geom("cup").size[1])
 
     # ----------------------------------------------------------------- observations
-    def state_vector(self) -> np.ndarray:
-        d = self.data
+    def state_vector(self, data: mujoco.MjData | None = None) -> np.ndarray:
+        """The ``state`` observation of ``data`` (default: the env's own)."""
+        d = self.data if data is None else data
+        s = self.sensors(d.sensordata)
         return np.concatenate(
             [
                 d.qpos[self._arm_qpos],
                 d.qpos[self._finger_qpos[:1]],
                 d.qvel[self._arm_dof],
                 d.qvel[self._finger_dof[:1]],
-                self.sensor("ee_pos"),
-                self.sensor("ee_vel"),
-                self.sensor("cup_pos"),
-                self.sensor("cup_quat"),
-                self.sensor("cup_vel"),
-                self.sensor("cup_angvel"),
-                self.target,
+                s["ee_pos"],
+                s["ee_vel"],
+                s["cup_pos"],
+                s["cup_quat"],
+                s["cup_vel"],
+                s["cup_angvel"],
+                d.mocap_pos[self._target_mocap],
                 d.ctrl[:3],
                 d.ctrl[6:7],
-                np.minimum(d.sensordata[self._sensor["left_touch"]], 50.0) / 10.0,
-                np.minimum(d.sensordata[self._sensor["right_touch"]], 50.0) / 10.0,
+                np.minimum(s["left_touch"], 50.0) / 10.0,
+                np.minimum(s["right_touch"], 50.0) / 10.0,
             ]
         ).astype(np.float32)
 

@@ -1,0 +1,121 @@
+"""report.html: one self-contained page (inline CSS, plots as base64 PNG, videos linked)."""
+
+from __future__ import annotations
+
+import base64
+import re
+from html import escape
+
+from embodied.report import markdown, tables
+from embodied.report.plots import Plot
+from embodied.report.summary import Summary
+
+MAX_VIDEO_PLAYERS = 24  # embedded players; further videos are listed as links
+
+CSS = """
+body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; margin: 24px;
+       color: #1f2328; max-width: 1400px; line-height: 1.45; }
+h1 { font-size: 26px; margin-bottom: 4px; }
+h2 { font-size: 20px; border-bottom: 1px solid #d0d7de; padding-bottom: 4px; margin-top: 28px; }
+h3 { font-size: 16px; }
+table { border-collapse: collapse; font-size: 13px; margin: 8px 0; }
+th, td { border: 1px solid #d0d7de; padding: 4px 7px; text-align: left; vertical-align: top; }
+th { background: #dde7f5; }
+tr:nth-child(even) td { background: #f6f8fa; }
+.note { color: #57606a; font-size: 13px; max-width: 1100px; }
+.warning { background: #fff3cd; border: 1px solid #e0b400; padding: 8px 12px; margin: 8px 0;
+           border-radius: 4px; }
+.meta { color: #57606a; }
+figure { margin: 12px 0 20px 0; }
+figure img { max-width: 100%; border: 1px solid #d0d7de; }
+figcaption { color: #57606a; font-size: 13px; }
+pre { background: #f6f8fa; padding: 10px; overflow-x: auto; font-size: 12px; }
+video, .gif { max-width: 380px; margin: 4px; border: 1px solid #d0d7de; }
+.videos div { display: inline-block; vertical-align: top; font-size: 12px; }
+"""
+
+
+def _prose(text: str) -> str:
+    """Escaped text with the notes' markdown `code` spans as <code>."""
+    return re.sub(r"`([^`]+)`", r"<code>\1</code>", escape(text))
+
+
+def table_html(t: tables.Table) -> str:
+    head = "".join(f"<th>{escape(h)}</th>" for h in t.header)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{escape(c)}</td>" for c in row) + "</tr>" for row in t.rows
+    )
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _figure(p: Plot) -> str:
+    out = f"<h3>{escape(p.title)}</h3>"
+    if p.png is not None:
+        data = base64.b64encode(p.png).decode("ascii")
+        out += f'<figure><img alt="{escape(p.title)}" src="data:image/png;base64,{data}">'
+        out += f"<figcaption>{escape(p.caption)}</figcaption></figure>"
+    else:
+        out += f'<p class="note">{escape(p.caption)}</p>'
+    return out
+
+
+def _videos(paths: list[str]) -> str:
+    if not paths:
+        return '<p class="note">No videos in the run directory.</p>'
+    items = []
+    for rel in paths[:MAX_VIDEO_PLAYERS]:
+        src = escape(rel, quote=True)
+        player = (
+            f'<img class="gif" src="{src}" alt="{src}">'
+            if rel.lower().endswith(".gif")
+            else f'<video controls preload="metadata" src="{src}"></video>'
+        )
+        items.append(f'<div>{player}<br><a href="{src}">{escape(rel)}</a></div>')
+    rest = "".join(
+        f'<li><a href="{escape(r, quote=True)}">{escape(r)}</a></li>'
+        for r in paths[MAX_VIDEO_PLAYERS:]
+    )
+    return f'<div class="videos">{"".join(items)}</div>' + (f"<ul>{rest}</ul>" if rest else "")
+
+
+def render(s: Summary, plots: list[Plot]) -> str:
+    """The HTML page; the only external references are the videos' relative paths."""
+    h = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>{escape(markdown.TITLE)}</title><style>{CSS}</style></head><body>",
+        f"<h1>{escape(markdown.TITLE)}</h1>",
+        f'<p class="meta">Run <code>{escape(str(s.run.run_dir))}</code> · {len(s.run.cells)} '
+        f"cells · agents: {escape(', '.join(s.agents))} · tasks: {escape(', '.join(s.tasks))}</p>",
+    ]
+    h += [f'<div class="warning"><b>Warning:</b> {_prose(w)}</div>' for w in markdown.warnings(s)]
+    h += [f"<h2>{escape(markdown.HEADLINE_TITLE)}</h2>", table_html(tables.headline_table(s))]
+    h += [f'<p class="note">{_prose(tables.HEADLINE_NOTE)}</p>']
+    h += [f"<h2>{escape(markdown.CORRELATION_TITLE)}</h2>"]
+    h += [table_html(tables.correlation_table(s))]
+    h += [f'<p class="note">{_prose(tables.CORRELATION_NOTE)}</p>', "<h2>Plots</h2>"]
+    h += [_figure(p) for p in plots]
+    h += [f"<h2>{escape(markdown.LOOK_WORK_TITLE)}</h2>", table_html(tables.look_work_table(s))]
+    h += [f'<p class="note">{_prose(tables.LOOK_WORK_NOTE)}</p>']
+    h += [f"<h2>{escape(markdown.SPLIT_TITLE)}</h2>"]
+    h += ["<details><summary>Every split of every agent</summary>"]
+    h += [table_html(tables.split_table(s)), "</details>"]
+    h += [f"<h2>{escape(markdown.FLAGGED_TITLE)}</h2>"]
+    if s.flagged:
+        h += [
+            f'<p class="note">Fewer than {s.min_episodes} episodes: shown here as raw counts, '
+            "used nowhere else.</p>",
+            table_html(tables.flagged_table(s)),
+        ]
+    else:
+        h += [f'<p class="note">None: every cell has at least {s.min_episodes} episodes.</p>']
+    h += [f"<h2>{escape(markdown.VIDEOS_TITLE)}</h2>", _videos(s.run.videos)]
+    h += [f"<h2>{escape(markdown.TRACE_TITLE)}</h2>", "<ul>"]
+    h += [f"<li><b>{escape(k)}</b>: {escape(v)}</li>" for k, v in tables.trace_items(s)]
+    h += ["</ul>", "<h3>Cell counts</h3>", table_html(tables.counts_table(s))]
+    if s.run.version_text is not None:
+        h += ["<h3>Version info</h3>", f"<pre>{escape(s.run.version_text)}</pre>"]
+    if s.run.config_text is not None:
+        h += ["<h3>config.yaml</h3>", f"<pre>{escape(s.run.config_text)}</pre>"]
+    h += ["</body></html>"]
+    return "\n".join(h)

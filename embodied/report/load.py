@@ -1,0 +1,232 @@
+"""Reading a run directory: results.jsonl (one line per finished cell), config and version info.
+
+Loading is forgiving where a crash could leave debris (a truncated last line, a cell written
+twice by an interrupted rerun) and says so in ``RunData.warnings``, which the report prints;
+it is strict about what it cannot report on (no directory, no results).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from embodied.metrics.video import cap_psnr
+
+RESULTS = "results.jsonl"
+CONFIG = "config.yaml"
+VERSION_FILES = ("version.json", "versions.json", "version.txt", "VERSION")
+CLASSES = ("id", "ood", "look", "train")
+VIDEO_SUFFIXES = (".mp4", ".webm", ".gif")
+VALID_SPLITS = (
+    "valid splits are 'train', 'id', 'ood-<shift>-<severity>' (severity 1..5), "
+    "'ood-all-<severity>' and 'look-<shift>'"
+)
+
+
+class ReportError(Exception):
+    """Input the report cannot be built from; the message says what to do."""
+
+
+def split_class(split: str) -> str:
+    """'id', 'ood' (any ood-*), 'look' (any look-*) or 'train'."""
+    if split in ("id", "train"):
+        return split
+    if split.startswith("ood-"):
+        return "ood"
+    if split.startswith("look-"):
+        return "look"
+    raise ReportError(f"unknown split {split!r}: {VALID_SPLITS}")
+
+
+def parse_split(split: str) -> tuple[str | None, int | None]:
+    """(shift, severity) named by a split: 'ood-cup_mass-3' -> ('cup_mass', 3)."""
+    if split.startswith("ood-"):
+        shift, _, sev = split[4:].rpartition("-")
+        if shift and sev.isdigit():
+            return shift, int(sev)
+        raise ReportError(f"bad split {split!r}: {VALID_SPLITS}")
+    if split.startswith("look-"):
+        return split[5:], None
+    return None, None
+
+
+@dataclass
+class Video:
+    """A cell's open-loop video metrics (PSNR capped at PSNR_CAP, see embodied.metrics.video)."""
+
+    psnr: float
+    ssim: float
+    mse: float
+    clips: int
+    horizon: int
+    frames_kind: str
+    cup_pos_error: float | None
+
+
+@dataclass
+class Cell:
+    """One finished (agent, task, split, seed) cell, as the report needs it."""
+
+    cell_id: str
+    agent: str
+    family: str
+    task: str
+    split: str
+    cls: str
+    shift: str | None
+    severity: int | None
+    look: bool
+    work: bool
+    seed: int
+    version: str
+    wall_s: float
+    episodes: int
+    successes: int
+    drops: int
+    physics_errors: int
+    mean_return: float | None
+    time_to_success: float | None
+    video: Video | None
+
+    @property
+    def success_rate(self) -> float:
+        return self.successes / self.episodes if self.episodes else math.nan
+
+    @property
+    def drop_rate(self) -> float:
+        return self.drops / self.episodes if self.episodes else math.nan
+
+
+@dataclass
+class RunData:
+    """Everything the report reads from a run directory."""
+
+    run_dir: Path
+    cells: list[Cell]
+    results_sha256: str
+    results_lines: int
+    config_text: str | None
+    version_text: str | None
+    videos: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+def _count(emb: dict[str, Any], key: str, rate_key: str, n: int) -> int:
+    """Count of episodes with `key` true: from per_episode rows when complete, else the rate."""
+    rows = emb.get("per_episode") or []
+    if len(rows) == n and all(key in r for r in rows):
+        return sum(bool(r[key]) for r in rows)
+    rate = emb.get(rate_key)
+    return round(float(rate) * n) if rate is not None else 0
+
+
+def _optional(value: Any) -> float | None:
+    if value is None:
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def _video(raw: dict[str, Any] | None) -> Video | None:
+    if not raw:
+        return None
+    return Video(
+        psnr=float(cap_psnr(float(raw["psnr_mean"]))),
+        ssim=float(raw["ssim_mean"]),
+        mse=float(raw["mse_mean"]),
+        clips=int(raw.get("clips") or 1),
+        horizon=int(raw.get("horizon") or 0),
+        frames_kind=str(raw.get("frames_kind", "")),
+        cup_pos_error=_optional(raw.get("cup_pos_error_mean")),
+    )
+
+
+def parse_cell(line: dict[str, Any]) -> Cell:
+    """A results line -> Cell; KeyError/ValueError/ReportError for a malformed line."""
+    emb = line["embodied"]
+    n = int(emb["episodes"])
+    split = str(line["split"])
+    shift, severity = parse_split(split)
+    return Cell(
+        cell_id=str(line["cell_id"]),
+        agent=str(line["agent"]),
+        family=str(line.get("family") or ""),
+        task=str(line["task"]),
+        split=split,
+        cls=split_class(split),
+        shift=line.get("shift") or shift,
+        severity=line.get("severity") if line.get("severity") is not None else severity,
+        look=bool(line.get("look", False)),
+        work=bool(line.get("work", False)),
+        seed=int(line["seed"]),
+        version=str(line.get("version", "")),
+        wall_s=float(line.get("wall_s") or 0.0),
+        episodes=n,
+        successes=_count(emb, "success", "success_rate", n),
+        drops=_count(emb, "dropped", "drop_rate", n),
+        physics_errors=int(emb.get("physics_errors") or 0),
+        mean_return=_optional(emb.get("mean_return")),
+        time_to_success=_optional(emb.get("time_to_success")),
+        video=_video(line.get("video")),
+    )
+
+
+def _read_optional(path: Path) -> str | None:
+    return path.read_text(errors="replace") if path.is_file() else None
+
+
+def load_run(run_dir: str | Path) -> RunData:
+    """Read <run_dir>/results.jsonl (+ config.yaml, version info, videos) for the report."""
+    run_dir = Path(run_dir).expanduser().resolve()
+    if not run_dir.exists():
+        raise ReportError(
+            f"run_dir {run_dir} does not exist: pass the directory embodied-eval wrote"
+        )
+    if not run_dir.is_dir():
+        raise ReportError(f"run_dir {run_dir} is not a directory")
+    results = run_dir / RESULTS
+    if not results.is_file():
+        raise ReportError(
+            f"no results in {run_dir}: {RESULTS} is missing (embodied-eval writes it; "
+            "run the evaluation first or point run_dir at the run's directory)"
+        )
+    data = results.read_bytes()
+    warnings: list[str] = []
+    by_id: dict[str, Cell] = {}
+    lines = data.decode(errors="replace").splitlines()
+    for number, text in enumerate(lines, start=1):
+        if not text.strip():
+            continue
+        try:
+            cell = parse_cell(json.loads(text))
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError, ReportError) as err:
+            warnings.append(f"{RESULTS} line {number} skipped (malformed: {err})")
+            continue
+        if cell.cell_id in by_id:
+            warnings.append(f"cell {cell.cell_id} appears more than once; the last line is used")
+        by_id[cell.cell_id] = cell
+    if not by_id:
+        detail = f" ({len(warnings)} skipped; first: {warnings[0]})" if warnings else ""
+        raise ReportError(f"no results in {run_dir}: {RESULTS} holds no finished cells{detail}")
+    version_text = next(
+        (t for name in VERSION_FILES if (t := _read_optional(run_dir / name)) is not None), None
+    )
+    videos = sorted(
+        p.relative_to(run_dir).as_posix()
+        for p in run_dir.rglob("*")
+        if p.suffix.lower() in VIDEO_SUFFIXES and p.is_file()
+    )
+    return RunData(
+        run_dir=run_dir,
+        cells=list(by_id.values()),
+        results_sha256=hashlib.sha256(data).hexdigest(),
+        results_lines=len(lines),
+        config_text=_read_optional(run_dir / CONFIG),
+        version_text=version_text,
+        videos=videos,
+        warnings=warnings,
+    )

@@ -1,0 +1,220 @@
+"""The report's figures, drawn with matplotlib's Agg canvas (no display, no pyplot state).
+
+Each figure comes back as PNG bytes (or None with the reason there is nothing to draw), so the
+HTML can embed it and the markdown can link the file written beside it.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from matplotlib import colormaps
+from matplotlib.figure import Figure
+
+from embodied.metrics.stats import Rate
+from embodied.report.summary import Summary
+
+CLASS_STYLE = {  # split class -> (label, marker, bar colour)
+    "id": ("ID", "o", "tab:blue"),
+    "ood": ("OOD", "^", "tab:red"),
+    "look": ("look", "s", "tab:gray"),
+}
+
+
+@dataclass
+class Plot:
+    name: str  # file stem
+    title: str
+    caption: str
+    png: bytes | None  # None: nothing to draw (caption says why)
+
+
+def _png(fig: Figure) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
+    return buf.getvalue()
+
+
+def _colours(s: Summary) -> dict[str, tuple[float, ...]]:
+    cmap = colormaps["tab10"]
+    return {a: cmap(i % 10) for i, a in enumerate(s.agents)}
+
+
+def _yerr(rates: list[Rate]) -> np.ndarray:
+    lo = [r.value - r.ci[0] if r.n else 0.0 for r in rates]
+    hi = [r.ci[1] - r.value if r.n else 0.0 for r in rates]
+    return np.array([lo, hi])
+
+
+def success_vs_psnr(s: Summary) -> Plot:
+    """One point per cell: PSNR against success rate, colour = agent, marker = split class."""
+    cells = [c for c in s.eligible if c.video is not None]
+    caption = (
+        "Each point is one cell (agent x task x split x seed) with video metrics; "
+        "circles ID, triangles OOD, squares look shifts. Agents without video metrics are absent."
+    )
+    title = "Success rate vs PSNR"
+    if not cells:
+        return Plot("success_vs_psnr", title, "No cell has video metrics.", None)
+    colours = _colours(s)
+    fig = Figure(figsize=(7, 4.5))
+    ax = fig.add_subplot()
+    for c in cells:
+        _, marker, _ = CLASS_STYLE[c.cls]
+        ax.scatter(
+            c.video.psnr,
+            c.success_rate,
+            color=colours[c.agent],
+            marker=marker,
+            s=45,
+            edgecolors="black",
+            linewidths=0.4,
+        )
+    agent_handles = [
+        ax.scatter([], [], color=colours[a], marker="o", label=a)
+        for a in s.agents
+        if any(c.agent == a for c in cells)
+    ]
+    class_handles = [
+        ax.scatter([], [], color="white", edgecolors="black", marker=m, label=lbl)
+        for k, (lbl, m, _) in CLASS_STYLE.items()
+        if any(c.cls == k for c in cells)
+    ]
+    first = ax.legend(
+        handles=agent_handles,
+        title="agent",
+        loc="upper left",
+        bbox_to_anchor=(1.01, 1.0),
+        fontsize=8,
+    )
+    ax.add_artist(first)
+    ax.legend(
+        handles=class_handles,
+        title="split",
+        loc="lower left",
+        bbox_to_anchor=(1.01, 0.0),
+        fontsize=8,
+    )
+    ax.set_xlabel("PSNR (dB)")
+    ax.set_ylabel("success rate")
+    ax.set_ylim(-0.05, 1.05)
+    ax.grid(alpha=0.3)
+    return Plot("success_vs_psnr", title, caption, _png(fig))
+
+
+def drop_rates(s: Summary) -> Plot:
+    """Bars of pooled drop rates per agent and split class, with Wilson intervals."""
+    title = "Drop rate by agent"
+    caption = (
+        "Pooled drop rate per agent for ID, OOD and look cells; whiskers are 95% Wilson intervals."
+    )
+    fig = Figure(figsize=(max(6.0, 1.3 * len(s.agents) + 2), 3.8))
+    ax = fig.add_subplot()
+    x = np.arange(len(s.agents))
+    width = 0.8 / len(CLASS_STYLE)
+    drawn = False
+    for i, (k, (lbl, _, colour)) in enumerate(CLASS_STYLE.items()):
+        rates = [s.by_class[a][k].drop for a in s.agents]
+        if not any(r.n for r in rates):
+            continue
+        heights = [r.value if r.n else 0.0 for r in rates]
+        ax.bar(
+            x + (i - 1) * width,
+            heights,
+            width,
+            color=colour,
+            label=lbl,
+            yerr=_yerr(rates),
+            capsize=3,
+            ecolor="black",
+        )
+        drawn = True
+    if not drawn:
+        return Plot("drop_rates", title, "No cell has episodes to count drops in.", None)
+    ax.set_xticks(x, s.agents, rotation=20, ha="right")
+    ax.set_ylabel("drop rate")
+    ax.set_ylim(0, 1.05)
+    ax.legend(fontsize=8)
+    ax.grid(axis="y", alpha=0.3)
+    return Plot("drop_rates", title, caption, _png(fig))
+
+
+def robustness(s: Summary, metric: str) -> Plot:
+    """Small multiples, one per work shift: success (or PSNR) over severity, one line per agent."""
+    label = {"success": "success rate", "psnr": "PSNR (dB)"}[metric]
+    name = f"robustness_{metric}"
+    title = f"Robustness: {label} over severity"
+    caption = (
+        f"{'Success rate' if metric == 'success' else 'PSNR'} per work shift and severity "
+        "(0 = the agent's pooled ID cells)"
+        + (
+            "; whiskers are 95% Wilson intervals."
+            if metric == "success"
+            else "; agents without video metrics are absent."
+        )
+    )
+    series = {
+        shift: {
+            a: [(sev, g) for sev, g in pts if metric == "success" or g.video_cells]
+            for a, pts in per.items()
+        }
+        for shift, per in s.curves.items()
+    }
+    series = {k: {a: p for a, p in v.items() if p} for k, v in series.items()}
+    series = {k: v for k, v in series.items() if v}
+    if not series:
+        why = "No OOD severity cells" + (" with video metrics." if metric == "psnr" else ".")
+        return Plot(name, title, why, None)
+    colours = _colours(s)
+    ncols = min(3, len(series))
+    nrows = math.ceil(len(series) / ncols)
+    fig = Figure(figsize=(4.2 * ncols, 3.0 * nrows))
+    axes = fig.subplots(nrows, ncols, squeeze=False)
+    for ax, (shift, per) in zip(axes.flat, series.items(), strict=False):
+        for a, pts in per.items():
+            sev = [p[0] for p in pts]
+            if metric == "success":
+                rates = [p[1].success for p in pts]
+                ax.errorbar(
+                    sev,
+                    [r.value for r in rates],
+                    yerr=_yerr(rates),
+                    color=colours[a],
+                    marker="o",
+                    capsize=3,
+                    label=a,
+                )
+            else:
+                ax.plot(sev, [p[1].psnr for p in pts], color=colours[a], marker="o", label=a)
+        ax.set_title(shift, fontsize=10)
+        ax.set_xticks(range(6))
+        ax.set_xlabel("severity")
+        if metric == "success":
+            ax.set_ylim(-0.05, 1.05)
+        ax.grid(alpha=0.3)
+    for ax in axes.flat[len(series) :]:
+        ax.set_visible(False)
+    axes[0][0].set_ylabel(label)
+    handles, labels = {}, {}
+    for ax in axes.flat[: len(series)]:
+        for h, lab in zip(*ax.get_legend_handles_labels(), strict=True):
+            handles.setdefault(lab, h)
+            labels[lab] = lab
+    fig.legend(
+        list(handles.values()),
+        list(labels),
+        loc="upper center",
+        ncols=min(6, len(handles)),
+        bbox_to_anchor=(0.5, 1.0 + 0.06 / nrows),
+        fontsize=8,
+    )
+    fig.tight_layout()
+    return Plot(name, title, caption, _png(fig))
+
+
+def all_plots(s: Summary) -> list[Plot]:
+    """The report's figures in reading order."""
+    return [success_vs_psnr(s), drop_rates(s), robustness(s, "success"), robustness(s, "psnr")]
