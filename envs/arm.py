@@ -22,7 +22,7 @@ import mujoco
 import numpy as np
 from gymnasium import spaces
 
-from embodied.shifts import NOMINAL, build_model, resolve_physics
+from embodied.shifts import NOMINAL, build_model, resolve_physics, start_physics
 
 OBS_MODES = ("state", "pixels", "state+pixels")
 CONTROL_DT = 0.05
@@ -155,6 +155,10 @@ class ArmEnv(gymnasium.Env):
 
         return ScriptedPolicy(self.task_name, style=style, noise=noise, seed=seed)
 
+    def hold_action(self) -> np.ndarray:
+        """The action that changes nothing: no motion, the grip command now in force."""
+        return np.array([0.0, 0.0, 0.0, self.data.ctrl[6]], np.float32)
+
     def nominal_model(self) -> mujoco.MjModel:
         """The simulator at nominal training physics, with this episode's geometry of look."""
         return build_model(NOMINAL)
@@ -169,7 +173,9 @@ class ArmEnv(gymnasium.Env):
         explicit = options.get("physics", self.explicit_physics)
         episode_seed = int(self.np_random.integers(2**31 - 1)) if seed is None else int(seed)
         self.physics = resolve_physics(shift, episode_seed, explicit)
-        copy_model_into(self.model, build_model(self.physics))
+        # The start state is laid out under nominal dynamics (with this episode's look and
+        # geometry), so a work shift leaves it exactly as `id` has it: paired draws.
+        copy_model_into(self.model, build_model(start_physics(self.physics)))
         mujoco.mj_resetData(self.model, self.data)
         self.data.qpos[:] = self._home
 
@@ -178,13 +184,16 @@ class ArmEnv(gymnasium.Env):
         self._t = 0
         self._fail_streak = 0
         self._success_streak = 0
-        self._latency = int(round(self.physics.get("action_latency", 0.0)))
-        self._action_queue = deque(np.zeros(4, np.float32) for _ in range(self._latency))
         self._push = self._push_schedule()
         self._setup_episode(task_rng)
+        rest_posture = self.model.qpos_spring.copy()
+        copy_model_into(self.model, build_model(self.physics))
+        self.model.qpos_spring[:] = rest_posture
+        # a delayed arm keeps doing what it did before the episode: hold still, same grip
+        self._latency = int(round(self.physics.get("action_latency", 0.0)))
+        self._action_queue = deque(self.hold_action() for _ in range(self._latency))
         self.data.mocap_pos[self._target_mocap] = self.target
         mujoco.mj_forward(self.model, self.data)
-        self._episode_info: dict[str, Any] = {}
         info = self._info(success=False, failed=False, physics_error=False)
         return self._obs(), info
 

@@ -1,0 +1,80 @@
+"""The MPC agent: any world model + any planner is a Policy (replan every step, warm-started)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import gymnasium
+import numpy as np
+import torch
+from embodied.agents.planners import Planner
+from embodied.agents.training import MODEL_FILE, load_model
+from hydra.utils import get_class, instantiate
+from omegaconf import DictConfig, OmegaConf
+
+
+class MPCAgent:
+    """Encode the observation, plan a sequence in the model, execute its first action."""
+
+    def __init__(self, world_model: Any, planner: Planner):
+        self.world_model = world_model
+        self.planner = planner
+
+    def reset(self, env: gymnasium.Env) -> None:
+        attach = getattr(self.world_model, "attach", None)
+        if attach is not None:
+            attach(env)
+        self.planner.reset()
+        # the robot knows its own command: hold still, keep the grip it has
+        hold = getattr(env.unwrapped, "hold_action", None)
+        self.last_action = np.zeros(4, np.float32) if hold is None else hold()
+
+    def act(self, obs: Any) -> np.ndarray:
+        prior = torch.as_tensor(self.last_action * np.array([0, 0, 0, 1], np.float32))
+        with torch.inference_mode():
+            z = self.world_model.encode(obs)
+            self.last_action = self.planner.plan(self.world_model.step, z[0], prior)
+        return self.last_action
+
+
+def load_world_model(agent_cfg: DictConfig, checkpoint_dir: str | os.PathLike | None) -> Any:
+    """The trained model in ``checkpoint_dir``, or a fresh one for agents with nothing to train."""
+    wm_cfg = agent_cfg.world_model
+    if agent_cfg.get("trainer") is None:
+        return instantiate(wm_cfg)
+    name = agent_cfg.get("name", "?")
+    if checkpoint_dir is None:
+        raise ValueError(f"agent {name!r} needs a trained model: pass checkpoint_dir")
+    path = Path(checkpoint_dir) / MODEL_FILE
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"no trained model at {path}; train one first: embodied-train agent={name} ..."
+        )
+    return load_model(get_class(wm_cfg._target_), path, str(wm_cfg.get("device", "cpu")))
+
+
+def make_policy(
+    agent_cfg: DictConfig | dict,
+    checkpoint_dir: str | os.PathLike | None,
+    env: gymnasium.Env,
+    seed: int,
+) -> MPCAgent:
+    """Build the MPC policy of an agent config (the ``policy`` factory eval instantiates)."""
+    if not isinstance(agent_cfg, DictConfig):
+        agent_cfg = OmegaConf.create(agent_cfg)
+    world_model = load_world_model(agent_cfg, checkpoint_dir)
+    reseed = getattr(world_model, "reseed", None)
+    if reseed is not None:
+        reseed(seed)
+    space = env.action_space
+    planner = instantiate(
+        agent_cfg.planner,
+        action_dim=int(np.prod(space.shape)),
+        action_low=np.asarray(space.low, np.float32),
+        action_high=np.asarray(space.high, np.float32),
+        seed=seed,
+        device=str(getattr(world_model, "device", "cpu")),
+    )
+    return MPCAgent(world_model, planner)

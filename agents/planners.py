@@ -1,0 +1,169 @@
+"""CEM and MPPI over action sequences, for any batched ``step_fn(z, a) -> (z', reward, p_fail)``.
+
+Every candidate sequence is evaluated by ``particles`` copies at once: the batch has
+``population * particles`` rows, row ``p * particles + k`` being particle k of candidate p, in
+the same order at every step (so an ensemble that maps row b to member b % E keeps each particle
+on one member: TS-inf). The cost of a candidate is the particles' mean of
+
+    -sum_t S_t r_t + failure_penalty * sum_t S_t p_t,   S_0 = 1, S_{t+1} = S_t (1 - p_t),
+
+the expected return of an episode that may terminate with a penalty at each predicted step.
+Plans are warm-started: the previous plan shifted by one step seeds the next.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+StepFn = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
+
+
+class Planner:
+    """Shared machinery: bounds, warm start, sampling and the cost of candidate sequences."""
+
+    def __init__(
+        self,
+        horizon: int = 10,
+        population: int = 100,
+        iterations: int = 3,
+        particles: int = 5,
+        init_std: float = 0.5,
+        failure_penalty: float = 100.0,
+        action_dim: int = 4,
+        action_low: float | np.ndarray = -1.0,
+        action_high: float | np.ndarray = 1.0,
+        seed: int = 0,
+        device: str = "cpu",
+    ):
+        for name, value in (("horizon", horizon), ("population", population)):
+            if value < 1:
+                raise ValueError(f"{name} must be >= 1; got {value}")
+        if iterations < 1 or particles < 1:
+            raise ValueError(
+                f"iterations and particles must be >= 1; got {iterations}, {particles}"
+            )
+        self.horizon, self.population = horizon, population
+        self.iterations, self.particles = iterations, particles
+        self.init_std, self.failure_penalty = init_std, failure_penalty
+        self.action_dim = action_dim
+        self.device = torch.device(device)
+        shape = (action_dim,)
+        self.low = torch.as_tensor(np.broadcast_to(action_low, shape).copy(), dtype=torch.float32)
+        self.high = torch.as_tensor(np.broadcast_to(action_high, shape).copy(), dtype=torch.float32)
+        self.low, self.high = self.low.to(self.device), self.high.to(self.device)
+        self.generator = torch.Generator(device=self.device).manual_seed(seed)
+        self.mean: torch.Tensor | None = None
+
+    def reset(self) -> None:
+        """Forget the warm start (a new episode)."""
+        self.mean = None
+
+    def _initial_mean(self, prior: torch.Tensor | None = None) -> torch.Tensor:
+        """The warm start; ``prior`` (default: the box centre) fills steps with no plan yet.
+
+        The MPC agent passes the action that changes nothing (no motion, the grip it holds):
+        a centred grip of 0 would let go of a carried cup in every initial candidate.
+        """
+        fill = (self.low + self.high) / 2 if prior is None else prior.to(self.low)
+        if self.mean is None:
+            return fill.expand(self.horizon, -1).clone()
+        return torch.cat([self.mean[1:], fill[None]], 0)  # shift by one step
+
+    def _sample(self, mean: torch.Tensor, std: torch.Tensor, n: int) -> torch.Tensor:
+        noise = torch.randn((n, *mean.shape), generator=self.generator, device=self.device)
+        samples = mean + std * noise
+        samples[0] = mean  # keep the current plan among the candidates
+        return torch.maximum(torch.minimum(samples, self.high), self.low)
+
+    @torch.no_grad()
+    def cost(self, step_fn: StepFn, z0: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """Expected cost (N,) of N candidate sequences (N, H, A) from one start latent z0."""
+        n, h = actions.shape[:2]
+        k = self.particles
+        z = z0.reshape(1, -1).expand(n * k, -1)
+        acts = actions.repeat_interleave(k, dim=0)  # row p*k + j: particle j of candidate p
+        ret = torch.zeros(n * k, device=z.device)
+        fail = torch.zeros(n * k, device=z.device)
+        alive = torch.ones(n * k, device=z.device)
+        for t in range(h):
+            z, reward, p_fail = step_fn(z, acts[:, t])
+            ret += alive * reward
+            fail += alive * p_fail
+            alive = alive * (1.0 - p_fail)
+        cost = -ret + self.failure_penalty * fail
+        return cost.reshape(n, k).mean(1)
+
+    def plan(
+        self, step_fn: StepFn, z0: torch.Tensor, prior: torch.Tensor | None = None
+    ) -> np.ndarray:
+        """The first action of the optimised sequence, float32 within the bounds."""
+        mean = self.optimise(step_fn, z0.to(self.device), prior)
+        self.mean = mean
+        return mean[0].cpu().numpy().astype(np.float32)
+
+    def optimise(
+        self, step_fn: StepFn, z0: torch.Tensor, prior: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class CEM(Planner):
+    """Cross-entropy method: refit a diagonal Gaussian to the ``elites`` best candidates."""
+
+    def __init__(self, elites: int = 10, min_std: float = 0.05, momentum: float = 0.1, **kwargs):
+        super().__init__(**kwargs)
+        if not 1 <= elites <= self.population:
+            raise ValueError(f"elites must be in [1, population={self.population}]; got {elites}")
+        self.elites, self.min_std, self.momentum = elites, min_std, momentum
+
+    def optimise(
+        self, step_fn: StepFn, z0: torch.Tensor, prior: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        mean = self._initial_mean(prior)
+        std = torch.full_like(mean, self.init_std)
+        for _ in range(self.iterations):
+            actions = self._sample(mean, std, self.population)
+            cost = self.cost(step_fn, z0, actions)
+            elite = actions[torch.topk(cost, self.elites, largest=False).indices]
+            new_std = elite.std(0, unbiased=False) if self.elites > 1 else std
+            mean = self.momentum * mean + (1 - self.momentum) * elite.mean(0)
+            std = (self.momentum * std + (1 - self.momentum) * new_std).clamp(min=self.min_std)
+        return mean
+
+
+class MPPI(Planner):
+    """Model-predictive path integral: candidates averaged with weights exp(-cost / temperature).
+
+    ``temperature`` is relative to the population's cost spread (its standard deviation), so one
+    value works whatever the reward scale. The sampling std follows the weighted spread, as in
+    TD-MPC's MPPI, down to ``min_std``.
+    """
+
+    def __init__(self, temperature: float = 0.5, min_std: float = 0.05, **kwargs):
+        super().__init__(**kwargs)
+        if temperature <= 0:
+            raise ValueError(f"temperature must be > 0; got {temperature}")
+        self.temperature, self.min_std = temperature, min_std
+
+    def optimise(
+        self, step_fn: StepFn, z0: torch.Tensor, prior: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        mean = self._initial_mean(prior)
+        std = torch.full_like(mean, self.init_std)
+        for _ in range(self.iterations):
+            actions = self._sample(mean, std, self.population)
+            cost = self.cost(step_fn, z0, actions)
+            scale = self.temperature * (cost.std() + 1e-6)
+            weights = torch.softmax(-(cost - cost.min()) / scale, 0)[:, None, None]
+            mean = (weights * actions).sum(0)
+            std = ((weights * (actions - mean) ** 2).sum(0)).sqrt().clamp(min=self.min_std)
+        return mean
+
+
+def zero_cost_step(z: torch.Tensor, action: torch.Tensor):
+    """A model that predicts nothing, instantly: the floor of a planner's own overhead."""
+    zero = torch.zeros(z.shape[0], device=z.device)
+    return z, zero, zero

@@ -1,0 +1,126 @@
+"""The true simulator as a world model: ``oracle`` (the episode's own physics) and ``nominal``.
+
+``oracle`` plans in an exact copy of the episode's MjModel, so it knows every work shift;
+``nominal`` plans in the model at nominal training physics, a perfect in-distribution model
+that knows nothing of the shift. Both are the reference points of the report: a learned
+model can at best match ``oracle`` and, if it only learned the training world, ``nominal``.
+Neither foresees the env-level effects of a step (action latency, action noise, an external
+push): those are events outside the simulated physics.
+
+The latent ``z`` is MuJoCo's full physics state followed by the actuator controls (the
+Cartesian servo targets are the controller's memory). ``step`` advances a batch of states by
+one control step with ``mujoco.rollout`` (C, multi-threaded); reward and failure come from the
+task's own ``score`` on the simulated sensors, the code the env judges with.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from typing import Any
+
+import gymnasium
+import mujoco
+import numpy as np
+import torch
+from mujoco import rollout
+
+from embodied.envs.arm import MAX_DELTA, ArmEnv
+from embodied.protocols import Imagination
+
+FAMILIES = ("oracle", "nominal")
+STATE_SPEC = mujoco.mjtState.mjSTATE_FULLPHYSICS
+
+
+class SimulatorModel:
+    """A world model that is MuJoCo itself; see the module docstring."""
+
+    obs_mode = "state"
+
+    def __init__(self, family: str = "oracle", threads: int | None = None, device: str = "cpu"):
+        if family not in FAMILIES:
+            raise ValueError(f"unknown simulator family {family!r}; valid: {list(FAMILIES)}")
+        self.family = family
+        self.threads = int(threads or min(os.cpu_count() or 1, 8))
+        self.device = device
+        self.env: ArmEnv | None = None
+
+    # ------------------------------------------------------------------ protocol
+    def attach(self, env: gymnasium.Env) -> None:
+        """Take the episode's model (oracle) or the nominal one; called after env.reset."""
+        self.env = env.unwrapped  # type: ignore[assignment]
+        source = self.env.model if self.family == "oracle" else self.env.nominal_model()
+        self.model = copy.copy(source)
+        self.datas = [mujoco.MjData(self.model) for _ in range(self.threads)]
+        self.nstate = mujoco.mj_stateSize(self.model, STATE_SPEC)
+        self.nu = self.model.nu
+        self._lo = self.model.actuator_ctrlrange[:3, 0]
+        self._hi = self.model.actuator_ctrlrange[:3, 1]
+        self._substeps = self.env.n_substeps
+
+    def fit(self, dataset: Any, steps: int = 0, **kwargs: Any) -> dict[str, list[float]]:
+        return {}  # nothing to learn
+
+    def encode(self, obs: Any) -> torch.Tensor:
+        env = self._attached()
+        state = np.empty(self.nstate)
+        mujoco.mj_getState(env.model, env.data, state, STATE_SPEC)
+        return torch.as_tensor(np.concatenate([state, env.data.ctrl])[None])
+
+    @torch.no_grad()
+    def step(
+        self, z: torch.Tensor, action: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        states, sensors = self._advance(z.cpu().numpy(), action.cpu().numpy())
+        reward, _, failing = self._attached().score(sensors)
+        return (
+            torch.as_tensor(states),
+            torch.as_tensor(reward, dtype=torch.float32),
+            torch.as_tensor(failing, dtype=torch.float32),
+        )
+
+    def imagine(self, obs0: Any, actions: np.ndarray, env: gymnasium.Env) -> Imagination:
+        """Open loop from the env's current state (it must be at ``obs0``), rendered by MuJoCo."""
+        self.attach(env)
+        u = self._attached()
+        state0 = obs0["state"] if isinstance(obs0, dict) else obs0
+        if state0 is not None and not np.allclose(u.state_vector(), state0, atol=1e-5):
+            raise ValueError("imagine starts from the env's current state: reset it to obs0 first")
+        z = self.encode(obs0).numpy()
+        scratch = mujoco.MjData(self.model)
+        frames, cup = [], []
+        for action in np.asarray(actions, dtype=np.float64):
+            z, _ = self._advance(z, action[None])
+            mujoco.mj_setState(self.model, scratch, z[0, : self.nstate], STATE_SPEC)
+            scratch.ctrl[:] = z[0, self.nstate :]
+            mujoco.mj_forward(self.model, scratch)
+            vec = u.state_vector(scratch)
+            frames.append(u.render_state(vec))
+            cup.append(vec[[u.state_labels.index(k) for k in ("cup_x", "cup_y", "cup_z")]])
+        return Imagination(np.stack(frames), "render", np.stack(cup))
+
+    def save(self, path: str) -> None:
+        raise NotImplementedError("a simulator has no parameters to save")
+
+    # ------------------------------------------------------------------ mechanics
+    def _attached(self) -> ArmEnv:
+        if self.env is None:
+            raise RuntimeError("attach(env) first (the MPC agent does it at reset)")
+        return self.env
+
+    def _advance(self, z: np.ndarray, action: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """One control step for a batch: (next z, sensordata at its end)."""
+        batch = z.shape[0]
+        state, ctrl = z[:, : self.nstate], z[:, self.nstate :].copy()
+        action = np.clip(np.broadcast_to(action, (batch, 4)), -1.0, 1.0)
+        ctrl[:, :3] = np.clip(ctrl[:, :3] + MAX_DELTA * action[:, :3], self._lo, self._hi)
+        ctrl[:, 6] = action[:, 3]
+        control = np.repeat(ctrl[:, None, :], self._substeps, axis=1)
+        states, sensors = rollout.rollout(
+            self.model,
+            self.datas,
+            np.ascontiguousarray(state),
+            np.ascontiguousarray(control),
+            nstep=self._substeps,
+        )
+        return np.concatenate([states[:, -1], ctrl], axis=1), sensors[:, -1]
