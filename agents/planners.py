@@ -5,9 +5,13 @@ Every candidate sequence is evaluated by ``particles`` copies at once: the batch
 the same order at every step (so an ensemble that maps row b to member b % E keeps each particle
 on one member: TS-inf). The cost of a candidate is the particles' mean of
 
-    -sum_t S_t r_t + failure_penalty * sum_t S_t p_t,   S_0 = 1, S_{t+1} = S_t (1 - p_t),
+    -sum_t [S_t r_t + (1 - S_t) r_dead] + failure_penalty * sum_t S_t p_t,
+    S_0 = 1, S_{t+1} = S_t (1 - p_t),
 
 the expected return of an episode that may terminate with a penalty at each predicted step.
+A failed episode keeps earning ``r_dead`` (the tasks' per-step reward floor) for the rest of
+the horizon: were it 0, failing early would beat failing late whenever rewards are negative,
+and a planner facing only failing candidates would pick the quickest drop.
 Plans are warm-started: the previous plan shifted by one step seeds the next.
 """
 
@@ -32,6 +36,7 @@ class Planner:
         particles: int = 5,
         init_std: float = 0.5,
         failure_penalty: float = 100.0,
+        dead_reward: float = -1.0,
         action_dim: int = 4,
         action_low: float | np.ndarray = -1.0,
         action_high: float | np.ndarray = 1.0,
@@ -48,6 +53,7 @@ class Planner:
         self.horizon, self.population = horizon, population
         self.iterations, self.particles = iterations, particles
         self.init_std, self.failure_penalty = init_std, failure_penalty
+        self.dead_reward = dead_reward
         self.action_dim = action_dim
         self.device = torch.device(device)
         shape = (action_dim,)
@@ -90,7 +96,7 @@ class Planner:
         alive = torch.ones(n * k, device=z.device)
         for t in range(h):
             z, reward, p_fail = step_fn(z, acts[:, t])
-            ret += alive * reward
+            ret += alive * reward + (1.0 - alive) * self.dead_reward
             fail += alive * p_fail
             alive = alive * (1.0 - p_fail)
         cost = -ret + self.failure_penalty * fail

@@ -1,7 +1,9 @@
 """CupCarry: the cup starts pinched in the gripper; carry it to a point in the air and hold it.
 
-Reward per step: ``-min(d, 0.5) / 0.5`` with ``d`` the cup's distance to the target (m), so
-every step costs up to 1 and time matters. Success: the cup held within 3 cm of the target for
+Reward per step: ``-min(d, 0.5) / 0.5 - 10 * max(slip - 0.005, 0)`` with ``d`` the cup's
+distance to the target and ``slip`` its distance from where the grasp put it relative to the
+hand (m): every step costs, so time matters, and a cup sliding in the fingers costs before it
+falls. Success: the cup held within 3 cm of the target for
 3 consecutive steps (the episode ends). Failure ("dropped"): the cup is not pinched by both
 pads for 2 consecutive control steps (0.1 s), judged from the pads' touch sensors (contact
 normal forces) and the cup's distance to the hand; it ends the episode with a penalty larger
@@ -40,5 +42,8 @@ class CupCarry(ArmEnv):
     def score(self, sensordata: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         s = self.sensors(sensordata)
         d = np.linalg.norm(s["cup_pos"] - self.target, axis=-1)
+        grasp = s["ee_pos"] - np.array([0.0, 0.0, self.grasp_offset])
+        slip = np.linalg.norm(s["cup_pos"] - grasp, axis=-1)
         held = self.held(s)
-        return -np.minimum(d, 0.5) / 0.5, held & (d < self.success_radius), ~held
+        reward = -np.minimum(d, 0.5) / 0.5 - 10.0 * np.maximum(slip - 0.005, 0.0)
+        return reward, held & (d < self.success_radius), ~held
