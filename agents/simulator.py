@@ -16,7 +16,6 @@ task's own ``score`` on the simulated sensors, the code the env judges with.
 from __future__ import annotations
 
 import copy
-import os
 from typing import Any
 
 import gymnasium
@@ -37,11 +36,11 @@ class SimulatorModel:
 
     obs_mode = "state"
 
-    def __init__(self, family: str = "oracle", threads: int | None = None, device: str = "cpu"):
+    def __init__(self, family: str = "oracle", threads: int = 1, device: str = "cpu"):
         if family not in FAMILIES:
             raise ValueError(f"unknown simulator family {family!r}; valid: {list(FAMILIES)}")
         self.family = family
-        self.threads = int(threads or min(os.cpu_count() or 1, 8))
+        self.threads = int(threads)  # one per eval worker; raise it when planning alone
         self.device = device
         self.env: ArmEnv | None = None
 

@@ -1,0 +1,158 @@
+"""embodied-eval: every cell (agent x task x split x seed) -> <run_dir>/results.jsonl.
+
+    embodied-eval agents=[scripted,state] env=cup_carry shift=standard preset=quick
+    embodied-eval executor=ray executor.address=auto        # the same cells on a Ray cluster
+    embodied-eval agents=[oracle] +agent_overrides.oracle.planner.horizon=12
+
+Names are checked before any work starts. Finished cells are appended one line at a time by
+this process only, so Ctrl-C or a crash loses only the cells still running, and rerunning the
+same command skips the cells already in the file.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import hydra
+from hydra import compose, initialize_config_module
+from hydra.core.global_hydra import GlobalHydra
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from tqdm.auto import tqdm
+
+from embodied.evaluate import EvalSettings, run_cell
+from embodied.grid import check_names, expand
+from embodied.registration import TASKS
+from embodied.results import CONFIG_FILE, ResultsStore
+from embodied.shifts.splits import parse_split
+
+# what a cell's numbers depend on besides its name (agent configs are read afresh each run)
+RESULT_KEYS = ("env", "episodes", "video", "agent_overrides", "checkpoints")
+
+
+@contextmanager
+def _hydra() -> Iterator[None]:
+    """Hydra's config repository: the app's own when running under it, else a fresh one."""
+    if GlobalHydra.instance().is_initialized():
+        yield
+    else:
+        with initialize_config_module("embodied.configs", version_base="1.3"):
+            yield
+
+
+def load_agents(names: Sequence[str], root: DictConfig) -> dict[str, dict[str, Any]]:
+    """configs/agent/<name>.yaml for each name, with ``agent_overrides.<name>`` merged in.
+
+    Resolving against ``root`` lets an agent config use ``${preset.*}`` like the apps do.
+    """
+    overrides = root.get("agent_overrides") or {}
+    check_names("agent_overrides (agents of this run)", list(overrides), names)
+    with _hydra():
+        valid = GlobalHydra.instance().config_loader().get_group_options("agent")
+        check_names("agents", names, valid)
+        composed = {name: compose(overrides=[f"+agent={name}"]).agent for name in names}
+    base = OmegaConf.to_container(root, resolve=False)
+    out = {}
+    for name, agent in composed.items():
+        merged = OmegaConf.merge(  # unstructured: an override may add a constructor argument
+            OmegaConf.to_container(agent, resolve=False), overrides.get(name) or {}
+        )
+        tree = OmegaConf.create({**base, "agent": OmegaConf.to_container(merged, resolve=False)})
+        out[name] = OmegaConf.to_container(tree.agent, resolve=True)
+    return out
+
+
+def settings_from(cfg: DictConfig, agents: dict[str, dict[str, Any]]) -> EvalSettings:
+    run_dir = Path(cfg.run_dir).resolve()  # absolute: workers may start elsewhere
+    return EvalSettings(
+        agents=agents,
+        run_dir=str(run_dir),
+        episodes=int(cfg.episodes),
+        video_clips=int(cfg.video.clips),
+        video_horizon=int(cfg.video.horizon),
+        image_size=int(cfg.env.image_size),
+        env_kwargs=OmegaConf.to_container(cfg.env.kwargs, resolve=True),
+        checkpoints=str(Path(cfg.checkpoints).resolve()) if cfg.checkpoints else None,
+        video_cells=tuple(cfg.videos.cells or ()),
+        videos_dir=str(Path(cfg.videos.dir).resolve()) if cfg.videos.dir else None,
+        video_scale=int(cfg.videos.scale),
+        video_fps=int(cfg.videos.fps),
+        threads=int(cfg.threads),
+    )
+
+
+def check_checkpoints(settings: EvalSettings, tasks: Sequence[str]) -> None:
+    """A trained agent without its checkpoint fails now, not hours into the grid."""
+    missing = [
+        f"{settings.checkpoints}/{task}/{agent.get('name', name)}"
+        for name, agent in settings.agents.items()
+        if agent.get("trainer") is not None
+        for task in tasks
+        if not (Path(settings.checkpoints or "") / task / agent.get("name", name)).is_dir()
+    ]
+    if missing:
+        raise FileNotFoundError(
+            f"no checkpoint for trained agents at {missing}; train them first (embodied-train) "
+            "or point checkpoints= at the models folder"
+        )
+
+
+def warn_if_changed(store: ResultsStore, cfg: DictConfig) -> None:
+    """Finished cells are kept on a rerun: say so when their numbers came from other settings."""
+    path = store.run_dir / CONFIG_FILE
+    if not (path.exists() and store.done_ids()):
+        return
+    before = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+    now = OmegaConf.to_container(cfg, resolve=True)
+    changed = [key for key in RESULT_KEYS if before.get(key) != now.get(key)]
+    if changed:
+        warnings.warn(
+            f"{changed} differ from {path}; the {len(store.done_ids())} finished cells in "
+            f"{store.path.name} are kept as they are (use a new run_dir to redo them)",
+            stacklevel=2,
+        )
+
+
+def evaluate(cfg: DictConfig) -> list[dict[str, Any]]:
+    """Run every cell of the grid not yet in the results file; returns all lines, grid order."""
+    names, tasks = list(cfg.agents), list(cfg.tasks)
+    splits, seeds = list(cfg.splits), [int(s) for s in cfg.seeds]
+    if not (names and tasks and splits and seeds):
+        raise ValueError("the grid is empty: agents, tasks, splits and seeds each need an entry")
+    check_names("tasks", tasks, TASKS)
+    for split in splits:
+        parse_split(split)
+    settings = settings_from(cfg, load_agents(names, cfg))
+    check_checkpoints(settings, tasks)
+    executor = instantiate(cfg.executor)
+
+    cells = expand(names, tasks, splits, seeds)
+    store = ResultsStore(settings.run_dir)
+    warn_if_changed(store, cfg)
+    store.write_config(OmegaConf.to_yaml(cfg, resolve=True))
+    store.write_version()
+    done = store.done_ids()
+    todo = [cell for cell in cells if cell.cell_id not in done]
+    with tqdm(
+        total=len(cells), initial=len(cells) - len(todo), desc="eval", disable=not cfg.progress
+    ) as bar:
+        for cell, line in executor.map(run_cell, todo, settings):
+            store.append(line)
+            bar.set_postfix_str(cell.cell_id, refresh=False)
+            bar.update()
+    print(f"embodied-eval: {len(cells)} cells ({len(todo)} run now) in {store.path}")
+    by_id = {line["cell_id"]: line for line in store.lines()}
+    return [by_id[cell.cell_id] for cell in cells]
+
+
+@hydra.main(version_base="1.3", config_path="pkg://embodied.configs", config_name="eval")
+def main(cfg: DictConfig) -> None:
+    evaluate(cfg)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,364 @@
+"""One cell of the grid: closed-loop episodes (embodied metrics) and open-loop video metrics.
+
+``run_cell(cell, settings)`` returns the cell's results line: its names and split fields, the
+``embodied`` and ``video`` metrics, the ``videos`` it wrote and ``wall_s``. Every random draw
+descends from the cell's seed through a numpy SeedSequence: the episode seeds, the policy's
+seed and the seeds of the held-out clips. The episode and clip seeds depend on the seed alone,
+not on the agent or the split, so every agent meets the same episodes, and a split differs
+from ``id`` at the same seed only in what it shifts (paired draws).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import io
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import gymnasium
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+
+import embodied
+from embodied import videos
+from embodied.grid import Cell
+from embodied.metrics.stats import wilson
+from embodied.metrics.video import clip_metrics
+from embodied.registration import env_id
+from embodied.results import write_atomic
+from embodied.shifts.splits import parse_split
+
+CUP_LABELS = ("cup_x", "cup_y", "cup_z")
+DATA_STYLE, DATA_NOISE = "cautious", 0.1  # the scripted controller that records held-out clips
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    """Everything a cell needs besides its name; plain data, so it pickles to any worker."""
+
+    agents: dict[str, dict[str, Any]]  # agent config name -> resolved agent config
+    run_dir: str
+    episodes: int
+    video_clips: int = 0
+    video_horizon: int = 0
+    image_size: int = 64
+    env_kwargs: dict[str, Any] = field(default_factory=dict)
+    checkpoints: str | None = None  # <checkpoints>/<Task>/<agent name>/
+    video_cells: tuple[str, ...] = ()  # fnmatch patterns of cell ids that get rollout videos
+    videos_dir: str | None = None
+    video_scale: int = 2
+    video_fps: int = 20
+    threads: int = 1  # torch threads per cell: one core each keeps the numbers identical
+
+
+CLIP_SPARES = 4  # candidate clip seeds per clip: a clip whose simulation diverges is replaced
+
+
+@dataclass(frozen=True)
+class CellSeeds:
+    episodes: list[int]
+    policy: int
+    clips: list[int]  # candidates, in order of use
+
+
+def cell_seeds(seed: int, episodes: int, clips: int) -> CellSeeds:
+    """Independent streams for episodes, the policy and held-out clips, from one seed."""
+    ep, pol, clip = np.random.SeedSequence(seed).spawn(3)
+    return CellSeeds(
+        episodes=[int(s) for s in ep.generate_state(episodes)] if episodes else [],
+        policy=int(pol.generate_state(1)[0]),
+        clips=[int(s) for s in clip.generate_state(CLIP_SPARES * clips)] if clips else [],
+    )
+
+
+def wants_video(cell: Cell, settings: EvalSettings) -> bool:
+    return settings.videos_dir is not None and any(
+        fnmatch.fnmatchcase(cell.cell_id, p) for p in settings.video_cells
+    )
+
+
+def make_env(cell: Cell, settings: EvalSettings, obs_mode: str, render: bool = False):
+    return gymnasium.make(
+        env_id(cell.task),
+        obs_mode=obs_mode,
+        shift=cell.split,
+        image_size=settings.image_size,
+        render_mode="rgb_array" if render else None,
+        **settings.env_kwargs,
+    )
+
+
+def checkpoint_dir(settings: EvalSettings, task: str, agent_name: str) -> str | None:
+    """``<checkpoints>/<Task>/<agent name>/`` when it exists, else None."""
+    if settings.checkpoints is None:
+        return None
+    path = Path(settings.checkpoints) / task / agent_name
+    return str(path) if path.is_dir() else None
+
+
+def build_policy(agent_cfg: DictConfig, env: gymnasium.Env, ckpt: str | None, seed: int) -> Any:
+    """The agent config's ``policy`` factory, called as the contract says."""
+    from hydra.utils import instantiate
+
+    factory = instantiate(agent_cfg.policy)
+    return factory(agent_cfg=agent_cfg, checkpoint_dir=ckpt, env=env, seed=seed)
+
+
+def seed_torch(seed: int, threads: int) -> None:
+    """Torch's global generator (weight init, sampling) and a fixed thread count per cell."""
+    import torch
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(seed)
+
+
+# ----------------------------------------------------------------------------- embodied
+def run_episode(
+    env: gymnasium.Env, policy: Any, seed: int, frames: list[np.ndarray] | None = None
+) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """One closed-loop episode; returns its per-episode row and its per-frame status flags.
+
+    With ``frames`` given, the env's render of the reset and of every step is appended to it.
+    """
+    obs, info = env.reset(seed=seed)
+    policy.reset(env)
+    dt = 1.0 / env.metadata["render_fps"]  # gymnasium convention: render_fps = control rate
+    flags: dict[str, list[bool]] = {
+        "success": [False],
+        "dropped": [False],
+        "physics_error": [False],
+    }
+    if frames is not None:
+        frames.append(env.render())
+    total, steps, time_to_success = 0.0, 0, None
+    done = False
+    while not done:
+        obs, reward, terminated, truncated, info = env.step(np.asarray(policy.act(obs), np.float32))
+        total += float(reward)
+        steps += 1
+        if info["is_success"] and time_to_success is None:
+            time_to_success = steps * dt
+        flags["success"].append(bool(info["is_success"]))
+        flags["dropped"].append(bool(info["dropped"]))
+        flags["physics_error"].append(bool(info["physics_error"]))
+        if frames is not None:
+            frames.append(env.render())
+        done = terminated or truncated
+    row = {
+        "seed": seed,
+        "success": time_to_success is not None,
+        "dropped": any(flags["dropped"]),
+        "return": total,
+        "steps": steps,
+        "time_to_success": time_to_success,
+        "physics_error": any(flags["physics_error"]),
+    }
+    return row, {k: np.asarray(v) for k, v in flags.items()}
+
+
+def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Rates with 95% Wilson intervals, mean return and time to success, over episodes."""
+    n = len(rows)
+    wins = sum(r["success"] for r in rows)
+    drops = sum(r["dropped"] for r in rows)
+    times = [r["time_to_success"] for r in rows if r["time_to_success"] is not None]
+    return {
+        "episodes": n,
+        "success_rate": wins / n,
+        "success_ci": list(wilson(wins, n)),
+        "drop_rate": drops / n,
+        "drop_ci": list(wilson(drops, n)),
+        "mean_return": float(np.mean([r["return"] for r in rows])),
+        "time_to_success": float(np.mean(times)) if times else None,
+        "physics_errors": sum(r["physics_error"] for r in rows),
+        "per_episode": rows,
+    }
+
+
+# ----------------------------------------------------------------------------- video
+def heldout_path(settings: EvalSettings, cell: Cell) -> Path:
+    h, c, s = settings.video_horizon, settings.video_clips, settings.image_size
+    return (
+        Path(settings.run_dir)
+        / "heldout"
+        / cell.task
+        / cell.split
+        / f"seed{cell.seed}-c{c}-h{h}-s{s}.npz"
+    )
+
+
+def collect_clips(
+    cell: Cell, settings: EvalSettings, candidates: list[int]
+) -> dict[str, np.ndarray]:
+    """``video_clips`` H-step clips of the split by the scripted controller.
+
+    The clip runs on through a drop (what happens next is still physics worth predicting); a
+    clip whose simulation diverges is replaced by the next candidate seed.
+    """
+    env = make_env(cell, settings, "state+pixels")
+    horizon = settings.video_horizon
+    out: dict[str, list] = {"seed": [], "state": [], "pixels": [], "action": []}
+    try:
+        for seed in candidates:
+            if len(out["seed"]) == settings.video_clips:
+                break
+            obs, _ = env.reset(seed=seed)
+            controller = env.unwrapped.scripted_policy(DATA_STYLE, noise=DATA_NOISE, seed=seed)
+            controller.reset(env)
+            states, frames, actions = [obs["state"]], [obs["pixels"]], []
+            for _ in range(horizon):
+                action = np.asarray(controller.act(obs), np.float32)
+                # unwrapped: the clip continues past the task's end (drop or success)
+                obs, _, _, _, info = env.unwrapped.step(action)
+                if info["physics_error"]:
+                    break
+                actions.append(action)
+                states.append(obs["state"])
+                frames.append(obs["pixels"])
+            if len(actions) == horizon:
+                for key, value in zip(out, (seed, states, frames, actions), strict=True):
+                    out[key].append(value)
+        if len(out["seed"]) < settings.video_clips:
+            raise RuntimeError(f"{cell.task}/{cell.split}: too many held-out clips diverged")
+        labels = list(env.unwrapped.state_labels)
+    finally:
+        env.close()
+    clips = {k: np.asarray(v) for k, v in out.items()}
+    clips["cup_index"] = np.asarray([labels.index(name) for name in CUP_LABELS])
+    return clips
+
+
+def heldout_clips(
+    cell: Cell, settings: EvalSettings, candidates: list[int]
+) -> dict[str, np.ndarray]:
+    """The cached clips of (task, split, seed), collected on first use.
+
+    Workers may race to write the same file; the content is deterministic and the write
+    atomic, so the race is harmless.
+    """
+    path = heldout_path(settings, cell)
+    if path.exists():
+        with np.load(path) as data:
+            return {k: data[k] for k in data.files}
+    clips = collect_clips(cell, settings, candidates)
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **clips)
+    write_atomic(path, buffer.getvalue())
+    return clips
+
+
+def model_obs(clips: dict[str, np.ndarray], i: int, obs_mode: str) -> Any:
+    """The first observation of clip ``i`` as a model of ``obs_mode`` consumes it."""
+    state, pixels = clips["state"][i, 0], clips["pixels"][i, 0]
+    if obs_mode == "state":
+        return state
+    if obs_mode == "pixels":
+        return pixels
+    return {"state": state, "pixels": pixels}
+
+
+def video_metrics(
+    world_model: Any, env: gymnasium.Env, clips: dict[str, np.ndarray]
+) -> tuple[dict[str, Any], tuple[np.ndarray, np.ndarray] | None]:
+    """Open-loop prediction of every clip under its true actions, scored step by step.
+
+    The env is reset to each clip's seed first, so a simulator model sees the clip's world.
+    Returns the results line's ``video`` field and (truth, prediction) frames of the first clip.
+    """
+    n, horizon = clips["action"].shape[:2]
+    truth_frames = clips["pixels"][:, 1:]
+    truth_cup = clips["state"][:, 1:][..., clips["cup_index"]]
+    preds, cups, kind = [], [], "none"
+    for i in range(n):
+        env.reset(seed=int(clips["seed"][i]))
+        imagination = world_model.imagine(
+            model_obs(clips, i, world_model.obs_mode), clips["action"][i], env
+        )
+        kind = imagination.frames_kind
+        preds.append(imagination.frames)
+        cups.append(imagination.cup_pos)
+    line: dict[str, Any] = {"horizon": int(horizon), "clips": int(n), "frames_kind": kind}
+    first = None
+    if all(p is not None for p in preds):
+        pred = np.asarray(preds)
+        line.update(clip_metrics(truth_frames, pred))
+        first = (truth_frames[0], pred[0])
+    else:
+        line.update(
+            {k: None for k in ("mse", "psnr", "ssim", "mse_mean", "psnr_mean", "ssim_mean")}
+        )
+    if all(c is not None for c in cups):
+        err = np.linalg.norm(np.asarray(cups) - truth_cup, axis=-1).mean(axis=0)
+        line["cup_pos_error"] = [float(e) for e in err]
+        line["cup_pos_error_mean"] = float(err.mean())
+    else:
+        line["cup_pos_error"] = line["cup_pos_error_mean"] = None
+    return line, first
+
+
+# ----------------------------------------------------------------------------- the cell
+def split_fields(split: str) -> dict[str, Any]:
+    sp = parse_split(split)
+    return {"shift": sp.shift, "severity": sp.severity, "look": sp.look, "work": sp.work}
+
+
+def run_cell(cell: Cell, settings: EvalSettings) -> dict[str, Any]:
+    """Evaluate one cell; returns its results line (``wall_s`` is the only timing field)."""
+    start = time.perf_counter()
+    if cell.agent not in settings.agents:
+        raise ValueError(f"no config for agent {cell.agent!r}; have {sorted(settings.agents)}")
+    agent_cfg = OmegaConf.create(settings.agents[cell.agent])
+    seeds = cell_seeds(cell.seed, settings.episodes, settings.video_clips)
+    seed_torch(seeds.policy, settings.threads)
+    record = wants_video(cell, settings)
+    env = make_env(cell, settings, agent_cfg.obs_mode, render=record)
+    written: dict[str, str] = {}
+    try:
+        ckpt = checkpoint_dir(settings, cell.task, agent_cfg.get("name", cell.agent))
+        policy = build_policy(agent_cfg, env, ckpt, seeds.policy)
+        rows = []
+        for i, seed in enumerate(seeds.episodes):
+            frames: list[np.ndarray] | None = [] if record and i == 0 else None
+            row, flags = run_episode(env, policy, seed, frames)
+            rows.append(row)
+            if frames:
+                clip = videos.episode_video(np.asarray(frames), **flags)
+                written["episode"] = _write(settings, cell, "episode", clip)
+        world_model = getattr(policy, "world_model", None)
+        video = None
+        if world_model is not None and settings.video_clips > 0 and settings.video_horizon > 0:
+            clips = heldout_clips(cell, settings, seeds.clips)
+            video, first = video_metrics(world_model, env, clips)
+            if record and first is not None:
+                strip = videos.triptych(*first, scale=settings.video_scale)
+                written["imagination"] = _write(settings, cell, "imagination", strip)
+    finally:
+        env.close()
+    return {
+        "cell_id": cell.cell_id,
+        "agent": cell.agent,
+        "family": agent_cfg.get("family"),
+        "task": cell.task,
+        "split": cell.split,
+        **split_fields(cell.split),
+        "seed": cell.seed,
+        "version": embodied.__version__,
+        "embodied": summarise(rows),
+        "video": video,
+        "videos": written or None,
+        "wall_s": round(time.perf_counter() - start, 3),
+    }
+
+
+def _write(settings: EvalSettings, cell: Cell, kind: str, frames: np.ndarray) -> str:
+    """Write a rollout video; returns its path relative to the videos folder."""
+    assert settings.videos_dir is not None
+    root = Path(settings.videos_dir)
+    path = videos.write_video(
+        root / cell.agent / cell.task / cell.split / f"seed{cell.seed}-{kind}",
+        frames,
+        settings.video_fps,
+    )
+    return str(path.relative_to(root))

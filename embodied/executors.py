@@ -1,0 +1,123 @@
+"""Where cells run: a local process pool or a Ray cluster, the same cells and the same numbers.
+
+Both executors yield each finished (cell, result) as soon as it completes, so the parent
+(the only writer of the results file) appends it at once and a crash loses at most the
+cells still running. Each cell seeds everything it draws from its own seed and runs
+single-threaded, so where and in which order a cell runs never changes its numbers.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
+
+Item = TypeVar("Item")
+CellFn = Callable[[Any, Any], dict]
+
+# Set in every worker before torch or numpy start their thread pools: a cell is one core.
+SINGLE_THREAD_ENV = {
+    "OMP_NUM_THREADS": "1",
+    "MKL_NUM_THREADS": "1",
+    "OPENBLAS_NUM_THREADS": "1",
+}
+
+
+class Executor(Protocol):
+    def map(self, fn: CellFn, items: Sequence[Item], cfg: Any) -> Iterator[tuple[Item, dict]]:
+        """``fn(item, cfg)`` for every item, yielded in the order they finish."""
+
+
+def _result(item: Any, get: Callable[[], dict]) -> dict:
+    """A finished item's result; its failure names the item."""
+    try:
+        return get()
+    except Exception as err:
+        raise RuntimeError(f"{getattr(item, 'cell_id', item)} failed: {err}") from err
+
+
+def _single_thread_worker() -> None:
+    os.environ.update(SINGLE_THREAD_ENV)
+
+
+@dataclass
+class LocalExecutor:
+    """A process pool (spawn context) on this machine; ``workers=None`` uses every core.
+
+    ``workers=1`` runs the cells in this process, one after another (easiest to debug).
+    """
+
+    workers: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.workers is not None and self.workers < 1:
+            raise ValueError(f"workers must be >= 1 or None (every core), got {self.workers}")
+
+    def map(self, fn: CellFn, items: Sequence[Item], cfg: Any) -> Iterator[tuple[Item, dict]]:
+        workers = min(self.workers or os.cpu_count() or 1, max(len(items), 1))
+        if workers == 1:
+            for item in items:
+                yield item, _result(item, lambda item=item: fn(item, cfg))
+            return
+        context = multiprocessing.get_context("spawn")
+        pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_single_thread_worker)
+        try:
+            pending = {pool.submit(fn, item, cfg): item for item in items}
+            while pending:
+                done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for future in done:
+                    item = pending.pop(future)
+                    yield item, _result(item, future.result)
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+
+@dataclass
+class RayExecutor:
+    """Remote Ray tasks, one per cell, on ``address`` or on a local runtime started here.
+
+    ``num_cpus`` sizes a local runtime (None: every core); ``runtime_env`` is passed to
+    ``ray.init`` (a cluster's workers need embodied-ood: ``{"pip": [...]}`` or an image that
+    has it). A runtime already initialised by the caller is used as it is and left running.
+    """
+
+    address: str | None = None
+    num_cpus: int | None = None
+    cpus_per_cell: float = 1.0
+    runtime_env: dict[str, Any] | None = None
+
+    def map(self, fn: CellFn, items: Sequence[Item], cfg: Any) -> Iterator[tuple[Item, dict]]:
+        try:
+            import ray
+        except ImportError as err:
+            raise ImportError("executor=ray needs Ray: pip install 'embodied-ood[ray]'") from err
+        started = not ray.is_initialized()
+        if started:
+            ray.init(
+                address=self.address,
+                num_cpus=None if self.address else self.num_cpus,
+                include_dashboard=False,
+                runtime_env=self._runtime_env(),
+            )
+        remote = ray.remote(num_cpus=self.cpus_per_cell)(fn)
+        cfg_ref = ray.put(cfg)
+        pending = {remote.remote(item, cfg_ref): item for item in items}
+        try:
+            while pending:
+                done, _ = ray.wait(list(pending), num_returns=1)
+                for ref in done:
+                    item = pending.pop(ref)
+                    yield item, _result(item, lambda ref=ref: ray.get(ref))
+        finally:
+            for ref in pending:
+                ray.cancel(ref, force=True)
+            if started:
+                ray.shutdown()
+
+    def _runtime_env(self) -> dict[str, Any]:
+        env = dict(self.runtime_env or {})
+        env["env_vars"] = {**SINGLE_THREAD_ENV, **env.get("env_vars", {})}
+        return env

@@ -1,0 +1,187 @@
+"""embodied-eval end to end: name checks, resume after a crash or a kill, config beside results."""
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import gymnasium
+import numpy as np
+import pytest
+from hydra import compose, initialize_config_module
+
+from embodied import evaluate as evaluate_module
+from embodied.apps.eval import evaluate, load_agents
+from embodied.evaluate import EvalSettings, run_cell
+from embodied.grid import Cell
+from embodied.results import ResultsStore
+
+SPLITS = "[id,ood-cup_mass-3,ood-grip_force-3,look-cup_colour]"
+GRID = [  # 8 small cells of the scripted agent
+    "agents=[scripted]",
+    f"splits={SPLITS}",
+    "seeds=[0,1]",
+    "episodes=2",
+    "+env.kwargs.max_episode_steps=30",
+    "video.clips=0",
+    "videos.cells=[]",
+    "progress=false",
+]
+
+
+def config(run_dir: Path, *overrides: str):
+    with initialize_config_module("embodied.configs", version_base="1.3"):
+        return compose("eval", overrides=[*GRID, f"run_dir={run_dir}", *overrides])
+
+
+def results(run_dir: Path) -> list[dict]:
+    """The file's lines, without the timing field, in file order."""
+    rows = [json.loads(r) for r in (run_dir / "results.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in row.items() if k != "wall_s"} for row in rows]
+
+
+def by_id(rows: list[dict]) -> dict[str, dict]:
+    ids = [r["cell_id"] for r in rows]
+    assert len(ids) == len(set(ids)), "duplicate cells"
+    return dict(zip(ids, rows, strict=True))
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("uninterrupted")
+    lines = evaluate(config(run_dir, "executor.workers=1"))
+    assert len(lines) == 8
+    return by_id(results(run_dir))
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("agents=[scripted,nope]", r"unknown agents \['nope'\]; valid agents: \[.*'scripted'"),
+        ("tasks=[CupCary]", r"unknown tasks \['CupCary'\]; valid tasks: \['CupCarry'"),
+        ("splits=[id,ood-cup_mas-3]", r"unknown shift 'cup_mas'; valid: \['cup_mass'"),
+    ],
+)
+def test_unknown_names_fail_before_any_work(tmp_path, override, message):
+    with pytest.raises(ValueError, match=message):
+        evaluate(config(tmp_path, override))
+    assert not (tmp_path / "results.jsonl").exists()
+
+
+def test_agent_overrides_reach_the_agent_config_and_are_checked(tmp_path):
+    cfg = config(tmp_path, "+agent_overrides.scripted.noise=0.3", "+agent_overrides.scripted.x=1")
+    agent = load_agents(["scripted"], cfg)["scripted"]
+    assert agent["noise"] == 0.3 and agent["x"] == 1 and agent["style"] == "cautious"
+    with pytest.raises(ValueError, match=r"unknown agent_overrides .*\['state'\]"):
+        load_agents(["scripted"], config(tmp_path, "+agent_overrides.state.noise=0.3"))
+
+
+def test_result_lines_carry_the_cell_and_its_split(uninterrupted):
+    first = next(iter(uninterrupted.values()))
+    assert first["agent"] == "scripted" and first["embodied"]["episodes"] == 2
+    assert uninterrupted["scripted/CupCarry/ood-cup_mass-3/1"]["shift"] == "cup_mass"
+    assert uninterrupted["scripted/CupCarry/look-cup_colour/0"]["look"] is True
+
+
+def test_a_crash_mid_grid_then_a_rerun_equals_an_uninterrupted_run(
+    tmp_path, monkeypatch, uninterrupted
+):
+    append = ResultsStore.append
+    calls = []
+
+    def crash_on_third(self, line):
+        calls.append(line["cell_id"])
+        if len(calls) == 3:
+            raise KeyboardInterrupt  # Ctrl-C while the pool still runs cells
+        append(self, line)
+
+    monkeypatch.setattr(ResultsStore, "append", crash_on_third)
+    with pytest.raises(KeyboardInterrupt):
+        evaluate(config(tmp_path, "executor.workers=2"))
+    monkeypatch.setattr(ResultsStore, "append", append)
+    assert len(results(tmp_path)) == 2
+    evaluate(config(tmp_path, "executor.workers=2"))
+    assert by_id(results(tmp_path)) == uninterrupted
+    assert (tmp_path / "config.yaml").exists() and (tmp_path / "version.json").exists()
+    # a rerun with other settings keeps the finished cells, and says so
+    with pytest.warns(UserWarning, match=r"\['episodes'\] differ"):
+        (kept,) = evaluate(config(tmp_path, "episodes=3", "splits=[id]", "seeds=[0]"))
+    assert kept["embodied"]["episodes"] == 2
+
+
+def test_sigkill_mid_grid_then_a_rerun_equals_an_uninterrupted_run(tmp_path, uninterrupted):
+    command = [
+        str(Path(sys.executable).with_name("embodied-eval")),
+        *GRID,
+        f"run_dir={tmp_path}",
+        "executor.workers=1",
+    ]
+    path = tmp_path / "results.jsonl"
+    proc = subprocess.Popen(command, cwd=tmp_path, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while not (path.exists() and path.read_bytes().count(b"\n") >= 1):
+        assert proc.poll() is None, proc.stderr.read().decode()
+        assert time.monotonic() < deadline, "no cell finished in time"
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    finished = len(results(tmp_path))
+    assert 1 <= finished < 8
+    with open(path, "ab") as f:  # and a line torn as a kill during a write would leave it
+        f.write(b'{"cell_id": "scripted/CupCarry/id/1", "emb')
+
+    rerun = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    assert f"8 cells ({8 - finished} run now)" in rerun.stdout
+    assert by_id(results(tmp_path)) == uninterrupted
+    written = sorted(p.name for p in tmp_path.iterdir())
+    assert written == ["config.yaml", "results.jsonl", "version.json"]  # no Hydra litter
+
+
+class Diverging(gymnasium.Env):
+    """An env whose simulation blows up on the third step, as a NaN in MuJoCo would."""
+
+    metadata = {"render_modes": [], "render_fps": 20}
+    action_space = gymnasium.spaces.Box(-1.0, 1.0, (4,), np.float32)
+    observation_space = gymnasium.spaces.Box(-np.inf, np.inf, (3,), np.float32)
+
+    def __init__(self, obs_mode="state", shift="id", image_size=64, render_mode=None):
+        self.t = 0
+
+    def info(self, error: bool) -> dict:
+        return {"is_success": False, "dropped": False, "physics_error": error, "physics": {}}
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t = 0
+        return np.zeros(3, np.float32), self.info(False)
+
+    def step(self, action):
+        self.t += 1
+        return np.zeros(3, np.float32), -1.0, False, self.t == 3, self.info(self.t == 3)
+
+
+class StandStill:
+    def reset(self, env):
+        pass
+
+    def act(self, obs):
+        return np.zeros(4, np.float32)
+
+
+def make_still(agent_cfg, checkpoint_dir, env, seed):
+    return StandStill()
+
+
+def test_a_diverging_simulation_is_counted_not_a_crash(tmp_path, monkeypatch):
+    gymnasium.register("test/Diverging-v0", entry_point=Diverging)
+    monkeypatch.setattr(evaluate_module, "env_id", lambda task: "test/Diverging-v0")
+    agent = {"name": "still", "family": "scripted", "obs_mode": "state"}
+    agent["policy"] = {"_target_": "test_eval_app.make_still", "_partial_": True}
+    settings = EvalSettings(agents={"still": agent}, run_dir=str(tmp_path), episodes=3)
+    line = run_cell(Cell("still", "CupCarry", "id", 0), settings)["embodied"]
+    assert line["physics_errors"] == 3 and line["success_rate"] == 0.0
+    assert line["success_ci"][0] == 0.0 and 0.0 < line["success_ci"][1] < 1.0
+    assert [e["steps"] for e in line["per_episode"]] == [3, 3, 3]
