@@ -9,10 +9,11 @@ from typing import Any
 import gymnasium
 import numpy as np
 import torch
-from embodied.agents.planners import Planner
-from embodied.agents.training import MODEL_FILE, load_model
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
+
+from embodied.agents.planners import Planner
+from embodied.agents.training import MODEL_FILE, load_model, set_torch_threads
 
 
 class MPCAgent:
@@ -64,6 +65,7 @@ def make_policy(
     """Build the MPC policy of an agent config (the ``policy`` factory eval instantiates)."""
     if not isinstance(agent_cfg, DictConfig):
         agent_cfg = OmegaConf.create(agent_cfg)
+    set_torch_threads(agent_cfg.get("torch_threads"))
     world_model = load_world_model(agent_cfg, checkpoint_dir)
     reseed = getattr(world_model, "reseed", None)
     if reseed is not None:

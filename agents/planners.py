@@ -143,12 +143,13 @@ class CEM(Planner):
 class MPPI(Planner):
     """Model-predictive path integral: candidates averaged with weights exp(-cost / temperature).
 
-    ``temperature`` is relative to the population's cost spread (its standard deviation), so one
-    value works whatever the reward scale. The sampling std follows the weighted spread, as in
-    TD-MPC's MPPI, down to ``min_std``.
+    ``temperature`` is relative to the population's cost spread (median minus best), so one
+    value works whatever the reward scale, and a few catastrophic candidates (a predicted drop
+    costs hundreds) cannot flatten the weights the way a standard deviation would. The sampling
+    std follows the weighted spread, as in TD-MPC's MPPI, down to ``min_std``.
     """
 
-    def __init__(self, temperature: float = 0.5, min_std: float = 0.05, **kwargs):
+    def __init__(self, temperature: float = 0.3, min_std: float = 0.05, **kwargs):
         super().__init__(**kwargs)
         if temperature <= 0:
             raise ValueError(f"temperature must be > 0; got {temperature}")
@@ -162,8 +163,9 @@ class MPPI(Planner):
         for _ in range(self.iterations):
             actions = self._sample(mean, std, self.population)
             cost = self.cost(step_fn, z0, actions)
-            scale = self.temperature * (cost.std() + 1e-6)
-            weights = torch.softmax(-(cost - cost.min()) / scale, 0)[:, None, None]
+            best = cost.min()
+            scale = self.temperature * (cost.median() - best + 1e-6)
+            weights = torch.softmax(-(cost - best) / scale, 0)[:, None, None]
             mean = (weights * actions).sum(0)
             std = ((weights * (actions - mean) ** 2).sum(0)).sqrt().clamp(min=self.min_std)
         return mean

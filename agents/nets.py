@@ -1,0 +1,248 @@
+"""Torch building blocks shared by the learned world models (state, pixel, latent, retrieval).
+
+- ``MLP``: plain multilayer perceptron.
+- ``Normalizer``: per-feature mean/std fitted once from data, kept as buffers (saved with it).
+- ``EnsembleLinear`` / ``EnsembleMLP``: E independent MLPs evaluated in one batched matmul, the
+  core of a PETS-style probabilistic ensemble.
+- ``GaussianHead``: splits an output into mean and log-variance bounded by learned limits.
+- ``ConvEncoder`` / ``ConvDecoder``: frames (..., S, S, 3) uint8 <-> vectors, for S a power of two
+  >= 8 (64 by default), with ``frames_to_tensor`` / ``tensor_to_frames`` for the pixel scaling.
+- ``save_checkpoint`` / ``load_checkpoint``: atomic torch files tagged with a format string, so
+  loading a foreign or truncated file fails saying so.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+ACTIVATIONS = {"silu": nn.SiLU, "relu": nn.ReLU, "elu": nn.ELU, "tanh": nn.Tanh, "gelu": nn.GELU}
+
+
+def activation(name: str) -> nn.Module:
+    if name not in ACTIVATIONS:
+        raise ValueError(f"unknown activation {name!r}; valid: {sorted(ACTIVATIONS)}")
+    return ACTIVATIONS[name]()
+
+
+class MLP(nn.Sequential):
+    """Linear layers with an activation between them (none after the last)."""
+
+    def __init__(
+        self,
+        in_dim: int,
+        out_dim: int,
+        hidden: Sequence[int] = (256, 256),
+        act: str = "silu",
+        layer_norm: bool = False,
+    ):
+        layers: list[nn.Module] = []
+        dims = [in_dim, *hidden]
+        for a, b in zip(dims[:-1], dims[1:], strict=True):
+            layers.append(nn.Linear(a, b))
+            if layer_norm:
+                layers.append(nn.LayerNorm(b))
+            layers.append(activation(act))
+        layers.append(nn.Linear(dims[-1], out_dim))
+        super().__init__(*layers)
+
+
+class Normalizer(nn.Module):
+    """Standardises features with statistics fitted once from the training data.
+
+    Near-constant features get std 1 (not ~0), so they neither explode nor dominate the loss.
+    """
+
+    def __init__(self, dim: int, eps: float = 1e-6):
+        super().__init__()
+        self.eps = eps
+        self.register_buffer("mean", torch.zeros(dim))
+        self.register_buffer("std", torch.ones(dim))
+
+    @torch.no_grad()
+    def fit(self, x: np.ndarray | torch.Tensor) -> Normalizer:
+        x = torch.as_tensor(np.asarray(x, np.float32)).reshape(-1, self.mean.numel())
+        std = x.std(0)
+        self.mean.copy_(x.mean(0))
+        self.std.copy_(torch.where(std < self.eps, torch.ones_like(std), std))
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+    def inverse(self, y: torch.Tensor) -> torch.Tensor:
+        return y * self.std + self.mean
+
+
+class EnsembleLinear(nn.Module):
+    """E independent linear layers: (E, B, in) -> (E, B, out) in one ``baddbmm``."""
+
+    def __init__(self, members: int, in_dim: int, out_dim: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(members, in_dim, out_dim))
+        self.bias = nn.Parameter(torch.zeros(members, 1, out_dim))
+        bound = 1.0 / math.sqrt(in_dim)
+        nn.init.uniform_(self.weight, -bound, bound)
+        nn.init.uniform_(self.bias, -bound, bound)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.baddbmm(self.bias, x, self.weight)
+
+
+class EnsembleMLP(nn.Module):
+    """E MLPs with identical shape and independent weights; input and output are (E, B, dim)."""
+
+    def __init__(
+        self, members: int, in_dim: int, out_dim: int, hidden: Sequence[int], act: str = "silu"
+    ):
+        super().__init__()
+        dims = [in_dim, *hidden, out_dim]
+        self.layers = nn.ModuleList(
+            EnsembleLinear(members, a, b) for a, b in zip(dims[:-1], dims[1:], strict=True)
+        )
+        self.act = activation(act)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for i, layer in enumerate(self.layers):
+            x = layer(x)
+            if i < len(self.layers) - 1:
+                x = self.act(x)
+        return x
+
+
+class GaussianHead(nn.Module):
+    """Mean and log-variance with learned soft bounds (PETS): keeps the variance finite.
+
+    ``bound_loss`` is the small regulariser that pulls the bounds tight around what the data needs.
+    """
+
+    def __init__(self, dim: int, max_logvar: float = 0.5, min_logvar: float = -10.0):
+        super().__init__()
+        self.max_logvar = nn.Parameter(torch.full((dim,), max_logvar))
+        self.min_logvar = nn.Parameter(torch.full((dim,), min_logvar))
+
+    def forward(self, raw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mean, logvar = raw.chunk(2, dim=-1)
+        logvar = self.max_logvar - F.softplus(self.max_logvar - logvar)
+        logvar = self.min_logvar + F.softplus(logvar - self.min_logvar)
+        return mean, logvar
+
+    def bound_loss(self) -> torch.Tensor:
+        return self.max_logvar.sum() - self.min_logvar.sum()
+
+
+def gaussian_nll(mean: torch.Tensor, logvar: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Per-element Gaussian negative log-likelihood without the constant."""
+    return 0.5 * ((target - mean) ** 2 * torch.exp(-logvar) + logvar)
+
+
+def frames_to_tensor(frames: np.ndarray | torch.Tensor, device: str | torch.device = "cpu"):
+    """uint8 (..., S, S, 3) -> float (..., 3, S, S) in [-0.5, 0.5]."""
+    x = torch.as_tensor(np.asarray(frames), device=device)
+    return x.movedim(-1, -3).float().div(255.0).sub(0.5)
+
+
+def tensor_to_frames(x: torch.Tensor) -> np.ndarray:
+    """float (..., 3, S, S) in [-0.5, 0.5] -> uint8 (..., S, S, 3)."""
+    x = ((x.detach().float() + 0.5).clamp(0, 1) * 255.0).round().to(torch.uint8)
+    return x.movedim(-3, -1).cpu().numpy()
+
+
+def _conv_layers(image_size: int) -> int:
+    layers = int(round(math.log2(image_size / 4)))
+    if image_size < 8 or 4 * 2**layers != image_size:
+        raise ValueError(f"image_size must be a power of two >= 8; got {image_size}")
+    return layers
+
+
+class ConvEncoder(nn.Module):
+    """Frames (..., 3, S, S) -> (..., embed_dim): stride-2 convs down to 4x4, then a linear."""
+
+    def __init__(
+        self, image_size: int = 64, embed_dim: int = 256, depth: int = 32, act: str = "silu"
+    ):
+        super().__init__()
+        layers: list[nn.Module] = []
+        channels = 3
+        for i in range(_conv_layers(image_size)):
+            out = depth * 2 ** min(i, 3)
+            layers += [nn.Conv2d(channels, out, 4, stride=2, padding=1), activation(act)]
+            channels = out
+        self.convs = nn.Sequential(*layers)
+        self.out = nn.Linear(channels * 16, embed_dim)
+        self.image_size, self.embed_dim = image_size, embed_dim
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        lead = x.shape[:-3]
+        h = self.convs(x.reshape(-1, *x.shape[-3:]))
+        return self.out(h.flatten(1)).reshape(*lead, self.embed_dim)
+
+
+class ConvDecoder(nn.Module):
+    """(..., in_dim) -> frames (..., 3, S, S) (pre-scaling, same range as ``frames_to_tensor``)."""
+
+    def __init__(self, in_dim: int, image_size: int = 64, depth: int = 32, act: str = "silu"):
+        super().__init__()
+        n = _conv_layers(image_size)
+        widths = [depth * 2 ** min(i, 3) for i in range(n)][::-1]
+        self.first = widths[0]
+        self.inp = nn.Linear(in_dim, self.first * 16)
+        layers: list[nn.Module] = [activation(act)]
+        for i, w in enumerate(widths):
+            out = widths[i + 1] if i + 1 < n else 3
+            layers.append(nn.ConvTranspose2d(w, out, 4, stride=2, padding=1))
+            if i + 1 < n:
+                layers.append(activation(act))
+        self.deconvs = nn.Sequential(*layers)
+        self.image_size = image_size
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        lead = z.shape[:-1]
+        h = self.inp(z.reshape(-1, z.shape[-1])).reshape(-1, self.first, 4, 4)
+        x = self.deconvs(h)
+        return x.reshape(*lead, 3, self.image_size, self.image_size)
+
+
+def save_checkpoint(obj: dict[str, Any], path: str | os.PathLike, fmt: str) -> None:
+    """``torch.save`` through a temporary file and ``os.replace``; ``fmt`` tags the file."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save({"format": fmt, **obj}, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def load_checkpoint(
+    path: str | os.PathLike, fmt: str, map_location: str | torch.device = "cpu"
+) -> dict[str, Any]:
+    """Read a file written by ``save_checkpoint`` with format ``fmt``, or fail saying why not."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint at {path}")
+    try:
+        obj = torch.load(path, map_location=map_location, weights_only=False)
+    except Exception as err:  # torch raises several types for a damaged file
+        raise ValueError(
+            f"cannot read checkpoint {path} (truncated or not a torch file): {err}"
+        ) from err
+    found = obj.get("format") if isinstance(obj, dict) else type(obj).__name__
+    if found != fmt:
+        raise ValueError(f"checkpoint {path} has format {found!r}; expected {fmt!r}")
+    return obj

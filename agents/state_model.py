@@ -1,0 +1,347 @@
+"""The ``state`` world model: a PETS-style probabilistic ensemble over the physical state.
+
+E MLPs (one batched ``EnsembleMLP``) each predict a Gaussian over the *normalised state delta*
+with learned log-variance bounds; each member trains on its own bootstrap of batches. Planning
+uses trajectory sampling TS-inf: row ``b`` of a batch always goes through member ``b % E``, so a
+particle keeps its member for the whole horizon when the planner keeps row order (ours does).
+Delta entries that never change in the data (the target, say) are copied exactly, not predicted,
+so they cannot drift over a long imagined rollout.
+
+A reward head reads s' (trained on steps that did not fail: the failure penalty is the planner's
+business) and a failure head reads (s, s') (BCE on ``dropped``). Both see the state plus its
+*relative geometry*: for every pair of named 3-vectors in ``relative_groups`` (``cup_x/y/z``,
+``target_x/y/z``, ...) their difference and distance. Rewards and failures of arm tasks are
+functions of such differences; without them a head fitted on a few hundred targets
+extrapolates wildly and the planner exploits it. Neither head sees the action, and the reward is
+clamped to the range seen in the data, so a planner cannot buy reward with actions or states the
+data never showed: it has to move the predicted state.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from embodied.agents.nets import (
+    MLP,
+    EnsembleMLP,
+    GaussianHead,
+    Normalizer,
+    gaussian_nll,
+    load_checkpoint,
+    save_checkpoint,
+)
+from embodied.dataset import Dataset
+from embodied.protocols import Imagination
+
+FORMAT = "embodied-state-model/1"
+CUP_POS_LABELS = ("cup_x", "cup_y", "cup_z")
+RELATIVE_GROUPS = ("ee", "cup", "target", "servo")
+
+
+class RelativeGeometry(nn.Module):
+    """Differences and distances between every pair of named 3-vectors in the state."""
+
+    def __init__(self, state_labels: Sequence[str], groups: Sequence[str]):
+        super().__init__()
+        labels = list(state_labels)
+        found = [g for g in groups if all(f"{g}_{c}" in labels for c in "xyz")]
+        idx = [[labels.index(f"{g}_{c}") for c in "xyz"] for g in found]
+        pairs = [(i, j) for i in range(len(idx)) for j in range(i + 1, len(idx))]
+        self.register_buffer("a", torch.tensor([idx[i] for i, _ in pairs], dtype=torch.long))
+        self.register_buffer("b", torch.tensor([idx[j] for _, j in pairs], dtype=torch.long))
+        self.dim = 4 * len(pairs)
+
+    def forward(self, s: torch.Tensor) -> torch.Tensor:
+        if self.dim == 0:
+            return s[..., :0]
+        diff = s[..., self.a] - s[..., self.b]  # (..., P, 3)
+        return torch.cat([diff, diff.norm(dim=-1, keepdim=True)], -1).flatten(-2)
+
+
+class StateModel(nn.Module):
+    """Probabilistic ensemble dynamics + reward/failure head over the env's state vector."""
+
+    family = "state"
+    obs_mode = "state"
+
+    def __init__(
+        self,
+        members: int = 5,
+        hidden: Sequence[int] = (200, 200, 200),
+        head_hidden: Sequence[int] = (128, 128),
+        relative_groups: Sequence[str] = RELATIVE_GROUPS,
+        act: str = "silu",
+        lr: float = 1e-3,
+        weight_decay: float = 1e-5,
+        batch_size: int = 256,
+        max_logvar: float = 0.5,
+        min_logvar: float = -10.0,
+        sample: bool = False,
+        cup_pos_labels: Sequence[str] = CUP_POS_LABELS,
+        device: str = "cpu",
+        seed: int = 0,
+    ):
+        super().__init__()
+        if members < 1:
+            raise ValueError(f"members must be >= 1; got {members}")
+        self.config = dict(
+            members=members,
+            hidden=list(hidden),
+            head_hidden=list(head_hidden),
+            relative_groups=list(relative_groups),
+            act=act,
+            lr=lr,
+            weight_decay=weight_decay,
+            batch_size=batch_size,
+            max_logvar=max_logvar,
+            min_logvar=min_logvar,
+            sample=sample,
+            cup_pos_labels=list(cup_pos_labels),
+            seed=seed,
+        )
+        self.members = members
+        self.sample = sample
+        self.device = torch.device(device)
+        self.state_dim = self.action_dim = 0
+        self.state_labels: list[str] = []
+        self.generator = torch.Generator(device=self.device).manual_seed(seed)
+        self._rng = np.random.default_rng(seed)
+        self._optimizer: torch.optim.Optimizer | None = None
+        self._data: tuple[int, dict[str, torch.Tensor]] | None = None
+
+    # -- construction ---------------------------------------------------------------------
+    @property
+    def built(self) -> bool:
+        return self.state_dim > 0
+
+    def build(self, state_dim: int, action_dim: int, state_labels: Sequence[str] = ()) -> None:
+        """Create the networks once the data's dimensions are known."""
+        c = self.config
+        self.state_dim, self.action_dim = int(state_dim), int(action_dim)
+        self.state_labels = list(state_labels)
+        with torch.random.fork_rng(devices=[]):  # seeded init without touching global RNG
+            torch.manual_seed(c["seed"])
+            self._build_nets(state_dim, action_dim)
+        self.to(self.device)
+
+    def _build_nets(self, state_dim: int, action_dim: int) -> None:
+        c = self.config
+        self.state_norm = Normalizer(state_dim)
+        self.delta_norm = Normalizer(state_dim)
+        self.register_buffer("constant", torch.zeros(state_dim, dtype=torch.bool))
+        self.register_buffer("reward_range", torch.tensor([-1e9, 1e9]))
+        self.dynamics = EnsembleMLP(
+            self.members, state_dim + action_dim, 2 * state_dim, c["hidden"], c["act"]
+        )
+        self.gauss = GaussianHead(state_dim, c["max_logvar"], c["min_logvar"])
+        self.relative = RelativeGeometry(self.state_labels, c["relative_groups"])
+        feat = state_dim + self.relative.dim
+        self.feature_norm = Normalizer(feat)
+        self.reward_head = MLP(feat, 1, c["head_hidden"], c["act"])
+        self.fail_head = MLP(2 * feat, 1, c["head_hidden"], c["act"])
+
+    @torch.no_grad()
+    def _fit_normalisers(self, data: dict[str, torch.Tensor]) -> None:
+        """Statistics of the training data, fitted once and saved with the weights."""
+        delta = data["next"] - data["state"]
+        states = torch.cat([data["state"], data["next"][-1:]])
+        self.state_norm.fit(data["state"].cpu())
+        self.delta_norm.fit(delta.cpu())
+        self.feature_norm.fit(torch.cat([states, self.relative(states)], -1).cpu())
+        self.constant.copy_(delta.std(0) < 1e-6)
+        ok = data["reward"][data["dropped"] < 0.5]
+        if len(ok):
+            self.reward_range.copy_(torch.stack([ok.min(), ok.max()]))
+        self.to(self.device)
+
+    def _tensors(self, dataset: Dataset) -> dict[str, torch.Tensor]:
+        if self._data is None or self._data[0] != id(dataset):
+            tr = dataset.transitions("state")
+            dev = self.device
+            self._data = (
+                id(dataset),
+                {
+                    "state": torch.as_tensor(tr["obs"], device=dev),
+                    "next": torch.as_tensor(tr["next_obs"], device=dev),
+                    "action": torch.as_tensor(tr["action"], device=dev),
+                    "reward": torch.as_tensor(tr["reward"], device=dev),
+                    "dropped": torch.as_tensor(tr["dropped"], device=dev).float(),
+                },
+            )
+        return self._data[1]
+
+    # -- training -------------------------------------------------------------------------
+    def fit(
+        self, dataset: Dataset, steps: int, progress: bool = False, **kwargs: Any
+    ) -> dict[str, list[float]]:
+        """Train for ``steps`` more gradient steps (optimizer and RNG persist across calls)."""
+        data = self._tensors(dataset)
+        if not self.built:
+            self.build(data["state"].shape[1], data["action"].shape[1], dataset.state_labels)
+            self._fit_normalisers(data)
+        if self._optimizer is None:
+            self._optimizer = torch.optim.AdamW(
+                self.parameters(), lr=self.config["lr"], weight_decay=self.config["weight_decay"]
+            )
+        self.train()
+        n, bs, e = len(data["state"]), int(self.config["batch_size"]), self.members
+        losses: dict[str, list[float]] = {
+            k: [] for k in ("loss", "nll", "mse", "reward_mse", "fail_bce")
+        }
+        for _ in range(steps):
+            idx = torch.as_tensor(self._rng.integers(0, n, size=(e, bs)), device=self.device)
+            s, s2, a = data["state"][idx], data["next"][idx], data["action"][idx]
+            target = self.delta_norm(s2 - s)
+            mean, logvar = self._dynamics(self.state_norm(s), a)
+            keep = ~self.constant
+            nll = gaussian_nll(mean, logvar, target)[..., keep].mean()
+            mse = ((mean - target) ** 2)[..., keep].mean()
+            f, f2 = self._features(s), self._features(s2)
+            reward = self.reward_head(f2)[..., 0]
+            fail_logit = self.fail_head(torch.cat([f, f2], -1))[..., 0]
+            ok = 1.0 - data["dropped"][idx]
+            reward_mse = ((reward - data["reward"][idx]) ** 2 * ok).sum() / ok.sum().clamp(min=1.0)
+            fail_bce = F.binary_cross_entropy_with_logits(fail_logit, data["dropped"][idx])
+            loss = nll + 0.01 * self.gauss.bound_loss() + reward_mse + fail_bce
+            self._optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self._optimizer.step()
+            for key, value in zip(losses, (loss, nll, mse, reward_mse, fail_bce), strict=True):
+                losses[key].append(value.item())
+        self.eval()
+        return losses
+
+    def train_state(self) -> dict[str, Any]:
+        """Optimizer and RNG state, so a resumed run continues exactly."""
+        return {
+            "optimizer": None if self._optimizer is None else self._optimizer.state_dict(),
+            "rng": self._rng.bit_generator.state,
+            "generator": self.generator.get_state(),
+        }
+
+    def load_train_state(self, state: dict[str, Any]) -> None:
+        if state.get("optimizer") is not None:
+            self._optimizer = torch.optim.AdamW(
+                self.parameters(), lr=self.config["lr"], weight_decay=self.config["weight_decay"]
+            )
+            self._optimizer.load_state_dict(state["optimizer"])
+        self._rng.bit_generator.state = state["rng"]
+        self.generator.set_state(state["generator"])
+
+    # -- prediction -----------------------------------------------------------------------
+    def _dynamics(self, s_norm: torch.Tensor, a: torch.Tensor):
+        """(E, B, D) normalised states and (E, B, A) actions -> mean, logvar of normalised delta."""
+        return self.gauss(self.dynamics(torch.cat([s_norm, a], -1)))
+
+    def _features(self, s: torch.Tensor) -> torch.Tensor:
+        return self.feature_norm(torch.cat([s, self.relative(s)], -1))
+
+    def _delta(self, mean: torch.Tensor) -> torch.Tensor:
+        """De-normalised delta; entries constant in the data get exactly their constant."""
+        return torch.where(self.constant, self.delta_norm.mean, self.delta_norm.inverse(mean))
+
+    def _check_built(self) -> None:
+        if not self.built:
+            raise RuntimeError("StateModel has not been fitted or loaded yet; call fit or load")
+
+    def encode(self, obs: Any) -> torch.Tensor:
+        """The raw state vector(s) as a (B, D) tensor; accepts a state+pixels dict too."""
+        if isinstance(obs, dict):
+            obs = obs["state"]
+        z = torch.as_tensor(np.asarray(obs, np.float32), device=self.device)
+        return z.reshape(-1, z.shape[-1])
+
+    @torch.no_grad()
+    def step(
+        self, z: torch.Tensor, action: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """TS-inf step: row b uses member b % E. Returns z' (B, D), reward (B,), p_fail (B,)."""
+        self._check_built()
+        b, e, d = z.shape[0], self.members, self.state_dim
+        x = torch.cat([self.state_norm(z), action.to(z.dtype).clamp(-1.0, 1.0)], -1)
+        pad = (-b) % e
+        if pad:
+            x = F.pad(x, (0, 0, 0, pad))
+        # (B', D+A) -> (E, B'/E, D+A): member m gets rows m, m+E, m+2E, ...
+        out = self.dynamics(x.reshape(-1, e, x.shape[-1]).transpose(0, 1))
+        if self.sample:
+            mean, logvar = self.gauss(out)
+            noise = torch.randn(mean.shape, generator=self.generator, device=mean.device)
+            out = mean + noise * torch.exp(0.5 * logvar)
+        delta = out[..., :d].transpose(0, 1).reshape(-1, d)[:b]
+        # z + de-normalised delta; entries constant in the data get exactly their constant
+        scale = self.delta_norm.std * ~self.constant
+        z2 = torch.addcmul(z + self.delta_norm.mean, delta, scale)
+        f, f2 = self._features(z), self._features(z2)
+        reward = self.reward_head(f2)[:, 0].clamp(self.reward_range[0], self.reward_range[1])
+        p_fail = torch.sigmoid(self.fail_head(torch.cat([f, f2], -1))[:, 0])
+        return z2, reward, p_fail
+
+    @torch.no_grad()
+    def predict_mean(self, z: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        """Next state from the ensemble's average mean delta (for open-loop video rollouts)."""
+        self._check_built()
+        a = action.to(z.dtype).clamp(-1.0, 1.0)
+        zs = z.unsqueeze(0).expand(self.members, -1, -1)
+        az = a.unsqueeze(0).expand(self.members, -1, -1)
+        mean, _ = self._dynamics(self.state_norm(zs), az)
+        return z + self._delta(mean).mean(0)
+
+    def imagine(self, obs0: Any, actions: np.ndarray, env: Any) -> Imagination:
+        """Open-loop mean rollout under ``actions`` (H, A), rendered by MuJoCo at each state."""
+        z = self.encode(obs0)[:1]
+        states = []
+        for a in np.asarray(actions, np.float32):
+            z = self.predict_mean(z, torch.as_tensor(a, device=self.device)[None])
+            states.append(z[0].cpu().numpy())
+        pred = np.stack(states) if states else np.zeros((0, self.state_dim), np.float32)
+        unwrapped = getattr(env, "unwrapped", env)
+        frames = None
+        if hasattr(unwrapped, "render_state") and len(pred):
+            frames = np.stack([unwrapped.render_state(s) for s in pred])
+        return Imagination(
+            frames=frames,
+            frames_kind="render" if frames is not None else "none",
+            cup_pos=self._cup_pos(pred, unwrapped),
+        )
+
+    def _cup_pos(self, pred: np.ndarray, env: Any) -> np.ndarray | None:
+        labels = list(getattr(env, "state_labels", None) or self.state_labels)
+        names = self.config["cup_pos_labels"]
+        if not all(n in labels for n in names):
+            return None
+        return pred[:, [labels.index(n) for n in names]]
+
+    # -- persistence ----------------------------------------------------------------------
+    def save(self, path: str | os.PathLike) -> None:
+        self._check_built()
+        save_checkpoint(
+            {
+                "config": self.config,
+                "dims": (self.state_dim, self.action_dim),
+                "state_labels": self.state_labels,
+                "weights": self.state_dict(),
+            },
+            path,
+            FORMAT,
+        )
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, device: str = "cpu") -> StateModel:
+        ckpt = load_checkpoint(path, FORMAT, map_location=device)
+        model = cls(**ckpt["config"], device=device)
+        model.build(*ckpt["dims"], ckpt["state_labels"])
+        model.load_state_dict(ckpt["weights"])
+        model.eval()
+        return model
+
+    def reseed(self, seed: int) -> None:
+        """Reset the sampling noise (used when ``sample`` is on) for reproducible planning."""
+        self.generator.manual_seed(seed)

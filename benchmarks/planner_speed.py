@@ -1,0 +1,140 @@
+"""Median milliseconds per MPC action for each world-model family and planner, beside the floor.
+
+The floor is the same planner (same horizon, population, particles, iterations) with a model that
+predicts nothing, instantly (``zero_cost_step``): the planner's own overhead. A model's arithmetic
+does not depend on its weights, so by default each learned family is fitted for one step on a
+tiny freshly collected dataset; ``--checkpoints ROOT`` times trained models instead
+(``ROOT/<agent>/model.pt``, the layout ``embodied-train`` writes under ``models/<Task>/``).
+
+    python benchmarks/planner_speed.py                       # every MPC/simulator agent config
+    python benchmarks/planner_speed.py --agents state --actions 50
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import gymnasium
+import numpy as np
+import torch
+from hydra import compose, initialize_config_module
+from hydra.utils import get_class, instantiate
+from omegaconf import DictConfig, OmegaConf
+
+import embodied.configs
+from embodied.agents.mpc import MPCAgent, load_world_model
+from embodied.agents.planners import zero_cost_step
+from embodied.agents.training import MODES, set_torch_threads
+from embodied.collect import collect
+from embodied.dataset import Dataset
+
+PLANNERS = {"CEM": "embodied.agents.planners.CEM", "MPPI": "embodied.agents.planners.MPPI"}
+CEM_ONLY = ("elites", "momentum")
+
+
+def agent_names() -> list[str]:
+    """Agent configs that plan (kind mpc or simulator)."""
+    folder = Path(embodied.configs.__file__).parent / "agent"
+    names = []
+    for path in sorted(folder.glob("*.yaml")):
+        if OmegaConf.load(path).get("kind") in ("mpc", "simulator"):
+            names.append(path.stem)
+    return names
+
+
+def planner_cfg(agent: DictConfig, name: str) -> DictConfig:
+    cfg = OmegaConf.to_container(agent.planner, resolve=True)
+    cfg["_target_"] = PLANNERS[name]
+    if name != "CEM":
+        for key in CEM_ONLY:
+            cfg.pop(key, None)
+    return OmegaConf.create(cfg)
+
+
+def build_model(agent: DictConfig, data_dir: str, checkpoints: str | None) -> object:
+    if agent.get("trainer") is None or checkpoints:
+        root = Path(checkpoints) / agent.name if checkpoints else None
+        return load_world_model(agent, root)
+    model = instantiate(agent.world_model)
+    model.fit(Dataset.load(data_dir, obs_modes=MODES[model.obs_mode]), steps=1)
+    return model
+
+
+def time_agent(agent: DictConfig, env_cfg: DictConfig, model: object, actions: int) -> dict:
+    env = gymnasium.make(
+        env_cfg.id, obs_mode=agent.obs_mode, image_size=env_cfg.image_size, **env_cfg.kwargs
+    )
+    space = env.action_space
+    out = {}
+    for name in PLANNERS:
+        planner = instantiate(
+            planner_cfg(agent, name),
+            action_dim=int(np.prod(space.shape)),
+            action_low=space.low,
+            action_high=space.high,
+            seed=0,
+            device=str(getattr(model, "device", "cpu")),
+        )
+        policy = MPCAgent(model, planner)
+        obs, _ = env.reset(seed=0, options={"shift": "id"})
+        policy.reset(env)
+        policy.act(obs)  # warm-up: first-call allocations
+        times, floor = [], []
+        for _ in range(actions):
+            start = time.perf_counter()
+            action = policy.act(obs)
+            times.append(time.perf_counter() - start)
+            warm = planner.mean  # the floor must not disturb the real plan's warm start
+            with torch.inference_mode():
+                z = model.encode(obs)[0]
+                start = time.perf_counter()
+                planner.plan(zero_cost_step, z)
+                floor.append(time.perf_counter() - start)
+            planner.mean = warm
+            obs, _, terminated, truncated, _ = env.step(action)
+            if terminated or truncated:
+                obs, _ = env.reset(options={"shift": "id"})
+                policy.reset(env)
+        out[name] = (1000 * float(np.median(times)), 1000 * float(np.median(floor)))
+    env.close()
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--agents", nargs="*", default=None, help="default: every planning agent")
+    parser.add_argument("--env", default="cup_carry", help="env config name (configs/env/)")
+    parser.add_argument("--actions", type=int, default=30, help="timed actions per planner")
+    parser.add_argument("--checkpoints", default=None, help="ROOT with <agent>/model.pt")
+    args = parser.parse_args()
+    names = args.agents or agent_names()
+    default_threads = torch.get_num_threads()
+    rows = []
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        initialize_config_module("embodied.configs", version_base=None),
+    ):
+        data_dir = None
+        for name in names:
+            cfg = compose("train", overrides=[f"agent={name}", f"env={args.env}"])
+            agent = cfg.agent
+            torch.set_num_threads(default_threads)  # each agent on its own setting
+            set_torch_threads(agent.get("torch_threads"))
+            if agent.get("trainer") is not None and not args.checkpoints and data_dir is None:
+                data_dir = f"{tmp}/data"
+                collect(cfg.env.id, data_dir, episodes=3, seed=0, progress=False)
+            model = build_model(agent, data_dir, args.checkpoints)
+            cls = get_class(agent.world_model._target_).__name__
+            for planner, (ms, floor) in time_agent(agent, cfg.env, model, args.actions).items():
+                rows.append((name, cls, planner, ms, floor, torch.get_num_threads()))
+    print(f"\nmedian ms per MPC action, {args.env}, {args.actions} actions each")
+    print(f"{'agent':<10} {'model':<16} {'planner':<7} {'ms/action':>10} {'floor ms':>9} threads")
+    for name, cls, planner, ms, floor, threads in rows:
+        print(f"{name:<10} {cls:<16} {planner:<7} {ms:>10.1f} {floor:>9.2f} {threads:>7}")
+
+
+if __name__ == "__main__":
+    main()

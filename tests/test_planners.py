@@ -1,0 +1,153 @@
+"""CEM and MPPI: they find the optimum of toy quadratic models, respect bounds, avoid failure."""
+
+from __future__ import annotations
+
+import gymnasium
+import numpy as np
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from embodied.agents.mpc import MPCAgent, make_policy
+from embodied.agents.planners import CEM, MPPI, zero_cost_step
+
+PLANNERS = [CEM, MPPI]
+GOAL = torch.tensor([0.5, -0.4, 0.3])
+
+
+def reach_step(z: torch.Tensor, a: torch.Tensor):
+    """A point mass moved by the action; reward: minus squared distance to GOAL."""
+    z2 = z + 0.1 * a[:, :3]
+    return z2, -((z2 - GOAL) ** 2).sum(-1), torch.zeros(len(z))
+
+
+def make(cls, **kw):
+    args = dict(horizon=3, population=128, iterations=5, particles=1, seed=0)
+    if cls is CEM:
+        args["elites"] = 16
+    args.update(kw)
+    return cls(**args)
+
+
+@pytest.mark.parametrize("cls", PLANNERS)
+def test_finds_the_optimum_of_a_static_quadratic(cls):
+    best = torch.tensor([0.3, -0.5, 0.8, -0.2])
+    planner = make(cls)
+
+    def step(z, a):
+        return z, -((a - best) ** 2).sum(-1), torch.zeros(len(z))
+
+    for _ in range(8):  # warm starts refine the plan
+        action = planner.plan(step, torch.zeros(3))
+    assert np.abs(action - best.numpy()).max() < 0.1
+
+
+@pytest.mark.parametrize("cls", PLANNERS)
+def test_closed_loop_reaches_the_goal(cls):
+    planner = make(cls)
+    z = torch.zeros(3)
+    for _ in range(15):
+        action = planner.plan(reach_step, z)
+        z = reach_step(z[None], torch.as_tensor(action)[None])[0][0]
+    assert float((z - GOAL).norm()) < 0.03
+
+
+@pytest.mark.parametrize("cls", PLANNERS)
+def test_every_candidate_and_action_respects_the_bounds(cls):
+    low = np.array([-0.2, -1.0, 0.0, -0.5], np.float32)
+    high = np.array([0.5, 0.1, 1.0, 0.5], np.float32)
+    seen = []
+
+    def step(z, a):
+        seen.append(a.clone())
+        return z, 5.0 * a.sum(-1), torch.zeros(len(z))  # optimum beyond the box corner
+
+    planner = make(cls, action_low=low, action_high=high)
+    action = planner.plan(step, torch.zeros(2))
+    tried = torch.cat(seen)
+    assert bool((tried >= torch.as_tensor(low)).all() and (tried <= torch.as_tensor(high)).all())
+    assert action.dtype == np.float32 and action.shape == (4,)
+    assert np.all(action >= low) and np.all(action <= high)
+    assert np.all(action > (low + high) / 2)  # moved toward the corner the reward points to
+
+
+@pytest.mark.parametrize("cls", PLANNERS)
+def test_predicted_failure_outweighs_reward(cls):
+    def step(z, a):
+        # opening the grip (a[3] < 0) pays a little more, but fails for sure
+        p_fail = (a[:, 3] < 0).float()
+        return z, 0.1 * (a[:, 3] < 0).float(), p_fail
+
+    planner = make(cls, failure_penalty=10.0)
+    for _ in range(3):
+        action = planner.plan(step, torch.zeros(2))
+    assert action[3] >= 0
+
+
+def test_particles_are_batched_in_member_order():
+    rows = []
+
+    def step(z, a):
+        rows.append(len(z))
+        # particle j of a candidate sits at row p * K + j: give particle 0 a bad outcome
+        bad = torch.arange(len(z)) % 3 == 0
+        return z, torch.where(bad, -1.0, 0.0), torch.zeros(len(z))
+
+    planner = make(CEM, population=10, elites=2, particles=3, horizon=2, iterations=1)
+    cost = planner.cost(step, torch.zeros(2), torch.zeros(10, 2, 4))
+    assert rows == [30, 30]
+    torch.testing.assert_close(cost, torch.full((10,), 2.0 / 3.0))
+
+
+def test_zero_cost_model_and_validation():
+    z, r, p = zero_cost_step(torch.ones(5, 3), torch.zeros(5, 4))
+    assert z.shape == (5, 3) and float(r.abs().sum() + p.abs().sum()) == 0.0
+    with pytest.raises(ValueError, match="elites"):
+        CEM(population=4, elites=8)
+    with pytest.raises(ValueError, match="horizon"):
+        MPPI(horizon=0)
+    with pytest.raises(ValueError, match="temperature"):
+        MPPI(temperature=0.0)
+
+
+class ToyModel:
+    """A WorldModel stand-in over the point mass, recording attach calls."""
+
+    family, obs_mode = "toy", "state"
+
+    def __init__(self):
+        self.attached = 0
+
+    def attach(self, env):
+        self.attached += 1
+
+    def encode(self, obs):
+        return torch.as_tensor(np.asarray(obs, np.float32)).reshape(1, -1)
+
+    def step(self, z, a):
+        return reach_step(z, a)
+
+
+def test_mpc_agent_attaches_and_acts_within_bounds():
+    env = gymnasium.make("embodied/CupCarry-v0", obs_mode="state")
+    model = ToyModel()
+    agent = MPCAgent(model, make(CEM))
+    env.reset(seed=0)
+    agent.reset(env)
+    assert model.attached == 1 and agent.planner.mean is None
+    action = agent.act(np.zeros(3, np.float32))
+    assert action.shape == (4,) and action.dtype == np.float32
+    assert np.all(np.abs(action) <= 1.0) and action[0] > 0 and action[1] < 0
+    env.close()
+
+
+def test_make_policy_requires_a_trained_model(tmp_path):
+    cfg = OmegaConf.load(
+        __import__("embodied.configs", fromlist=["x"]).__path__[0] + "/agent/state.yaml"
+    )
+    env = gymnasium.make("embodied/CupCarry-v0", obs_mode="state")
+    with pytest.raises(FileNotFoundError, match="embodied-train agent=state"):
+        make_policy(cfg, tmp_path, env, seed=0)
+    with pytest.raises(ValueError, match="checkpoint_dir"):
+        make_policy(cfg, None, env, seed=0)
+    env.close()

@@ -1,0 +1,123 @@
+"""The PETS-style state model: it learns, round-trips, keeps TS-inf membership and renders."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from embodied.agents.state_model import StateModel
+from embodied.collect import collect
+from embodied.dataset import Dataset
+
+TINY = dict(members=3, hidden=(32, 32), head_hidden=(32,), batch_size=64, lr=3e-3, seed=0)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Small matmuls on a busy 2-core machine: 1 thread is ~15x faster than 2 (spin-waits)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> Dataset:
+    path = tmp_path_factory.mktemp("data")
+    collect("embodied/CupCarry-v0", path, episodes=12, obs_modes=("state",), progress=False)
+    return Dataset.load(path)
+
+
+@pytest.fixture(scope="module")
+def model(dataset) -> StateModel:
+    m = StateModel(**TINY)
+    m.losses = m.fit(dataset, steps=120)
+    return m
+
+
+def test_loss_falls(model):
+    loss = model.losses["loss"]
+    assert len(loss) == 120
+    assert np.mean(loss[-10:]) < np.mean(loss[:10]) - 0.5
+    assert np.mean(model.losses["mse"][-10:]) < 0.5 * np.mean(model.losses["mse"][:10])
+
+
+def test_step_shapes_ts_membership_and_constants(model, dataset):
+    e = model.members
+    tr = dataset.transitions("state")
+    z = torch.as_tensor(tr["obs"][:1]).repeat(2 * e + 1, 1)  # 7 rows: padding exercised
+    a = torch.as_tensor(tr["action"][:1]).repeat(2 * e + 1, 1)
+    z2, reward, p_fail = model.step(z, a)
+    assert z2.shape == z.shape and reward.shape == (2 * e + 1,) and p_fail.shape == reward.shape
+    assert bool(((p_fail >= 0) & (p_fail <= 1)).all())
+    # TS-inf: row b goes through member b % E, so rows b and b + E agree and members differ
+    torch.testing.assert_close(z2[0], z2[e])
+    torch.testing.assert_close(z2[1], z2[1 + e])
+    assert not torch.allclose(z2[0], z2[1])
+    # the target never moves in the data, so it is copied exactly, never drifts
+    target = dataset.state_index("target_x", "target_y", "target_z")
+    assert torch.equal(z2[:, target], z[:, target])
+    lo, hi = model.reward_range.tolist()
+    assert bool(((reward >= lo) & (reward <= hi)).all())
+
+
+def test_one_step_prediction_beats_standing_still(model, dataset):
+    tr = dataset.transitions("state")
+    z, a, nxt = (torch.as_tensor(tr[k]) for k in ("obs", "action", "next_obs"))
+    cup = dataset.state_index("cup_x", "cup_y", "cup_z")
+    pred = model.predict_mean(z, a)
+    err_model = (pred - nxt)[:, cup].norm(dim=1).mean()
+    err_still = (z - nxt)[:, cup].norm(dim=1).mean()
+    assert err_model < 0.5 * err_still
+
+
+def test_save_load_gives_identical_predictions(model, dataset, tmp_path):
+    path = tmp_path / "model.pt"
+    model.save(path)
+    loaded = StateModel.load(path)
+    tr = dataset.transitions("state")
+    z, a = torch.as_tensor(tr["obs"][:40]), torch.as_tensor(tr["action"][:40])
+    for got, want in zip(loaded.step(z, a), model.step(z, a), strict=True):
+        torch.testing.assert_close(got, want, rtol=0, atol=0)
+    assert loaded.state_labels == dataset.state_labels
+
+
+def test_sampling_is_seeded(dataset):
+    m = StateModel(**{**TINY, "sample": True})
+    m.fit(dataset, steps=5)
+    z = torch.as_tensor(dataset.transitions("state")["obs"][:6])
+    a = torch.zeros(6, 4)
+    m.reseed(3)
+    first = m.step(z, a)[0]
+    m.reseed(3)
+    torch.testing.assert_close(m.step(z, a)[0], first, rtol=0, atol=0)
+    assert not torch.equal(m.step(z, a)[0], first)
+
+
+def test_imagine_renders_predicted_states(model, dataset):
+    import gymnasium
+
+    env = gymnasium.make("embodied/CupCarry-v0", obs_mode="state", image_size=16)
+    obs, _ = env.reset(seed=0)
+    actions = np.zeros((4, 4), np.float32)
+    actions[:, 3] = 1.0
+    out = model.imagine({"state": obs}, actions, env)
+    env.close()
+    assert out.frames_kind == "render"
+    assert out.frames.shape == (4, 16, 16, 3) and out.frames.dtype == np.uint8
+    assert out.cup_pos.shape == (4, 3)
+    cup = dataset.state_index("cup_x", "cup_y", "cup_z")
+    assert np.abs(out.cup_pos[0] - obs[cup]).max() < 0.05  # one step from the true start
+
+
+def test_errors_name_the_problem(tmp_path):
+    with pytest.raises(RuntimeError, match="fit or load"):
+        StateModel(**TINY).step(torch.zeros(1, 3), torch.zeros(1, 4))
+    bogus = tmp_path / "bogus.pt"
+    torch.save({"format": "something-else"}, bogus)
+    with pytest.raises(ValueError, match="expected 'embodied-state-model/1'"):
+        StateModel.load(bogus)
+    bogus.write_bytes(b"not a torch file")
+    with pytest.raises(ValueError, match="cannot read checkpoint"):
+        StateModel.load(bogus)
