@@ -1,0 +1,200 @@
+"""The latent (JEPA-style) world model: training, no collapse, probe isolation, save/load."""
+
+from __future__ import annotations
+
+from importlib.resources import files
+
+import gymnasium
+import numpy as np
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from embodied.agents.latent_model import LatentModel
+from embodied.agents.mpc import make_policy
+from embodied.agents.training import train_world_model
+from embodied.dataset import Dataset, Episode, write_dataset
+from embodied.protocols import WorldModel
+
+LABELS = ["cup_x", "cup_y", "target_x", "target_y", "target_z"]
+SIZE = 16
+TINY = dict(image_size=SIZE, depth=4, embed_dim=16, hidden=64, seq_len=4, lr=2e-3, probe_depth=4)
+
+
+def draw(state: np.ndarray) -> np.ndarray:
+    """A 16x16 frame: a red 3x3 'cup' at (cup_x, cup_y) and a green target pixel."""
+    frame = np.full((SIZE, SIZE, 3), 40, np.uint8)
+    cx, cy = (np.clip(state[:2], -1, 1) * 6 + 7).astype(int)
+    tx, ty = (np.clip(state[2:4], -1, 1) * 6 + 7).astype(int)
+    frame[ty, tx] = (30, 220, 30)
+    frame[cy : cy + 3, cx : cx + 3] = (220, 40, 40)
+    return frame
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny nets on shared cores: a second torch thread only adds waiting (10-100x slower)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def toy_episodes(n: int = 8, steps: int = 12, seed: int = 0) -> list[Episode]:
+    """A cup moved by the action; reward: minus its distance to the target; no failures."""
+    rng = np.random.default_rng(seed)
+    episodes = []
+    for i in range(n):
+        state = np.zeros((steps + 1, len(LABELS)), np.float32)
+        state[0, :2] = rng.uniform(-0.6, 0.6, 2)
+        state[:, 2:4] = rng.uniform(-0.8, 0.8, 2)
+        action = rng.uniform(-1, 1, (steps, 4)).astype(np.float32)
+        for t in range(steps):
+            state[t + 1, :2] = np.clip(state[t, :2] + 0.15 * action[t, :2], -1, 1)
+        episodes.append(
+            Episode(
+                state=state,
+                pixels=np.stack([draw(s) for s in state]),
+                action=action,
+                reward=-np.linalg.norm(state[1:, :2] - state[1:, 2:4], axis=1),
+                dropped=np.zeros(steps, bool),
+                success=np.zeros(steps, bool),
+                terminated=np.zeros(steps, bool),
+                physics={},
+                seed=i,
+            )
+        )
+    return episodes
+
+
+@pytest.fixture(scope="module")
+def toy_dir(tmp_path_factory):
+    path = tmp_path_factory.mktemp("toy")
+    write_dataset(
+        path,
+        toy_episodes(),
+        env_id="embodied/Toy-v0",
+        task="Toy",
+        split="train",
+        obs_modes=("state", "pixels"),
+        image_size=SIZE,
+        state_labels=LABELS,
+    )
+    return path
+
+
+class SpaceOnlyEnv:
+    """Just enough env for ``make_policy`` and the MPC agent: an action space."""
+
+    action_space = gymnasium.spaces.Box(-1.0, 1.0, (4,), np.float32)
+
+    @property
+    def unwrapped(self) -> SpaceOnlyEnv:
+        return self
+
+
+def obs_of(ep: Episode, t: int = 0) -> dict[str, np.ndarray]:
+    return {"state": ep.state[t], "pixels": ep.pixels[t]}
+
+
+@pytest.fixture(scope="module")
+def trained(toy_dir):
+    model = LatentModel(**TINY)
+    losses = model.fit(Dataset.load(toy_dir), steps=100)
+    return model, losses
+
+
+def test_loss_falls(trained):
+    _, losses = trained
+    for key in ("loss", "reward_mse", "probe"):
+        assert np.mean(losses[key][-15:]) < 0.7 * np.mean(losses[key][:15]), key
+
+
+def test_embeddings_do_not_collapse(trained):
+    model, losses = trained
+    eps = toy_episodes(4, seed=7)
+    obs = {
+        "state": np.concatenate([e.state for e in eps]),
+        "pixels": np.concatenate([e.pixels for e in eps]),
+    }
+    z = model.encode(obs)[:, :16]  # the embedding, without the goal entries
+    assert z.std(0).mean() > 0.3
+    assert losses["embed_std"][-1] > 0.3
+
+
+def test_probe_never_trains_the_encoder(toy_dir):
+    model = LatentModel(**TINY)
+    model.fit(Dataset.load(toy_dir), 1)  # creates the optimizers
+    model.encoder.zero_grad(set_to_none=True)
+    before = [p.detach().clone() for p in model.encoder.parameters()]
+    probe_before = [p.detach().clone() for p in model.probe.parameters()]
+    x = torch.rand(2, 3, 3, SIZE, SIZE) - 0.5
+    model.train()
+    model._probe_step(x, model.encoder(x))
+    assert all(p.grad is None for p in model.encoder.parameters())
+    assert all(torch.equal(a, b) for a, b in zip(before, model.encoder.parameters(), strict=True))
+    assert not all(
+        torch.equal(a, b) for a, b in zip(probe_before, model.probe.parameters(), strict=True)
+    )
+
+
+def test_encode_and_step_are_batched(trained):
+    model, _ = trained
+    assert isinstance(model, WorldModel) and model.obs_mode == "state+pixels"
+    eps = toy_episodes(3, seed=5)
+    batch = {
+        "state": np.stack([e.state[0] for e in eps]),
+        "pixels": np.stack([e.pixels[0] for e in eps]),
+    }
+    z = model.encode(batch)
+    assert z.shape == (3, 16 + 3)
+    torch.testing.assert_close(z[1:2], model.encode(obs_of(eps[1])))
+    z2, reward, p_fail = model.step(z.repeat(4, 1), torch.rand(12, 4) * 2 - 1)
+    assert z2.shape == (12, 19) and reward.shape == p_fail.shape == (12,)
+    assert torch.all((p_fail >= 0) & (p_fail <= 1))
+    torch.testing.assert_close(z2[:, -3:], z.repeat(4, 1)[:, -3:])  # the goal is carried
+
+
+def test_save_load_round_trip_predicts_identically(trained, tmp_path):
+    model, _ = trained
+    model.save(tmp_path / "m.pt")
+    loaded = LatentModel.load(tmp_path / "m.pt")
+    ep = toy_episodes(1, seed=9)[0]
+    z, zl = model.encode(obs_of(ep)), loaded.encode(obs_of(ep))
+    assert torch.equal(z, zl)
+    a = torch.as_tensor(ep.action[:1])
+    for x, y in zip(model.step(z, a), loaded.step(zl, a), strict=True):
+        assert torch.equal(x, y)
+    assert np.array_equal(model.decode_frames(z), loaded.decode_frames(zl))
+
+
+def test_imagine_draws_predictions_with_the_probe(trained):
+    model, _ = trained
+    ep = toy_episodes(1, seed=3)[0]
+    imag = model.imagine(obs_of(ep), ep.action[:5], env=None)
+    assert imag.frames.shape == (5, SIZE, SIZE, 3) and imag.frames.dtype == np.uint8
+    assert imag.frames_kind == "probe" and imag.cup_pos is None
+
+
+def test_resuming_from_train_state_continues_exactly(toy_dir, tmp_path):
+    ds = Dataset.load(toy_dir)
+    a = LatentModel(**TINY)
+    a.fit(ds, 3)
+    a.save(tmp_path / "a.pt")
+    state = a.train_state()
+    b = LatentModel.load(tmp_path / "a.pt")
+    b.load_train_state(state)
+    assert a.fit(ds, 2)["loss"] == b.fit(ds, 2)["loss"]
+
+
+def test_agent_config_trains_and_plans(toy_dir, tmp_path):
+    cfg = OmegaConf.load(str(files("embodied.configs") / "agent" / "latent.yaml"))
+    cfg.world_model = OmegaConf.merge(cfg.world_model, TINY)
+    cfg.planner.population, cfg.planner.elites = 16, 4
+    out = train_world_model(cfg, toy_dir, tmp_path, steps=2, progress=False)
+    assert out["step"] == 2 and (tmp_path / "model.pt").is_file()
+    env = SpaceOnlyEnv()
+    policy = make_policy(cfg, tmp_path, env, seed=0)
+    policy.reset(env)
+    action = policy.act(obs_of(toy_episodes(1)[0]))
+    assert action.shape == (4,) and action.dtype == np.float32 and np.all(np.abs(action) <= 1)
