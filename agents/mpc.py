@@ -14,6 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from embodied.agents.planners import Planner
 from embodied.agents.training import MODEL_FILE, load_model, set_torch_threads
+from embodied.checkpoints import check_trained_on
 
 
 class MPCAgent:
@@ -66,6 +67,8 @@ def make_policy(
     if not isinstance(agent_cfg, DictConfig):
         agent_cfg = OmegaConf.create(agent_cfg)
     set_torch_threads(agent_cfg.get("torch_threads"))
+    if checkpoint_dir is not None and agent_cfg.get("trainer") is not None:
+        check_trained_on(checkpoint_dir, getattr(env.unwrapped, "task_name", None), agent_cfg)
     world_model = load_world_model(agent_cfg, checkpoint_dir)
     reseed = getattr(world_model, "reseed", None)
     if reseed is not None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import csv
 import inspect
+import io
 import os
 import signal
 import tempfile
@@ -36,7 +37,9 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm.auto import tqdm
 
 from embodied.agents.nets import load_checkpoint, save_checkpoint
-from embodied.dataset import Dataset
+from embodied.checkpoints import write_trained_on
+from embodied.dataset import Dataset, read_manifest
+from embodied.results import write_atomic
 
 CHECKPOINT = "checkpoint.pt"
 MODEL_FILE = "model.pt"
@@ -84,19 +87,25 @@ class LossLog:
             with open(self.path, newline="") as f:
                 reader = csv.DictReader(f)
                 self.fields = reader.fieldnames and list(reader.fieldnames)
-                rows = [r for r in reader if int(r["step"]) <= start_step]
+                # a row torn by a kill (cut short, or run into the next) is dropped too
+                rows = [
+                    r
+                    for r in reader
+                    if None not in r
+                    and (r["step"] or "").isdigit()
+                    and int(r["step"]) <= start_step
+                ]
             self._rewrite(rows)
         self.tb = SummaryWriter(str(out_dir / "tb"), purge_step=start_step or None)
 
     def _rewrite(self, rows: list[dict[str, str]]) -> None:
         if self.fields is None:
             return
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, suffix=".tmp")
-        with os.fdopen(fd, "w", newline="") as f:
-            writer = csv.DictWriter(f, self.fields)
-            writer.writeheader()
-            writer.writerows(rows)
-        os.replace(tmp, self.path)
+        text = io.StringIO(newline="")
+        writer = csv.DictWriter(text, self.fields)
+        writer.writeheader()
+        writer.writerows(rows)
+        write_atomic(self.path, text.getvalue())
 
     def log(self, step: int, wall_s: float, losses: dict[str, list[float]]) -> dict[str, float]:
         means = {k: float(np.mean(v)) for k, v in losses.items() if len(v)}
@@ -146,15 +155,6 @@ def _model_bytes(model: Any, out_dir: Path) -> bytes:
         os.unlink(tmp)
 
 
-def _write_bytes(data: bytes, target: Path) -> None:
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, target)
-
-
 def _model_from_bytes(cls: type, data: bytes, out_dir: Path, device: str) -> Any:
     fd, tmp = tempfile.mkstemp(dir=out_dir, suffix=".model.tmp")
     try:
@@ -165,16 +165,24 @@ def _model_from_bytes(cls: type, data: bytes, out_dir: Path, device: str) -> Any
         os.unlink(tmp)
 
 
-def save_training(model: Any, out_dir: Path, step: int, wm_yaml: str) -> None:
+def save_training(
+    model: Any, out_dir: Path, step: int, wm_yaml: str, trained_on: dict[str, Any]
+) -> None:
     """Checkpoint (the commit point) first, then ``model.pt`` from the same bytes."""
     data = _model_bytes(model, out_dir)
     train_state = model.train_state() if hasattr(model, "train_state") else None
     save_checkpoint(
-        {"step": step, "model": data, "train_state": train_state, "world_model": wm_yaml},
+        {
+            "step": step,
+            "model": data,
+            "train_state": train_state,
+            "world_model": wm_yaml,
+            "trained_on": trained_on,
+        },
         out_dir / CHECKPOINT,
         FORMAT,
     )
-    _write_bytes(data, out_dir / MODEL_FILE)
+    write_atomic(out_dir / MODEL_FILE, data)
 
 
 def train_world_model(
@@ -186,8 +194,13 @@ def train_world_model(
     progress: bool = True,
     checkpoint_every: int = 500,
     log_every: int = 25,
+    env_id: str | None = None,
 ) -> dict[str, Any]:
-    """Train ``agent_cfg.world_model`` on a dataset up to ``steps`` total steps (resuming)."""
+    """Train ``agent_cfg.world_model`` on a dataset up to ``steps`` total steps (resuming).
+
+    With ``env_id``, a dataset of another task is refused; a checkpoint trained on another
+    task's data is never resumed.
+    """
     if not isinstance(agent_cfg, DictConfig):
         agent_cfg = OmegaConf.create(agent_cfg)
     if steps < 1 or checkpoint_every < 1 or log_every < 1:
@@ -195,10 +208,19 @@ def train_world_model(
             f"need steps >= 1, checkpoint_every >= 1, log_every >= 1; "
             f"got {steps}, {checkpoint_every}, {log_every}"
         )
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    set_torch_threads(agent_cfg.get("torch_threads"))
+    manifest = read_manifest(dataset_dir, env_id)  # a foreign dataset fails before any work
     wm_cfg = agent_cfg.world_model
+    trained_on = {
+        "env_id": manifest["env_id"],
+        "task": manifest.get("task"),
+        "split": manifest.get("split"),
+        "family": agent_cfg.get("family"),
+        "world_model": wm_cfg._target_,
+    }
+    out = Path(out_dir)
+    for stale in [*out.glob(".*.tmp"), *out.glob("*.model.tmp")]:  # left by a killed run
+        stale.unlink()
+    set_torch_threads(agent_cfg.get("torch_threads"))
     wm_yaml = OmegaConf.to_yaml(wm_cfg, resolve=True)
     cls = get_class(wm_cfg._target_)
     device = str(wm_cfg.get("device", "cpu"))
@@ -211,6 +233,12 @@ def train_world_model(
                 f"out_dir or delete {out / CHECKPOINT}.\ncheckpoint:\n{ckpt['world_model']}"
                 f"requested:\n{wm_yaml}"
             )
+        before = ckpt.get("trained_on") or {}
+        if before.get("env_id", manifest["env_id"]) != manifest["env_id"]:
+            raise ValueError(
+                f"{out} holds a model trained on {before['env_id']!r} data; {dataset_dir} holds "
+                f"{manifest['env_id']!r} episodes: use another out_dir for another task"
+            )
         model = _model_from_bytes(cls, ckpt["model"], out, device)
         if ckpt["train_state"] is not None and hasattr(model, "load_train_state"):
             model.load_train_state(ckpt["train_state"])
@@ -221,12 +249,16 @@ def train_world_model(
         torch.manual_seed(seed)
         kwargs = {"seed": seed} if _accepts(cls, "seed") and "seed" not in wm_cfg else {}
         model = instantiate(wm_cfg, **kwargs)
-    _write_bytes(OmegaConf.to_yaml(agent_cfg, resolve=True).encode(), out / "agent.yaml")
     summary: dict[str, Any] = {"out_dir": str(out), "steps": steps, "interrupted": False}
-    if step >= steps and (out / CHECKPOINT).exists():
-        _write_bytes(ckpt["model"], out / MODEL_FILE)
+    done = step >= steps and (out / CHECKPOINT).exists()
+    # a damaged dataset fails here, before out_dir is made or touched
+    dataset = None if done else Dataset.load(dataset_dir, obs_modes=MODES[model.obs_mode])
+    out.mkdir(parents=True, exist_ok=True)
+    write_atomic(out / "agent.yaml", OmegaConf.to_yaml(agent_cfg, resolve=True))
+    write_trained_on(out, trained_on)
+    if dataset is None:
+        write_atomic(out / MODEL_FILE, ckpt["model"])
         return {**summary, "step": step, "losses": {}, "wall_s": 0.0}
-    dataset = Dataset.load(dataset_dir, obs_modes=MODES[model.obs_mode])
     log = LossLog(out, step)
     start = time.perf_counter()
     means: dict[str, float] = {}
@@ -245,10 +277,10 @@ def train_world_model(
                 bar.update(n)
                 bar.set_postfix({k: f"{v:.3g}" for k, v in list(means.items())[:3]})
                 if step % checkpoint_every == 0:
-                    save_training(model, out, step, wm_yaml)
+                    save_training(model, out, step, wm_yaml, trained_on)
                     saved = step
             if saved != step or not (out / MODEL_FILE).exists():
-                save_training(model, out, step, wm_yaml)
+                save_training(model, out, step, wm_yaml, trained_on)
             bar.close()
             summary["interrupted"] = stop.requested
     finally:

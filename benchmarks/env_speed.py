@@ -1,8 +1,12 @@
-"""Env steps per second for every task, next to raw ``mj_step`` on the same model.
+"""Env steps per second for every task, next to raw ``mj_step`` doing the same physics.
 
-The ratio is what matters (machines are noisy): ``state`` mode should run at >= 80% of the raw
-stepping rate for the same number of physics substeps, and 64x64 ``pixels`` mode at >= 500 env
-steps per second on one core. Run: ``python benchmarks/env_speed.py [--steps 2000]``.
+Each task runs its scripted controller (with noise) in the env; the controls the env sent to
+MuJoCo are recorded and then replayed with bare ``mj_step(nstep=substeps)`` from the same
+states, so both columns pay for exactly the same contacts. The ratio is what matters
+(machines are noisy): ``state`` mode should reach >= 80% of the raw rate, and 64x64 ``pixels``
+mode >= 500 env steps per second on one core.
+
+    python benchmarks/env_speed.py [--steps 2000]
 """
 
 from __future__ import annotations
@@ -17,43 +21,58 @@ import numpy as np
 import embodied
 from embodied.registration import TASKS, env_id
 
-
-def raw_rate(
-    model: mujoco.MjModel, data: mujoco.MjData, control_steps: int, substeps: int
-) -> float:
-    """Control steps per second of bare ``mj_step(nstep=substeps)`` with fixed controls."""
-    start = time.perf_counter()
-    for _ in range(control_steps):
-        mujoco.mj_step(model, data, nstep=substeps)
-    return control_steps / (time.perf_counter() - start)
+FULL = mujoco.mjtState.mjSTATE_FULLPHYSICS
 
 
-def env_rate(env: gymnasium.Env, steps: int, seed: int = 0) -> tuple[float, float]:
-    """(steps per second, milliseconds per reset), timing steps and resets apart."""
-    rng = np.random.default_rng(seed)
-    actions = rng.uniform(-0.3, 0.3, size=(steps, 4)).astype(np.float32)
-    actions[:, 3] = 1.0
+def env_rate(task: str, obs_mode: str, steps: int) -> tuple[float, float, list]:
+    """(env steps/s, ms per reset, episodes as (start state, controls)) with timing apart."""
+    env = gymnasium.make(env_id(task), obs_mode=obs_mode)
+    u = env.unwrapped
     stepping = resetting = 0.0
-    resets = 1
-    start = time.perf_counter()
-    env.reset(seed=seed)
-    resetting += time.perf_counter() - start
-    for action in actions:
-        start = time.perf_counter()
-        _, _, term, trunc, _ = env.step(action)
-        stepping += time.perf_counter() - start
-        if term or trunc:
+    episodes: list[tuple[np.ndarray, list[np.ndarray]]] = []
+    seed = 0
+    done = True
+    for _ in range(steps):
+        if done:
             start = time.perf_counter()
-            env.reset()
+            obs, _ = env.reset(seed=seed)
             resetting += time.perf_counter() - start
-            resets += 1
-    return steps / stepping, 1000 * resetting / resets
+            policy = u.scripted_policy("cautious", noise=0.3, seed=seed)
+            policy.reset(env)
+            state = np.empty(mujoco.mj_stateSize(u.model, FULL))
+            mujoco.mj_getState(u.model, u.data, state, FULL)
+            episodes.append((state, []))
+            seed += 1
+        action = policy.act(obs)
+        start = time.perf_counter()
+        obs, _, term, trunc, _ = env.step(action)
+        stepping += time.perf_counter() - start
+        episodes[-1][1].append(u.data.ctrl.copy())
+        done = term or trunc
+    model = u.model
+    env.close()
+    return steps / stepping, 1000 * resetting / len(episodes), [model, episodes]
+
+
+def raw_rate(model: mujoco.MjModel, episodes: list, substeps: int) -> float:
+    """Control steps per second of bare mj_step replaying the recorded controls."""
+    data = mujoco.MjData(model)
+    elapsed = 0.0
+    count = 0
+    for state, controls in episodes:
+        mujoco.mj_setState(model, data, state, FULL)
+        start = time.perf_counter()
+        for ctrl in controls:
+            data.ctrl[:] = ctrl
+            mujoco.mj_step(model, data, nstep=substeps)
+        elapsed += time.perf_counter() - start
+        count += len(controls)
+    return count / elapsed
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=2000)
-    parser.add_argument("--image-size", type=int, default=64)
     args = parser.parse_args()
     print(f"embodied-ood {embodied.__version__}, mujoco {mujoco.__version__}")
     header = (
@@ -63,23 +82,13 @@ def main() -> None:
     print(header)
     print("-" * len(header))
     for task in TASKS:
-        state_env = gymnasium.make(env_id(task), obs_mode="state")
-        state_env.reset(seed=0)
-        u = state_env.unwrapped
-        raw_data = mujoco.MjData(u.model)
-        raw_data.qpos[:] = u.data.qpos
-        raw_data.ctrl[:] = u.data.ctrl
-        # interleave to share the machine's noise between the two measurements
-        raw = max(raw_rate(u.model, raw_data, args.steps, u.n_substeps) for _ in range(2))
-        state, reset_ms = max(env_rate(state_env, args.steps) for _ in range(2))
-        pixel_env = gymnasium.make(env_id(task), obs_mode="pixels", image_size=args.image_size)
-        pixels, _ = env_rate(pixel_env, max(args.steps // 4, 100))
+        state, reset_ms, (model, episodes) = env_rate(task, "state", args.steps)
+        raw = raw_rate(model, episodes, substeps=25)
+        pixels, _, _ = env_rate(task, "pixels", max(args.steps // 4, 200))
         print(
             f"{task:<14}{raw:>11.0f}{state:>10.0f}{state / raw:>11.2f}{pixels:>10.0f}"
             f"{reset_ms:>10.2f}"
         )
-        state_env.close()
-        pixel_env.close()
 
 
 if __name__ == "__main__":

@@ -162,6 +162,10 @@ def collect(
     for name, value in (("random_fraction", random_fraction), ("grip_fraction", grip_fraction)):
         if not 0.0 <= value <= 1.0:
             raise ValueError(f"{name} must be in [0, 1]; got {value}")
+    if not styles or set(styles) - set(STYLES):
+        raise ValueError(f"styles {list(styles)} invalid; choose from {list(STYLES)}")
+    if not noises or not all(0.0 <= n < float("inf") for n in noises):
+        raise ValueError(f"noises must be finite numbers >= 0; got {list(noises)}")
     obs_mode = env_obs_mode(obs_modes)
     env = gymnasium.make(
         env_id, obs_mode=obs_mode, shift=split, image_size=image_size, **(env_kwargs or {})

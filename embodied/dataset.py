@@ -17,8 +17,9 @@ A shard holds, for its episodes in order, ``lengths`` (n,) int64 (transitions pe
 observed mode ``state`` (sum (T+1), D) float32 and ``pixels`` (sum (T+1), S, S, 3) uint8: every
 episode stores T+1 observations (the reset observation and one after each step).
 
-Every file is written to a temporary name and moved into place with ``os.replace``; the manifest
-comes last and an existing one is removed first, so a reader never sees a half-written dataset.
+Every file is first written in full under a temporary name; only then are they moved into place
+with ``os.replace``, the manifest last and an existing one removed first. A reader never sees a
+half-written dataset, and a write that fails (disk full, Ctrl-C) leaves an older one intact.
 """
 
 from __future__ import annotations
@@ -26,7 +27,6 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -140,10 +140,16 @@ class Dataset:
 
     # -- construction -------------------------------------------------------------------------
     @classmethod
-    def load(cls, path: str | os.PathLike, obs_modes: Sequence[str] | None = None) -> Dataset:
-        """Read a dataset directory; ``obs_modes`` limits what is read (e.g. skip pixels)."""
+    def load(
+        cls,
+        path: str | os.PathLike,
+        obs_modes: Sequence[str] | None = None,
+        env_id: str | None = None,
+    ) -> Dataset:
+        """Read a dataset directory; ``obs_modes`` limits what is read (e.g. skip pixels), and
+        with ``env_id`` a dataset of another task is refused."""
         root = Path(path)
-        manifest = read_manifest(root)
+        manifest = read_manifest(root, env_id)
         have = list(manifest["obs_modes"])
         modes = have if obs_modes is None else list(obs_modes)
         missing = [m for m in modes if m not in have]
@@ -153,22 +159,15 @@ class Dataset:
         info = manifest["episode_info"]
         for shard in manifest["shards"]:
             arrays = _read_shard(root, shard, modes)
-            lengths = arrays["lengths"]
-            a = o = 0
-            for t in lengths:
-                t = int(t)
-                ep = info[len(episodes)]
-                episodes.append(
-                    Episode(
-                        state=arrays["state"][o : o + t + 1] if "state" in modes else None,
-                        pixels=arrays["pixels"][o : o + t + 1] if "pixels" in modes else None,
-                        physics=ep.get("physics", {}),
-                        seed=ep["seed"],
-                        meta=ep.get("meta", {}),
-                        **{k: arrays[k][a : a + t] for k in STEP_KEYS},
-                    )
-                )
-                a, o = a + t, o + t + 1
+            try:
+                episodes += _shard_episodes(arrays, info[len(episodes) :], modes)
+            except (ValueError, TypeError, IndexError) as err:
+                if isinstance(err, DatasetError):
+                    raise
+                raise DatasetError(
+                    f"dataset {root}: shard {shard['file']} does not match {MANIFEST} "
+                    f"(corrupted?): {err}"
+                ) from err
         if len(episodes) != manifest["episodes"]:
             raise DatasetError(
                 f"dataset {root}: shards hold {len(episodes)} episodes, "
@@ -297,66 +296,75 @@ def write_dataset(
                 raise DatasetError(f"episode {i} has no {m!r} observations but obs_modes has it")
     root = Path(path)
     root.mkdir(parents=True, exist_ok=True)
-    old = root / MANIFEST
-    if (
-        old.exists()
-    ):  # invalidate first: a crash below must not leave an old manifest over new shards
-        old.unlink()
-    shards, info = [], []
-    for k, first in enumerate(range(0, len(episodes), episodes_per_shard)):
-        group = episodes[first : first + episodes_per_shard]
-        name = f"shard-{k:05d}.npz"
-        arrays: dict[str, np.ndarray] = {"lengths": np.array([e.length for e in group], np.int64)}
-        for key in STEP_KEYS:
-            arrays[key] = np.concatenate([getattr(e, key) for e in group])
-        for m in modes:
-            arrays[m] = np.concatenate([getattr(e, m) for e in group])
-        _atomic_write(root / name, lambda f, a=arrays: np.savez_compressed(f, **a))
-        shards.append(
-            {
-                "file": name,
-                "episodes": len(group),
-                "transitions": int(arrays["lengths"].sum()),
-                "bytes": (root / name).stat().st_size,
-            }
-        )
-        for e in group:
-            info.append(
+    for stale in root.glob(".*.tmp"):  # left by a write that was killed
+        stale.unlink()
+    shards, info, temps = [], [], {}
+    try:
+        for k, first in enumerate(range(0, len(episodes), episodes_per_shard)):
+            group = episodes[first : first + episodes_per_shard]
+            name = f"shard-{k:05d}.npz"
+            arrays = {"lengths": np.array([e.length for e in group], np.int64)}
+            for key in (*STEP_KEYS, *modes):
+                arrays[key] = np.concatenate([getattr(e, key) for e in group])
+            temps[name] = _temp_write(root / name, lambda f, a=arrays: np.savez_compressed(f, **a))
+            shards.append(
                 {
-                    "seed": e.seed,
-                    "length": e.length,
-                    "shard": name,
-                    "physics": e.physics,
-                    "dropped": bool(e.dropped.any()),
-                    "success": bool(e.success.any()),
-                    "return": float(e.reward.sum()),
-                    "meta": {str(k): _plain(v) for k, v in e.meta.items()},
+                    "file": name,
+                    "episodes": len(group),
+                    "transitions": int(arrays["lengths"].sum()),
+                    "bytes": temps[name].stat().st_size,
                 }
             )
-    manifest = {
-        "format": FORMAT,
-        "env_id": env_id,
-        "task": task,
-        "split": split,
-        "obs_modes": modes,
-        "image_size": int(image_size),
-        "state_labels": list(state_labels),
-        **_counts(episodes),
-        "shards": shards,
-        "episode_info": info,
-        **(extra or {}),
-    }
-    text = json.dumps(manifest, indent=1, default=_plain)
-    _atomic_write(old, lambda f: f.write(text.encode()))
-    keep = {s["file"] for s in shards}
+            info += [_episode_info(e, name) for e in group]
+        manifest = {
+            "format": FORMAT,
+            "env_id": env_id,
+            "task": task,
+            "split": split,
+            "obs_modes": modes,
+            "image_size": int(image_size),
+            "state_labels": list(state_labels),
+            **_counts(episodes),
+            "shards": shards,
+            "episode_info": info,
+            **(extra or {}),
+        }
+        text = json.dumps(manifest, indent=1, default=_plain)
+        temps[MANIFEST] = _temp_write(root / MANIFEST, lambda f: f.write(text.encode()))
+    except BaseException:
+        for tmp in temps.values():  # nothing was replaced yet: an older dataset stays intact
+            tmp.unlink(missing_ok=True)
+        raise
+    # Everything is on disk; commit with renames only. The old manifest goes first, so a
+    # crash between the renames leaves no manifest over a mix of old and new shards.
+    (root / MANIFEST).unlink(missing_ok=True)
+    for name, tmp in temps.items():
+        os.replace(tmp, root / name)
     for stale in root.glob("shard-*.npz"):
-        if stale.name not in keep:
+        if stale.name not in temps:
             stale.unlink()
     return manifest
 
 
-def read_manifest(root: str | os.PathLike) -> dict[str, Any]:
-    """The validated manifest of a dataset directory, or a DatasetError saying what is wrong."""
+def _episode_info(e: Episode, shard: str) -> dict[str, Any]:
+    """An episode's entry in the manifest: where it is, its physics and its outcome."""
+    return {
+        "seed": e.seed,
+        "length": e.length,
+        "shard": shard,
+        "physics": e.physics,
+        "dropped": bool(e.dropped.any()),
+        "success": bool(e.success.any()),
+        "return": float(e.reward.sum()),
+        "meta": {str(k): _plain(v) for k, v in e.meta.items()},
+    }
+
+
+def read_manifest(root: str | os.PathLike, env_id: str | None = None) -> dict[str, Any]:
+    """The validated manifest of a dataset directory, or a DatasetError saying what is wrong.
+
+    With ``env_id``, a dataset of another task is refused too.
+    """
     root = Path(root)
     if not root.exists():
         raise DatasetError(
@@ -387,6 +395,17 @@ def read_manifest(root: str | os.PathLike) -> dict[str, Any]:
             f"{mpath}: episode_info has {len(manifest['episode_info'])} entries, "
             f"episodes says {manifest['episodes']}"
         )
+    for entries, keys in (
+        (manifest["shards"], ("file", "episodes")),
+        (manifest["episode_info"], ("seed",)),
+    ):
+        if not all(isinstance(e, dict) and all(k in e for k in keys) for e in entries):
+            raise DatasetError(f"{mpath}: an entry lacks one of the keys {list(keys)} (corrupted?)")
+    if env_id is not None and manifest["env_id"] != env_id:
+        raise DatasetError(
+            f"dataset {root} holds {manifest['env_id']!r} episodes; {env_id!r} needs a dataset "
+            "of its own task (collect one with embodied-collect env=...)"
+        )
     return manifest
 
 
@@ -407,9 +426,9 @@ def _read_shard(root: Path, shard: dict[str, Any], modes: Sequence[str]) -> dict
             if absent:
                 raise DatasetError(f"dataset {root}: shard {shard['file']} lacks arrays {absent}")
             arrays = {k: npz[k] for k in keys}
-    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as err:
-        if isinstance(err, DatasetError):
-            raise
+    except DatasetError:
+        raise
+    except Exception as err:  # a damaged zip or npy raises many types (zlib.error, TokenError...)
         raise DatasetError(f"dataset {root}: cannot read shard {shard['file']}: {err}") from err
     if len(arrays["lengths"]) != shard["episodes"]:
         raise DatasetError(
@@ -417,6 +436,28 @@ def _read_shard(root: Path, shard: dict[str, Any], modes: Sequence[str]) -> dict
             f"{len(arrays['lengths'])} episodes, {MANIFEST} says {shard['episodes']}"
         )
     return arrays
+
+
+def _shard_episodes(
+    arrays: dict[str, np.ndarray], info: Sequence[dict[str, Any]], modes: Sequence[str]
+) -> list[Episode]:
+    """The episodes of one shard, in order; ``info`` starts at its first episode."""
+    out = []
+    a = o = 0
+    for i, t in enumerate(int(t) for t in arrays["lengths"]):
+        ep = info[i]
+        out.append(
+            Episode(
+                state=arrays["state"][o : o + t + 1] if "state" in modes else None,
+                pixels=arrays["pixels"][o : o + t + 1] if "pixels" in modes else None,
+                physics=ep.get("physics", {}),
+                seed=ep["seed"],
+                meta=ep.get("meta", {}),
+                **{k: arrays[k][a : a + t] for k in STEP_KEYS},
+            )
+        )
+        a, o = a + t, o + t + 1
+    return out
 
 
 def _counts(episodes: Sequence[Episode]) -> dict[str, Any]:
@@ -427,19 +468,18 @@ def _counts(episodes: Sequence[Episode]) -> dict[str, Any]:
     }
 
 
-def _atomic_write(target: Path, write) -> None:
-    """Write through a temporary file in the same directory, then ``os.replace`` it into place."""
+def _temp_write(target: Path, write) -> Path:
+    """Write and fsync a temporary file beside ``target``; the caller renames it into place."""
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, target)
     except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        os.unlink(tmp)
         raise
+    return Path(tmp)
 
 
 def _plain(value: Any) -> Any:

@@ -52,6 +52,19 @@ class EvalSettings:
     video_fps: int = 20
     threads: int = 1  # torch threads per cell: one core each keeps the numbers identical
 
+    def __post_init__(self) -> None:
+        """Counts a cell cannot run with fail here, before any cell starts."""
+        for key, value, low in (
+            ("episodes", self.episodes, 1),
+            ("video.clips", self.video_clips, 0),
+            ("video.horizon", self.video_horizon, 0),
+            ("videos.scale", self.video_scale, 1),
+            ("videos.fps", self.video_fps, 1),
+            ("threads", self.threads, 1),
+        ):
+            if value < low:
+                raise ValueError(f"{key} must be an integer >= {low}; got {value}")
+
 
 CLIP_SPARES = 4  # candidate clip seeds per clip: a clip whose simulation diverges is replaced
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass
@@ -39,8 +41,23 @@ def _result(item: Any, get: Callable[[], dict]) -> dict:
         raise RuntimeError(f"{getattr(item, 'cell_id', item)} failed: {err}") from err
 
 
-def _single_thread_worker() -> None:
+def _worker_init(parent: int) -> None:
+    """One thread per cell, and exit when the parent dies: a killed ``embodied-eval`` must not
+    leave workers behind (they block forever on a queue whose writer they share)."""
     os.environ.update(SINGLE_THREAD_ENV)
+    threading.Thread(target=_exit_with, args=(parent,), daemon=True).start()
+
+
+def _exit_with(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(0.5)
+    os._exit(1)
+
+
+def _stop_workers(pool: ProcessPoolExecutor) -> None:
+    """Terminate the workers of an interrupted map, not wait for their cells to finish."""
+    for process in list((getattr(pool, "_processes", None) or {}).values()):
+        process.terminate()
 
 
 @dataclass
@@ -63,7 +80,9 @@ class LocalExecutor:
                 yield item, _result(item, lambda item=item: fn(item, cfg))
             return
         context = multiprocessing.get_context("spawn")
-        pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_single_thread_worker)
+        pool = ProcessPoolExecutor(
+            workers, mp_context=context, initializer=_worker_init, initargs=(os.getpid(),)
+        )
         try:
             pending = {pool.submit(fn, item, cfg): item for item in items}
             while pending:
@@ -71,6 +90,9 @@ class LocalExecutor:
                 for future in done:
                     item = pending.pop(future)
                     yield item, _result(item, future.result)
+        except BaseException:  # Ctrl-C, SIGTERM, a failed cell, the caller stopped reading
+            _stop_workers(pool)
+            raise
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
 

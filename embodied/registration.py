@@ -6,7 +6,7 @@ import gymnasium
 TASKS: dict[str, tuple[str, int]] = {
     "Reach": ("embodied.envs.reach:Reach", 60),
     "CupPush": ("embodied.envs.cup_push:CupPush", 120),
-    "CupCarry": ("embodied.envs.cup_carry:CupCarry", 100),
+    "CupCarry": ("embodied.envs.cup_carry:CupCarry", 60),
     "CupPickPlace": ("embodied.envs.cup_pick_place:CupPickPlace", 160),
 }
 

@@ -1,12 +1,13 @@
 """The append-only results file of an evaluation run: one JSON line per finished cell.
 
-Only the parent process writes. Each line goes out in one write, then flush and fsync,
-so a crash leaves at most a torn last line; opening the store cuts that line off,
-and a rerun skips the cells already in the file (resume loses nothing).
+Only the parent process writes. Each line is appended whole, then fsynced, so a crash
+leaves at most a torn last line; opening the store cuts that line off, a failed write cuts
+off what it wrote, and a rerun skips the cells already in the file (resume loses nothing).
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import platform
@@ -33,6 +34,10 @@ class ResultsStore:
     def _load_and_repair(self) -> list[dict[str, Any]]:
         if not self.path.exists():
             return []
+        if not self.path.is_file():
+            raise IsADirectoryError(
+                errno.EISDIR, "not a file: move it away or use another run_dir", str(self.path)
+            )
         data = self.path.read_bytes()
         end = data.rfind(b"\n") + 1
         if end < len(data):  # a torn last line: the write that a crash interrupted
@@ -51,6 +56,8 @@ class ResultsStore:
                 line = json.loads(raw)
             except json.JSONDecodeError as err:
                 raise ValueError(f"{self.path}:{number} is not a JSON line: {err}") from err
+            if not isinstance(line, dict) or "cell_id" not in line:
+                raise ValueError(f"{self.path}:{number} is not a results line (no cell_id)")
             if line["cell_id"] not in seen:
                 seen.add(line["cell_id"])
                 lines.append(line)
@@ -64,14 +71,31 @@ class ResultsStore:
         return {line["cell_id"] for line in self._lines}
 
     def append(self, line: dict[str, Any]) -> None:
-        """Write one finished cell as one complete line, durably."""
+        """Write one finished cell as one complete line, durably.
+
+        A failed write (disk full, I/O error) is cut off again, so the lines before it stay
+        intact and a later append does not run on from half a line.
+        """
         if line["cell_id"] in self.done_ids():
             raise ValueError(f"cell {line['cell_id']!r} is already in {self.path}")
-        data = (json.dumps(line, allow_nan=False) + "\n").encode()
-        with open(self.path, "ab") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+        data = memoryview((json.dumps(line, allow_nan=False) + "\n").encode())
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            size = os.fstat(fd).st_size
+            try:
+                while data:
+                    data = data[os.write(fd, data) :]
+                os.fsync(fd)
+            except OSError as err:
+                os.ftruncate(fd, size)
+                raise OSError(
+                    err.errno,
+                    f"{err.strerror}; the {len(self._lines)} finished cells in it are intact, "
+                    "rerun to carry on",
+                    str(self.path),
+                ) from err
+        finally:
+            os.close(fd)
         self._lines.append(line)
 
     def write_config(self, config_yaml: str) -> None:
@@ -106,6 +130,9 @@ def write_atomic(path: str | os.PathLike[str], text: str | bytes) -> None:
             os.fsync(f.fileno())
         os.chmod(tmp, 0o644)  # mkstemp makes it private
         os.replace(tmp, path)
+    except OSError as err:  # name the file: a bare "No space left on device" does not
+        Path(tmp).unlink(missing_ok=True)
+        raise OSError(err.errno, f"{err.strerror}; {path.name} is unchanged", str(path)) from err
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

@@ -13,6 +13,7 @@ on the finger pads, frame positions and orientations), never the observation vec
 
 from __future__ import annotations
 
+import numbers
 from collections import deque
 from collections.abc import Mapping
 from typing import Any
@@ -29,6 +30,11 @@ CONTROL_DT = 0.05
 MAX_DELTA = 0.03  # metres of servo-target motion per control step at |a| = 1 (0.6 m/s)
 TOUCH_MIN = 0.05  # newtons on a pad for it to count as touching the cup
 ARM_JOINTS = tuple(f"joint{i}" for i in range(1, 8))
+RESET_OPTIONS = ("shift", "physics")
+# MuJoCo's own divergence checks: each resets the MjData to qpos0 and counts a warning.
+DIVERGED = tuple(
+    getattr(mujoco.mjtWarning, f"mjWARN_BAD{w}") for w in ("QPOS", "QVEL", "QACC", "CTRL")
+)
 STATE_LABELS: tuple[str, ...] = (
     *(f"q{i}" for i in range(1, 8)),
     "finger",
@@ -68,6 +74,49 @@ def copy_model_into(dst: mujoco.MjModel, src: mujoco.MjModel) -> None:
                 setattr(obj_dst, name, value)
 
 
+def check_physics_arg(physics: object) -> dict[str, float] | None:
+    """``physics=`` as a dict (None for none), or ValueError: it must map names to values."""
+    if physics is None:
+        return None
+    if not isinstance(physics, Mapping):
+        raise ValueError(
+            f"physics must be a mapping of parameter name -> value, e.g. {{'cup_mass': 0.3}}; "
+            f"got {physics!r}"
+        )
+    return dict(physics)
+
+
+def check_size(name: str, value: object, lo: int, hi: int) -> int:
+    """An image side as an int, or ValueError naming the range the renderer can draw."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not lo <= value <= hi:
+        raise ValueError(
+            f"{name} must be an integer in [{lo}, {hi}] (the scene's offscreen framebuffer); "
+            f"got {value!r}"
+        )
+    return int(value)
+
+
+def check_action(action: Any) -> np.ndarray:
+    """The action as float64 (4,), or ValueError saying what a valid action is."""
+    try:
+        a = np.asarray(action)
+    except (TypeError, ValueError) as err:
+        raise ValueError(
+            f"action must be 4 finite numbers (dx, dy, dz, grip); got {action!r}"
+        ) from err
+    if a.dtype.kind not in "iuf":
+        raise ValueError(
+            f"action must be 4 finite real numbers (dx, dy, dz, grip); got dtype {a.dtype}: "
+            f"{action!r}"
+        )
+    if a.shape != (4,):
+        raise ValueError(f"action must have shape (4,) = (dx, dy, dz, grip), got {a.shape}")
+    a = a.astype(np.float64)
+    if not np.all(np.isfinite(a)):
+        raise ValueError(f"action must be finite, got {a}")
+    return a
+
+
 class ArmEnv(gymnasium.Env):
     """Shared mechanics of every task; see the module docstring."""
 
@@ -87,18 +136,22 @@ class ArmEnv(gymnasium.Env):
             raise ValueError(f"unknown obs_mode {obs_mode!r}; valid: {list(OBS_MODES)}")
         if render_mode not in (None, "rgb_array"):
             raise ValueError(f"unknown render_mode {render_mode!r}; valid: [None, 'rgb_array']")
-        if int(image_size) < 8:
-            raise ValueError(f"image_size must be >= 8, got {image_size}")
         self.obs_mode = obs_mode
         self.shift = shift
-        self.explicit_physics = dict(physics) if physics else None
-        self.image_size = int(image_size)
+        self.explicit_physics = check_physics_arg(physics)
         self.render_mode = render_mode
-        self.render_size = render_size
         # Validate the split and explicit values now, so bad input fails at make().
         self.physics: dict[str, float] = resolve_physics(shift, 0, self.explicit_physics)
 
         self.model = build_model(NOMINAL)
+        width, height = self.model.vis.global_.offwidth, self.model.vis.global_.offheight
+        self.image_size = check_size("image_size", image_size, 8, min(width, height))
+        if not isinstance(render_size, tuple | list) or len(render_size) != 2:
+            raise ValueError(f"render_size must be (height, width); got {render_size!r}")
+        self.render_size = (
+            check_size("render_size height", render_size[0], 1, height),
+            check_size("render_size width", render_size[1], 1, width),
+        )
         self.data = mujoco.MjData(self.model)
         self.n_substeps = int(round(CONTROL_DT / self.model.opt.timestep))
         self._ids()
@@ -169,8 +222,10 @@ class ArmEnv(gymnasium.Env):
     ) -> tuple[Any, dict[str, Any]]:
         super().reset(seed=seed)
         options = options or {}
+        if not isinstance(options, Mapping) or set(options) - set(RESET_OPTIONS):
+            raise ValueError(f"reset options take the keys {list(RESET_OPTIONS)}; got {options!r}")
         shift = options.get("shift", self.shift)
-        explicit = options.get("physics", self.explicit_physics)
+        explicit = check_physics_arg(options.get("physics", self.explicit_physics))
         episode_seed = int(self.np_random.integers(2**31 - 1)) if seed is None else int(seed)
         self.physics = resolve_physics(shift, episode_seed, explicit)
         # The start state is laid out under nominal dynamics (with this episode's look and
@@ -211,14 +266,7 @@ class ArmEnv(gymnasium.Env):
         return start, start + int(round(0.1 / self.model.opt.timestep)), vec
 
     def step(self, action: Any) -> tuple[Any, float, bool, bool, dict[str, Any]]:
-        action = np.asarray(action, dtype=np.float64)
-        if action.shape != (4,):
-            raise ValueError(
-                f"action must have shape (4,) = (dx, dy, dz, grip), got {action.shape}"
-            )
-        if not np.all(np.isfinite(action)):
-            raise ValueError(f"action must be finite, got {action}")
-        action = np.clip(action, -1.0, 1.0)
+        action = np.clip(check_action(action), -1.0, 1.0)
         noise = self.physics.get("action_noise", 0.0)
         if noise > 0.0:
             action = np.clip(action + noise * self._noise_rng.standard_normal(4), -1.0, 1.0)
@@ -250,6 +298,27 @@ class ArmEnv(gymnasium.Env):
         )
 
     def _simulate(self) -> bool:
+        """One control step; on divergence, rewind to the state before it and return True.
+
+        MuJoCo answers a NaN or huge value by resetting the data to qpos0 (the arm would jump
+        home mid-episode) and counting a warning; any such warning, a non-finite state or a
+        runaway velocity is a physics error. Rewinding keeps the observation, ``render`` and
+        ``data`` finite: the last physical state, never NaN for a replay buffer to learn from.
+        """
+        m, d = self.model, self.data
+        spec = mujoco.mjtState.mjSTATE_INTEGRATION
+        before = np.empty(mujoco.mj_stateSize(m, spec))
+        mujoco.mj_getState(m, d, before, spec)
+        warned = sum(d.warning[w].number for w in DIVERGED)
+        self._advance()
+        bad = sum(d.warning[w].number for w in DIVERGED) > warned
+        if bad or not np.isfinite(d.qpos).all() or np.abs(d.qvel).max() > 1e3:
+            mujoco.mj_setState(m, d, before, spec)
+            mujoco.mj_forward(m, d)
+            return True
+        return False
+
+    def _advance(self) -> None:
         m, d = self.model, self.data
         if self._push is None:
             mujoco.mj_step(m, d, nstep=self.n_substeps)
@@ -260,8 +329,6 @@ class ArmEnv(gymnasium.Env):
                 on = start <= step0 + k < stop
                 d.xfrc_applied[self._cup_body, :3] = vec if on else 0.0
                 mujoco.mj_step(m, d)
-        bad = d.warning[mujoco.mjtWarning.mjWARN_BADQACC].number > 0
-        return bool(bad or not np.isfinite(d.qpos).all() or np.abs(d.qvel).max() > 1e3)
 
     # How many consecutive control steps success / failure must last before they count.
     success_hold = 1
@@ -416,6 +483,11 @@ class ArmEnv(gymnasium.Env):
         m, d = self._state_model, self._state_data
         assert d is not None
         s = np.asarray(state, dtype=np.float64)
+        if s.shape != (len(self.state_labels),):
+            raise ValueError(
+                f"state must be a vector of {len(self.state_labels)} entries (state_labels); "
+                f"got shape {s.shape}"
+            )
         d.qpos[:] = self._home
         d.qpos[self._arm_qpos] = s[0:7]
         d.qpos[self._finger_qpos] = s[7]

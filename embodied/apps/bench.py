@@ -7,18 +7,27 @@ finished piece kept; rerunning the same command carries on.
 
 from __future__ import annotations
 
+import json
+import multiprocessing
+import os
+import shutil
 import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
+from typing import Any
 
 import hydra
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from tqdm.auto import tqdm
 
-from embodied.apps.eval import evaluate, load_agents
+from embodied.apps import cli
+from embodied.apps.eval import check_grid, evaluate
 from embodied.collect import collect
 from embodied.dataset import Dataset
 from embodied.registration import env_id
 from embodied.report import build_report
+from embodied.results import write_atomic
 
 
 def stage(name: str, started: float) -> None:
@@ -26,35 +35,106 @@ def stage(name: str, started: float) -> None:
 
 
 def collect_stage(cfg: DictConfig, task: str, obs_mode_needed: bool) -> Path:
+    """The task's training dataset: reused when collected with these very settings.
+
+    A fresh dataset invalidates the task's trained models, which are removed with it.
+    """
     out = Path(cfg.run_dir) / "data" / task / "train"
     c = cfg.collect
-    if (out / "manifest.json").is_file():
+    obs_modes = list(c.obs_modes) if obs_mode_needed else ["state"]
+    settings = json.dumps(
+        {
+            **OmegaConf.to_container(c, resolve=True),
+            "obs_modes": obs_modes,
+            "image_size": int(cfg.env.image_size),
+        },
+        sort_keys=True,
+    )
+    stamp = out / "bench-collect.json"
+    if stamp.is_file() and stamp.read_text() == settings:
         try:
-            if len(Dataset.load(out).episodes) == int(c.episodes):
-                print(f"{task}: reusing the dataset in {out}")
-                return out
+            Dataset.load(out)
+            print(f"{task}: reusing the dataset in {out}")
+            return out
         except (OSError, ValueError) as err:
             print(f"{task}: recollecting ({err})")
+    shutil.rmtree(out, ignore_errors=True)
+    shutil.rmtree(Path(cfg.checkpoints) / task, ignore_errors=True)
     collect(
         env_id=env_id(task),
         out_dir=out,
         episodes=int(c.episodes),
         split="train",
         seed=int(c.seed),
-        obs_modes=list(c.obs_modes) if obs_mode_needed else ["state"],
+        obs_modes=obs_modes,
         image_size=int(cfg.env.image_size),
         styles=list(c.styles),
         noises=[float(n) for n in c.noises],
         random_fraction=float(c.random_fraction),
         progress=bool(cfg.progress),
     )
+    write_atomic(stamp, settings.encode())
     return out
 
 
-@hydra.main(version_base="1.3", config_path="pkg://embodied.configs", config_name="bench")
-def main(cfg: DictConfig) -> None:
+def train_one(agent: dict[str, Any], data_dir: str, out_dir: str, steps: int, seed: int) -> dict:
+    """One agent's training, in a worker process (its own progress bar off)."""
     started = time.perf_counter()
-    agents = load_agents(list(cfg.agents), cfg)  # unknown names fail before any work
+    summary = instantiate(agent["trainer"])(
+        agent_cfg=OmegaConf.create(agent),
+        dataset_dir=data_dir,
+        out_dir=out_dir,
+        steps=steps,
+        seed=seed,
+        progress=False,
+    )
+    return {**summary, "seconds": time.perf_counter() - started}
+
+
+def train_stage(cfg: DictConfig, jobs: list[tuple[str, str, dict[str, Any], Path]]) -> None:
+    """Train every (task, agent) at once on the machine's cores: each model is one process."""
+    workers = int(cfg.executor.get("workers") or os.cpu_count() or 1)
+    # the slowest models first, so the pool ends together (pixel nets cost the most per step)
+    order = {"pixel": 0, "latent": 1, "state": 2}
+    jobs = sorted(jobs, key=lambda job: order.get(job[2].get("family", ""), 3))
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=context) as pool:
+        futures = {
+            pool.submit(
+                train_one,
+                agent,
+                str(data_dir),
+                str(Path(cfg.checkpoints) / task / agent["name"]),
+                int(cfg.train.steps),
+                int(cfg.train.seed),
+            ): f"{agent['name']} on {task}"
+            for task, _, agent, data_dir in jobs
+        }
+        bar = tqdm(total=len(futures), desc="train", disable=not cfg.progress)
+        for future in as_completed(futures):
+            summary = future.result()
+            if summary.get("interrupted"):
+                raise SystemExit(130)
+            bar.update()
+            tqdm.write(
+                f"trained {futures[future]}: step {summary['step']} in {summary['seconds']:.0f} s"
+            )
+        bar.close()
+
+
+@hydra.main(version_base="1.3", config_path="pkg://embodied.configs", config_name="bench")
+def hydra_main(cfg: DictConfig) -> None:
+    with cli.user_errors("embodied-bench"):
+        bench(cfg)
+
+
+def main() -> None:
+    cli.run("embodied-bench", "bench", hydra_main)
+
+
+def bench(cfg: DictConfig) -> None:
+    started = time.perf_counter()
+    agents = check_grid(cfg).agents  # unknown agents, tasks, splits fail before any work
     trained = {name: a for name, a in agents.items() if a.get("trainer") is not None}
     needs_pixels = any(a.get("obs_mode", "state") != "state" for a in trained.values())
     print(
@@ -62,21 +142,14 @@ def main(cfg: DictConfig) -> None:
         f"agents {list(cfg.agents)}, {len(cfg.splits)} splits x {len(cfg.seeds)} seeds x "
         f"{cfg.episodes} episodes -> {Path(cfg.run_dir).resolve()}"
     )
+    jobs = []
     for task in cfg.tasks:
         stage(f"collect {task}", started)
         data_dir = collect_stage(cfg, task, needs_pixels)
-        for name, agent in trained.items():
-            stage(f"train {name} on {task}", started)
-            summary = instantiate(agent["trainer"])(
-                agent_cfg=OmegaConf.create(agent),
-                dataset_dir=str(data_dir),
-                out_dir=str(Path(cfg.checkpoints) / task / agent["name"]),
-                steps=int(cfg.train.steps),
-                seed=int(cfg.train.seed),
-                progress=bool(cfg.progress),
-            )
-            if summary.get("interrupted"):
-                raise SystemExit(130)
+        jobs += [(task, name, agent, data_dir) for name, agent in trained.items()]
+    if jobs:
+        stage(f"train {len(jobs)} models", started)
+        train_stage(cfg, jobs)
     stage("evaluate", started)
     evaluate(cfg)
     stage("report", started)

@@ -5,11 +5,17 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from embodied.apps import cli
 from embodied.collect import collect
 
 
 @hydra.main(config_path="pkg://embodied.configs", config_name="collect", version_base=None)
-def main(cfg: DictConfig) -> None:
+def hydra_main(cfg: DictConfig) -> None:
+    with cli.user_errors("embodied-collect"):
+        write(cfg)
+
+
+def write(cfg: DictConfig) -> None:
     manifest = collect(
         env_id=cfg.env.id,
         out_dir=cfg.out_dir,
@@ -32,6 +38,10 @@ def main(cfg: DictConfig) -> None:
         f"wrote {manifest['episodes']} episodes ({manifest['transitions']} transitions, "
         f"success {success:.2f}, dropped {dropped:.2f}) to {cfg.out_dir}"
     )
+
+
+def main() -> None:
+    cli.run("embodied-collect", "collect", hydra_main)
 
 
 if __name__ == "__main__":

@@ -24,11 +24,13 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
+from embodied.apps import cli
+from embodied.checkpoints import check_trained_on
 from embodied.evaluate import EvalSettings, run_cell
 from embodied.grid import check_names, expand
 from embodied.registration import TASKS
 from embodied.results import CONFIG_FILE, ResultsStore
-from embodied.shifts.splits import parse_split
+from embodied.shifts.splits import check_seed, parse_split
 
 # what a cell's numbers depend on besides its name (agent configs are read afresh each run)
 RESULT_KEYS = ("env", "episodes", "video", "agent_overrides", "checkpoints")
@@ -86,19 +88,23 @@ def settings_from(cfg: DictConfig, agents: dict[str, dict[str, Any]]) -> EvalSet
 
 
 def check_checkpoints(settings: EvalSettings, tasks: Sequence[str]) -> None:
-    """A trained agent without its checkpoint fails now, not hours into the grid."""
-    missing = [
-        f"{settings.checkpoints}/{task}/{agent.get('name', name)}"
+    """A trained agent without its checkpoint, or with one trained on another task or of
+    another family, fails now, not hours into the grid."""
+    root = Path(settings.checkpoints or "")
+    dirs = {
+        (task, name): root / task / agent.get("name", name)
         for name, agent in settings.agents.items()
         if agent.get("trainer") is not None
         for task in tasks
-        if not (Path(settings.checkpoints or "") / task / agent.get("name", name)).is_dir()
-    ]
+    }
+    missing = [str(path) for path in dirs.values() if not path.is_dir()]
     if missing:
         raise FileNotFoundError(
             f"no checkpoint for trained agents at {missing}; train them first (embodied-train) "
             "or point checkpoints= at the models folder"
         )
+    for (task, name), path in dirs.items():
+        check_trained_on(path, task, settings.agents[name])
 
 
 def warn_if_changed(store: ResultsStore, cfg: DictConfig) -> None:
@@ -117,16 +123,24 @@ def warn_if_changed(store: ResultsStore, cfg: DictConfig) -> None:
         )
 
 
-def evaluate(cfg: DictConfig) -> list[dict[str, Any]]:
-    """Run every cell of the grid not yet in the results file; returns all lines, grid order."""
-    names, tasks = list(cfg.agents), list(cfg.tasks)
-    splits, seeds = list(cfg.splits), [int(s) for s in cfg.seeds]
-    if not (names and tasks and splits and seeds):
+def check_grid(cfg: DictConfig) -> EvalSettings:
+    """Every name and count of the grid checked before any work: the settings of its cells."""
+    names, tasks, splits = list(cfg.agents), list(cfg.tasks), list(cfg.splits)
+    if not (names and tasks and splits and list(cfg.seeds)):
         raise ValueError("the grid is empty: agents, tasks, splits and seeds each need an entry")
     check_names("tasks", tasks, TASKS)
     for split in splits:
         parse_split(split)
-    settings = settings_from(cfg, load_agents(names, cfg))
+    for seed in cfg.seeds:
+        check_seed(seed)
+    return settings_from(cfg, load_agents(names, cfg))
+
+
+def evaluate(cfg: DictConfig) -> list[dict[str, Any]]:
+    """Run every cell of the grid not yet in the results file; returns all lines, grid order."""
+    names, tasks = list(cfg.agents), list(cfg.tasks)
+    splits, seeds = list(cfg.splits), [int(s) for s in cfg.seeds]
+    settings = check_grid(cfg)
     check_checkpoints(settings, tasks)
     executor = instantiate(cfg.executor)
 
@@ -150,8 +164,13 @@ def evaluate(cfg: DictConfig) -> list[dict[str, Any]]:
 
 
 @hydra.main(version_base="1.3", config_path="pkg://embodied.configs", config_name="eval")
-def main(cfg: DictConfig) -> None:
-    evaluate(cfg)
+def hydra_main(cfg: DictConfig) -> None:
+    with cli.user_errors("embodied-eval"):
+        evaluate(cfg)
+
+
+def main() -> None:
+    cli.run("embodied-eval", "eval", hydra_main)
 
 
 if __name__ == "__main__":

@@ -8,9 +8,16 @@ import hydra
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
+from embodied.apps import cli
+
 
 @hydra.main(config_path="pkg://embodied.configs", config_name="train", version_base=None)
-def main(cfg: DictConfig) -> None:
+def hydra_main(cfg: DictConfig) -> None:
+    with cli.user_errors("embodied-train"):
+        train(cfg)
+
+
+def train(cfg: DictConfig) -> None:
     agent = cfg.agent
     if agent.get("trainer") is None:
         print(f"agent {agent.name!r} (kind {agent.get('kind')!r}) has nothing to train")
@@ -18,6 +25,7 @@ def main(cfg: DictConfig) -> None:
     summary = instantiate(agent.trainer)(
         agent_cfg=agent,
         dataset_dir=cfg.data_dir,
+        env_id=cfg.env.id,  # a dataset of another task is refused
         out_dir=cfg.out_dir,
         steps=int(cfg.steps),
         seed=int(cfg.seed),
@@ -27,6 +35,10 @@ def main(cfg: DictConfig) -> None:
     print(f"{agent.name}: {state} step {summary['step']}/{cfg.steps}; wrote {cfg.out_dir}")
     if summary.get("interrupted"):
         sys.exit(130)
+
+
+def main() -> None:
+    cli.run("embodied-train", "train", hydra_main)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,570 @@
+"""Model-free baselines: Stable-Baselines3 SAC and PPO trained on the ``train`` split.
+
+The yardstick beside the world models: an SB3 policy trained by trial and error in the real
+(training-distribution) simulator, loaded as the same Policy object the evaluation grid runs
+for MPC agents.
+
+Files in ``out_dir``:
+- ``model.zip``: the trained policy (what ``make_policy`` loads), replaced atomically; with
+  ``normalize_obs`` it also carries the observation statistics (one file, never out of step).
+- ``checkpoints/``: the latest ``<family>_<steps>_steps.zip`` and, for off-policy algorithms,
+  its ``<family>_replay_buffer_<steps>_steps.pkl``, plus ``config.yaml`` (what they were
+  trained with). A rerun with the same config continues from there, replay buffer included;
+  the first Ctrl-C (or SIGTERM) stops at the next env step and writes a checkpoint.
+- ``progress.csv`` and TensorBoard events (SB3's logger), ``agent.yaml`` (resolved config).
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import re
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import gymnasium
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+from stable_baselines3 import PPO, SAC
+from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.callbacks import (
+    BaseCallback,
+    CallbackList,
+    CheckpointCallback,
+    EvalCallback,
+)
+from stable_baselines3.common.env_util import make_vec_env
+from stable_baselines3.common.logger import CSVOutputFormat, configure
+from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
+from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecNormalize
+from tqdm.auto import tqdm
+
+from embodied.agents.training import graceful_stop
+from embodied.dataset import Dataset
+
+ALGORITHMS: dict[str, type[BaseAlgorithm]] = {"sac": SAC, "ppo": PPO}
+MODEL_FILE = "model.zip"
+CHECKPOINTS = "checkpoints"
+PROGRESS = "progress.csv"
+NORMALIZER = "obs_normalizer"  # model attribute holding the VecNormalize statistics
+
+
+def algorithm(agent_cfg: DictConfig) -> type[BaseAlgorithm]:
+    """The SB3 class of an agent config's ``family``."""
+    family = agent_cfg.get("family")
+    if family not in ALGORITHMS:
+        raise ValueError(f"unknown sb3 family {family!r}; valid: {sorted(ALGORITHMS)}")
+    return ALGORITHMS[family]
+
+
+# ----------------------------------------------------------------------------- the policy
+class SB3Policy:
+    """A trained SB3 model as a Policy: the deterministic action (no exploration noise).
+
+    Observations are normalised with the statistics frozen into the model at its last save
+    (see :func:`stash_normalizer`), exactly as ``VecNormalize`` did during training.
+    """
+
+    def __init__(self, model: BaseAlgorithm):
+        self.model = model
+        norm = getattr(model, NORMALIZER, None)
+        self.norm = None
+        if norm is not None:
+            scale = np.sqrt(np.asarray(norm["var"]) + norm["epsilon"])
+            self.norm = (np.asarray(norm["mean"]), scale, float(norm["clip"]))
+
+    def reset(self, env: gymnasium.Env) -> None:
+        """Nothing to reset: the MLP policies here are memoryless."""
+
+    def act(self, obs: Any) -> np.ndarray:
+        if self.norm is not None:
+            mean, scale, clip = self.norm
+            obs = np.clip((np.asarray(obs) - mean) / scale, -clip, clip).astype(np.float32)
+        action, _ = self.model.predict(obs, deterministic=True)
+        return np.asarray(action, dtype=np.float32)
+
+
+def stash_normalizer(model: BaseAlgorithm) -> None:
+    """Copy the training ``VecNormalize`` statistics into the model, so its zip carries them.
+
+    SB3 saves a model's attributes, so a model file alone restores the policy (eval) and the
+    running statistics (resume); no second file can fall out of step with it.
+    """
+    vn = model.get_vec_normalize_env()
+    if vn is not None:
+        rms = vn.obs_rms
+        setattr(
+            model,
+            NORMALIZER,
+            {
+                "mean": rms.mean.tolist(),
+                "var": rms.var.tolist(),
+                "count": float(rms.count),
+                "clip": float(vn.clip_obs),
+                "epsilon": float(vn.epsilon),
+            },
+        )
+
+
+def restore_normalizer(model: BaseAlgorithm) -> None:
+    """The inverse of :func:`stash_normalizer` on a resumed model's ``VecNormalize``."""
+    vn, norm = model.get_vec_normalize_env(), getattr(model, NORMALIZER, None)
+    if vn is not None and norm is not None:
+        vn.obs_rms.mean = np.asarray(norm["mean"], dtype=np.float64)
+        vn.obs_rms.var = np.asarray(norm["var"], dtype=np.float64)
+        vn.obs_rms.count = norm["count"]
+
+
+def load_sb3(path: str | os.PathLike, cls: type[BaseAlgorithm], env: Any = None) -> BaseAlgorithm:
+    """``cls.load(path)`` on the CPU, with errors that say what is wrong with the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no trained SB3 model at {path}")
+    try:
+        return cls.load(str(path), env=env, device="cpu")
+    except Exception as e:  # a truncated or foreign file fails in zipfile, pickle or torch
+        raise ValueError(
+            f"{path} is not a loadable {cls.__name__} model ({type(e).__name__}: {e}); "
+            f"delete it and train again"
+        ) from e
+
+
+def make_policy(
+    agent_cfg: DictConfig | dict,
+    checkpoint_dir: str | os.PathLike | None,
+    env: gymnasium.Env,
+    seed: int,
+) -> SB3Policy:
+    """The trained policy in ``checkpoint_dir`` (the ``policy`` factory eval instantiates).
+
+    ``seed`` is unused: deterministic actions draw no random numbers.
+    """
+    if not isinstance(agent_cfg, DictConfig):
+        agent_cfg = OmegaConf.create(agent_cfg)
+    name = agent_cfg.get("name", "?")
+    cls = algorithm(agent_cfg)
+    if checkpoint_dir is None:
+        raise ValueError(
+            f"agent {name!r} needs a trained model: pass checkpoint_dir "
+            f"(train one with: embodied-train agent={name} env=...)"
+        )
+    path = Path(checkpoint_dir) / MODEL_FILE
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"no trained model at {path}; train one first: embodied-train agent={name} env=..."
+        )
+    model = load_sb3(path, cls)
+    want, have = model.observation_space, env.observation_space
+    if want.shape != have.shape or model.action_space.shape != env.action_space.shape:
+        raise ValueError(
+            f"{path} was trained for observations {want.shape} and actions "
+            f"{model.action_space.shape}, but the env gives {have.shape} and "
+            f"{env.action_space.shape} (obs_mode {agent_cfg.get('obs_mode')!r}?)"
+        )
+    return SB3Policy(model)
+
+
+# ----------------------------------------------------------------------------- callbacks
+def _atomic(save: Any, target: Path, suffix: str) -> None:
+    """``save(tmp)`` then ``os.replace(tmp, target)``; the temp name keeps SB3's extension."""
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=suffix)
+    os.close(fd)
+    try:
+        save(tmp)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class AtomicCheckpoint(CheckpointCallback):
+    """SB3's CheckpointCallback, made crash-safe and resumable.
+
+    Saves every ``save_every`` *environment* steps (not callback calls, so the schedule
+    survives a resume), replay buffer first and model last (the model file commits the
+    checkpoint), each through a temp file + ``os.replace``, and keeps only the newest.
+    """
+
+    def __init__(self, save_every: int, save_path: Path, name_prefix: str):
+        super().__init__(1, str(save_path), name_prefix, save_replay_buffer=True)
+        self.save_every = save_every
+        self.saved_at = 0
+
+    def _on_training_start(self) -> None:
+        self.saved_at = self.num_timesteps  # a resume starts at a saved checkpoint
+
+    def _on_step(self) -> bool:
+        if self.num_timesteps // self.save_every > self.saved_at // self.save_every:
+            self.save()
+        return True
+
+    def save(self) -> None:
+        if self.num_timesteps == self.saved_at:
+            return
+        old = list(Path(self.save_path).glob(f"{self.name_prefix}_*"))
+        buffer = getattr(self.model, "replay_buffer", None)
+        if buffer is not None:
+            rb = Path(self._checkpoint_path("replay_buffer_", extension="pkl"))
+            _atomic(self.model.save_replay_buffer, rb, ".tmp.pkl")
+        model = Path(self._checkpoint_path(extension="zip"))
+        stash_normalizer(self.model)
+        _atomic(self.model.save, model, ".tmp.zip")
+        keep = {model.name, f"{self.name_prefix}_replay_buffer_{self.num_timesteps}_steps.pkl"}
+        for path in old:
+            if path.name not in keep:
+                path.unlink(missing_ok=True)
+        self.saved_at = self.num_timesteps
+
+
+class ScheduledEval(EvalCallback):
+    """SB3's EvalCallback every ``every`` *environment* steps (a schedule that survives a
+    resume), with deterministic actions; ``evaluate()`` runs one now (the end of training)."""
+
+    def __init__(self, eval_env: VecEnv, every: int, episodes: int):
+        super().__init__(
+            eval_env,
+            n_eval_episodes=episodes,
+            eval_freq=1,
+            deterministic=True,
+            warn=False,
+            verbose=0,
+        )
+        self.every = every
+        self.done_at = 0
+
+    def _on_training_start(self) -> None:
+        self.done_at = self.num_timesteps
+
+    def _on_step(self) -> bool:
+        if self.num_timesteps // self.every > self.done_at // self.every:
+            return self.evaluate()
+        return True
+
+    def evaluate(self) -> bool:
+        self.done_at = self.num_timesteps
+        return super()._on_step()  # eval_freq=1: the parent evaluates on every call
+
+
+class StopOnRequest(BaseCallback):
+    """Ends ``learn`` at the next step once Ctrl-C/SIGTERM set the flag."""
+
+    def __init__(self, flag: Any):
+        super().__init__()
+        self.flag = flag
+
+    def _on_step(self) -> bool:
+        return not self.flag.requested
+
+
+class TqdmProgress(BaseCallback):
+    """A tqdm bar over environment steps (SB3's own bar needs ``rich``)."""
+
+    def __init__(self, total: int, desc: str, eval_cb: EvalCallback | None):
+        super().__init__()
+        self.bar = tqdm(total=total, desc=desc, unit="step")
+        self.eval_cb = eval_cb
+        self.shown = -np.inf
+
+    def _on_training_start(self) -> None:
+        self.bar.n = self.num_timesteps
+        self.bar.refresh()
+
+    def _on_step(self) -> bool:
+        self.bar.update(self.num_timesteps - self.bar.n)
+        if self.eval_cb is not None and self.eval_cb.last_mean_reward != self.shown:
+            self.shown = self.eval_cb.last_mean_reward
+            self.bar.set_postfix(eval_return=f"{self.shown:.3g}")
+        return True
+
+    def _on_training_end(self) -> None:
+        self.bar.close()
+
+
+# ----------------------------------------------------------------------------- training
+def latest_checkpoint(folder: Path, prefix: str, needs_buffer: bool) -> tuple[int, Path] | None:
+    """(steps, model path) of the newest complete checkpoint in ``folder``, if any."""
+    found = []
+    for path in folder.glob(f"{prefix}_*_steps.zip"):
+        match = re.fullmatch(rf"{re.escape(prefix)}_(\d+)_steps\.zip", path.name)
+        if match is None:
+            continue
+        steps = int(match.group(1))
+        rb = folder / f"{prefix}_replay_buffer_{steps}_steps.pkl"
+        if not needs_buffer or rb.is_file():
+            found.append((steps, path))
+    return max(found) if found else None
+
+
+def continue_csv(logger: Any, old_rows: list[dict[str, str]], fields: list[str]) -> None:
+    """Put the rows of earlier runs back into the CSV that SB3's ``configure`` just truncated."""
+    for fmt in logger.output_formats:
+        if isinstance(fmt, CSVOutputFormat) and fields:
+            writer = csv.DictWriter(fmt.file, fields, lineterminator="\n")
+            writer.writeheader()
+            writer.writerows(old_rows)
+            fmt.file.flush()
+            fmt.keys = list(fields)
+
+
+def previous_rows(out: Path, upto: int) -> tuple[list[dict[str, str]], list[str]]:
+    """Rows of ``progress.csv`` at or before step ``upto`` (what a resume keeps)."""
+    path = out / PROGRESS
+    if upto <= 0 or not path.is_file():
+        return [], []
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        fields = list(reader.fieldnames or [])
+        rows = [
+            r
+            for r in reader
+            if r.get("time/total_timesteps") and float(r["time/total_timesteps"]) <= upto
+        ]
+    return rows, fields
+
+
+def prefill_replay_buffer(model: OffPolicyAlgorithm, dataset: Dataset) -> int:
+    """Add the episodes of a collected dataset to the replay buffer (demonstrations).
+
+    Transitions are added one env slot at a time (SB3 buffers are laid out per env).
+    Returns the number of transitions added.
+    """
+    buffer = model.replay_buffer
+    assert buffer is not None
+    shape = model.observation_space.shape
+    if dataset.episodes and dataset.episodes[0].state.shape[1:] != shape:
+        raise ValueError(
+            f"dataset states have shape {dataset.episodes[0].state.shape[1:]}, the env's "
+            f"observations {shape}: collect the dataset on the task being trained"
+        )
+    n_envs = buffer.n_envs
+    added = 0
+    rows: list[tuple[np.ndarray, ...]] = []
+    for ep in dataset.episodes:
+        for t in range(len(ep.action)):
+            rows.append(
+                (ep.state[t], ep.state[t + 1], ep.action[t], ep.reward[t], ep.terminated[t])
+            )
+    for i in range(0, len(rows) - len(rows) % n_envs, n_envs):
+        obs, nxt, act, rew, done = (np.stack(x) for x in zip(*rows[i : i + n_envs], strict=True))
+        buffer.add(obs, nxt, act, rew, done.astype(np.float32), [{}] * n_envs)
+        added += n_envs
+    return added
+
+
+def load_demos(dataset_dir: str | os.PathLike | None, env_id: str, episodes: int) -> Dataset:
+    """The first ``episodes`` episodes of a collected dataset of ``env_id``, for a prefill."""
+    if dataset_dir is None:
+        raise ValueError("prefill_episodes > 0 needs dataset_dir (a collected dataset)")
+    dataset = Dataset.load(dataset_dir, obs_modes=("state",))
+    if dataset.manifest.get("env_id") != env_id:
+        raise ValueError(
+            f"{dataset_dir} holds {dataset.manifest.get('env_id')!r} episodes; "
+            f"training {env_id!r} needs a dataset of the same task"
+        )
+    return dataset.subset(range(min(episodes, len(dataset.episodes))))
+
+
+def _container(cfg: Any) -> Any:
+    return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
+
+
+def train_sb3(
+    agent_cfg: DictConfig | dict,
+    dataset_dir: str | os.PathLike | None,
+    out_dir: str | os.PathLike,
+    steps: int,
+    seed: int = 0,
+    progress: bool = True,
+    env_id: str | None = None,
+    env_kwargs: dict[str, Any] | None = None,
+    n_envs: int = 2,
+    eval_every: int = 5000,
+    eval_episodes: int = 10,
+    checkpoint_every: int = 5000,
+    prefill_episodes: int = 0,
+    normalize_obs: bool = False,
+    threads: int = 1,
+    **_: Any,
+) -> dict[str, Any]:
+    """Train ``agent_cfg``'s SB3 algorithm on ``env_id``'s ``train`` split to ``steps`` env steps.
+
+    ``agent_cfg.algo`` holds the algorithm's keyword arguments (a ``buffer_size`` is capped at
+    what the run can fill: ``steps`` plus the prefill). ``n_envs`` envs step in a DummyVecEnv;
+    every ``eval_every`` steps SB3's EvalCallback scores ``eval_episodes`` deterministic
+    episodes on the ``id`` split; ``normalize_obs`` wraps both in ``VecNormalize`` (rewards
+    untouched). Resumes from ``out_dir/checkpoints``; ``dataset_dir`` is read only for a
+    replay-buffer prefill with its first ``prefill_episodes`` episodes (off-policy, fresh
+    runs). Returns a summary with ``step``, ``interrupted``, ``wall_s``, last ``eval_return``.
+    """
+    if not isinstance(agent_cfg, DictConfig):
+        agent_cfg = OmegaConf.create(agent_cfg)
+    cls = algorithm(agent_cfg)
+    family = str(agent_cfg.family)
+    if env_id is None:
+        raise ValueError(
+            "train_sb3 needs env_id (e.g. 'embodied/Reach-v0'); the train app sets it from "
+            "env=<reach|cup_push|cup_carry|cup_pick_place>"
+        )
+    if steps < 0 or n_envs < 1 or eval_every < 1 or checkpoint_every < 1:
+        raise ValueError(
+            f"need steps >= 0, n_envs, eval_every, checkpoint_every >= 1; got {steps}, "
+            f"{n_envs}, {eval_every}, {checkpoint_every}"
+        )
+    out = Path(out_dir)
+    ckpt_dir = out / CHECKPOINTS
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    hyper = dict(_container(agent_cfg.get("algo")) or {})
+    env_kwargs = {
+        "obs_mode": str(agent_cfg.get("obs_mode", "state")),
+        **(_container(env_kwargs) or {}),
+    }
+    identity = OmegaConf.to_yaml(
+        {
+            "family": family,
+            "algo": hyper,
+            "env_id": env_id,
+            "env_kwargs": env_kwargs,
+            "n_envs": n_envs,
+            "normalize_obs": normalize_obs,
+        }
+    )
+    saved_identity = ckpt_dir / "config.yaml"
+    if saved_identity.is_file() and saved_identity.read_text() != identity:
+        raise ValueError(
+            f"{ckpt_dir} holds checkpoints of a different config; use another out_dir or "
+            f"delete {ckpt_dir}.\ncheckpoint:\n{saved_identity.read_text()}requested:\n{identity}"
+        )
+    _atomic(lambda p: Path(p).write_text(identity), saved_identity, ".tmp")
+    _atomic(
+        lambda p: Path(p).write_text(OmegaConf.to_yaml(agent_cfg, resolve=True)),
+        out / "agent.yaml",
+        ".tmp",
+    )
+    torch.set_num_threads(threads)
+    off_policy = issubclass(cls, OffPolicyAlgorithm)
+    latest = latest_checkpoint(ckpt_dir, family, needs_buffer=off_policy)
+    start_step = latest[0] if latest else 0
+    summary: dict[str, Any] = {"out_dir": str(out), "steps": steps, "interrupted": False}
+    if latest and start_step >= steps:
+        if not (out / MODEL_FILE).is_file():
+            _atomic(
+                lambda p: Path(p).write_bytes(latest[1].read_bytes()), out / MODEL_FILE, ".tmp.zip"
+            )
+        return {**summary, "step": start_step, "wall_s": 0.0, "eval_return": None}
+
+    train_kwargs = {"shift": "train", **env_kwargs}
+    venv: VecEnv = make_vec_env(
+        env_id, n_envs, seed=seed, env_kwargs=train_kwargs, vec_env_cls=DummyVecEnv
+    )
+    eval_env: VecEnv = make_vec_env(
+        env_id,
+        1,
+        seed=seed + 10_000,
+        env_kwargs={**env_kwargs, "shift": "id"},
+        vec_env_cls=DummyVecEnv,
+    )
+    if normalize_obs:  # running mean/std of observations; rewards stay as the task defines
+        venv = VecNormalize(venv, norm_obs=True, norm_reward=False)
+        eval_env = VecNormalize(eval_env, training=False, norm_obs=True, norm_reward=False)
+    try:
+        demos = None
+        if off_policy and latest is None and prefill_episodes > 0:
+            demos = load_demos(dataset_dir, env_id, prefill_episodes)
+        reserve = sum(len(e.action) for e in demos.episodes) if demos else 0
+        model = _build(cls, hyper, venv, seed, steps + reserve, latest, ckpt_dir, family)
+        if demos is not None:
+            added = prefill_replay_buffer(model, demos)
+            if progress:
+                print(f"prefilled the replay buffer with {added} transitions from {dataset_dir}")
+        rows, fields = previous_rows(out, start_step)
+        logger = configure(str(out), ["csv", "tensorboard"])
+        continue_csv(logger, rows, fields)
+        model.set_logger(logger)
+        if progress and latest:
+            print(f"resuming {family} from step {start_step} in {out}")
+        summary.update(
+            _learn(
+                model,
+                eval_env,
+                out,
+                ckpt_dir,
+                family,
+                steps,
+                start_step,
+                eval_every,
+                eval_episodes,
+                checkpoint_every,
+                progress,
+            )
+        )
+        logger.close()
+    finally:
+        venv.close()
+        eval_env.close()
+    return summary
+
+
+def _build(
+    cls: type[BaseAlgorithm],
+    hyper: dict[str, Any],
+    venv: VecEnv,
+    seed: int,
+    capacity: int,
+    latest: tuple[int, Path] | None,
+    ckpt_dir: Path,
+    family: str,
+) -> BaseAlgorithm:
+    """A fresh model, or the latest checkpoint (with its replay buffer) on ``venv``."""
+    if latest is None:
+        hyper = dict(hyper)
+        if "buffer_size" in hyper:  # no larger than the run needs: nothing would be evicted
+            hyper["buffer_size"] = max(1, min(int(hyper["buffer_size"]), capacity))
+        return cls(env=venv, seed=seed, device="cpu", verbose=0, **hyper)
+    model = load_sb3(latest[1], cls, env=venv)
+    restore_normalizer(model)
+    if isinstance(model, OffPolicyAlgorithm):
+        model.load_replay_buffer(ckpt_dir / f"{family}_replay_buffer_{latest[0]}_steps.pkl")
+    return model
+
+
+def _learn(
+    model: BaseAlgorithm,
+    eval_env: VecEnv,
+    out: Path,
+    ckpt_dir: Path,
+    family: str,
+    steps: int,
+    start_step: int,
+    eval_every: int,
+    eval_episodes: int,
+    checkpoint_every: int,
+    progress: bool,
+) -> dict[str, Any]:
+    """``model.learn`` with eval, checkpoint, stop and progress callbacks; writes model.zip."""
+    checkpoint = AtomicCheckpoint(checkpoint_every, ckpt_dir, family)
+    evaluate = ScheduledEval(eval_env, eval_every, eval_episodes)
+    start = time.perf_counter()
+    with graceful_stop() as flag:
+        callbacks: list[BaseCallback] = [evaluate, checkpoint, StopOnRequest(flag)]
+        if progress:
+            callbacks.append(TqdmProgress(steps, f"train {family}", evaluate))
+        model.learn(
+            total_timesteps=steps - start_step,
+            callback=CallbackList(callbacks),
+            reset_num_timesteps=start_step == 0,
+        )
+        if not flag.requested and evaluate.done_at != model.num_timesteps:
+            evaluate.evaluate()
+        checkpoint.save()
+        stash_normalizer(model)
+        _atomic(model.save, out / MODEL_FILE, ".tmp.zip")
+    last = evaluate.last_mean_reward
+    return {
+        "step": int(model.num_timesteps),
+        "interrupted": flag.requested,
+        "wall_s": time.perf_counter() - start,
+        "eval_return": None if not np.isfinite(last) else float(last),
+    }

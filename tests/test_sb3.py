@@ -1,0 +1,252 @@
+"""SB3 baselines: smoke-sized SAC/PPO training, resume, deterministic reloaded policies, errors."""
+
+from __future__ import annotations
+
+import csv
+import signal
+from pathlib import Path
+
+import gymnasium
+import numpy as np
+import pytest
+from hydra import compose, initialize_config_module
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+import embodied.agents.sb3 as sb3
+from embodied.dataset import Dataset, Episode, write_dataset
+from embodied.protocols import Policy
+
+SMALL = {  # smoke-sized: seconds on 2 CPU cores
+    "sac": ["agent.algo.learning_starts=100", "agent.algo.policy_kwargs.net_arch=[32,32]"],
+    "ppo": ["agent.algo.n_steps=64", "agent.algo.policy_kwargs.net_arch={pi:[32],vf:[32]}"],
+}
+COMMON = [
+    "agent.algo.batch_size=32",
+    "agent.trainer.eval_every=200",
+    "agent.trainer.eval_episodes=2",
+    "agent.trainer.checkpoint_every=200",
+]
+
+
+def config(agent: str = "sac", overrides: tuple[str, ...] = ()) -> DictConfig:
+    """The train app's config for ``agent`` on Reach with the smoke preset."""
+    with initialize_config_module("embodied.configs", version_base=None):
+        return compose(
+            "train",
+            [f"agent={agent}", "env=reach", "preset=smoke", *SMALL[agent], *COMMON, *overrides],
+        )
+
+
+def train(cfg: DictConfig, out: Path, steps: int, **kw) -> dict:
+    return instantiate(cfg.agent.trainer, **kw)(
+        agent_cfg=cfg.agent, dataset_dir=None, out_dir=out, steps=steps, seed=0, progress=False
+    )
+
+
+def policy_for(cfg: DictConfig, out: Path | None, env: gymnasium.Env) -> sb3.SB3Policy:
+    return instantiate(cfg.agent.policy)(agent_cfg=cfg.agent, checkpoint_dir=out, env=env, seed=0)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[DictConfig, Path, dict]:
+    cfg = config()
+    out = tmp_path_factory.mktemp("sac")
+    return cfg, out, train(cfg, out, int(cfg.agent.steps))
+
+
+@pytest.fixture
+def env() -> gymnasium.Env:
+    env = gymnasium.make("embodied/Reach-v0", shift="id")
+    yield env
+    env.close()
+
+
+def test_configs_resolve_through_the_train_app() -> None:
+    for name in ("sac", "ppo"):
+        cfg = config(name)
+        assert cfg.agent.kind == "sb3" and cfg.agent.family == name
+        assert cfg.agent.obs_mode == "state"
+        assert cfg.agent.trainer.env_id == "embodied/Reach-v0"
+        assert cfg.agent.steps == cfg.preset.sb3_steps == 300
+    for preset in ("smoke", "quick", "full"):
+        with initialize_config_module("embodied.configs", version_base=None):
+            assert compose("train", [f"preset={preset}"]).preset.sb3_steps > 0
+
+
+@pytest.mark.smoke
+def test_sac_trains_saves_and_reloads_deterministically(trained, env) -> None:
+    cfg, out, summary = trained
+    assert summary["step"] == 300 and not summary["interrupted"]
+    assert summary["eval_return"] is not None
+    assert (out / sb3.MODEL_FILE).is_file()
+    assert (out / "checkpoints" / "sac_300_steps.zip").is_file()
+    assert (out / "checkpoints" / "sac_replay_buffer_300_steps.pkl").is_file()
+    assert not list((out / "checkpoints").glob("sac_200_*")), "older checkpoints are pruned"
+    assert list(out.glob("events.out.tfevents.*"))
+    with open(out / sb3.PROGRESS, newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert any(r.get("eval/success_rate") for r in rows)
+
+    policy = policy_for(cfg, out, env)
+    assert isinstance(policy, Policy)
+    assert policy.norm is not None, "trained with normalize_obs: the policy normalises too"
+    obs, _ = env.reset(seed=3)
+    policy.reset(env)
+    first, second = policy.act(obs), policy.act(obs)
+    assert first.shape == (4,) and first.dtype == np.float32
+    assert np.all(np.abs(first) <= 1.0)
+    np.testing.assert_array_equal(first, second)
+    reloaded = policy_for(cfg, out, env)
+    np.testing.assert_array_equal(reloaded.act(obs), first)
+    other, _ = env.reset(seed=4)
+    assert not np.array_equal(policy.act(other), first), "the action depends on the observation"
+
+
+@pytest.mark.smoke
+def test_resume_continues_from_the_checkpoint_with_its_replay_buffer(trained, tmp_path) -> None:
+    cfg, done, _ = trained
+    out = tmp_path / "resume"
+    out.mkdir()
+    for path in [*done.glob("*.csv"), *(done / "checkpoints").iterdir()]:
+        target = out / path.relative_to(done)
+        target.parent.mkdir(exist_ok=True)
+        target.write_bytes(path.read_bytes())
+    summary = train(cfg, out, 400)
+    assert summary["step"] == 400
+    assert not (out / "checkpoints" / "sac_300_steps.zip").exists()
+    model = sb3.load_sb3(out / "checkpoints" / "sac_400_steps.zip", sb3.SAC)
+    model.load_replay_buffer(out / "checkpoints" / "sac_replay_buffer_400_steps.pkl")
+    assert model.num_timesteps == 400
+    # the observation statistics ride in the model file and keep counting across the resume
+    assert getattr(model, sb3.NORMALIZER)["count"] > 390
+    # a fresh buffer would hold the 100 new transitions; the loaded one is full (the buffer
+    # was sized to the first run's 300 steps)
+    assert model.replay_buffer.size() * model.replay_buffer.n_envs == 300
+    with open(out / sb3.PROGRESS, newline="") as f:
+        steps = [float(r["time/total_timesteps"]) for r in csv.DictReader(f)]
+    assert min(steps) <= 300 < max(steps), "rows of the first run are kept"
+    again = train(cfg, out, 400)
+    assert again["step"] == 400 and again["wall_s"] == 0.0
+
+
+@pytest.mark.smoke
+def test_ctrl_c_leaves_a_checkpoint_that_a_rerun_finishes(tmp_path, monkeypatch) -> None:
+    cfg = config()
+    on_step = sb3.StopOnRequest._on_step
+
+    def ctrl_c_at_150(self: sb3.StopOnRequest) -> bool:
+        if self.num_timesteps == 150:
+            signal.raise_signal(signal.SIGINT)  # what the first Ctrl-C delivers
+        return on_step(self)
+
+    monkeypatch.setattr(sb3.StopOnRequest, "_on_step", ctrl_c_at_150)
+    summary = train(cfg, tmp_path, 300)
+    assert summary["interrupted"] and summary["step"] == 150
+    assert (tmp_path / "checkpoints" / "sac_150_steps.zip").is_file()
+    assert (tmp_path / sb3.MODEL_FILE).is_file()
+    monkeypatch.undo()
+    assert train(cfg, tmp_path, 300)["step"] == 300
+
+
+@pytest.mark.smoke
+def test_ppo_trains_and_reloads(tmp_path, env) -> None:
+    cfg = config("ppo")
+    summary = train(cfg, tmp_path, 256)
+    assert summary["step"] == 256
+    policy = policy_for(cfg, tmp_path, env)
+    obs, _ = env.reset(seed=0)
+    np.testing.assert_array_equal(policy.act(obs), policy.act(obs))
+
+
+def test_missing_or_bad_checkpoints_fail_clearly(trained, tmp_path, env) -> None:
+    cfg, _, _ = trained
+    with pytest.raises(ValueError, match="needs a trained model.*embodied-train agent=sac"):
+        policy_for(cfg, None, env)
+    with pytest.raises(FileNotFoundError, match="no trained model at .*model.zip"):
+        policy_for(cfg, tmp_path, env)
+    (tmp_path / sb3.MODEL_FILE).write_bytes(b"not a zip file")
+    with pytest.raises(ValueError, match="not a loadable SAC model"):
+        policy_for(cfg, tmp_path, env)
+
+
+def test_bad_settings_fail_with_the_valid_choices(trained, tmp_path, env) -> None:
+    cfg, out, _ = trained
+    bad = cfg.agent.copy()
+    bad.family = "dqn"
+    with pytest.raises(ValueError, match=r"unknown sb3 family 'dqn'; valid: \['ppo', 'sac'\]"):
+        sb3.make_policy(bad, out, env, 0)
+    with pytest.raises(ValueError, match="needs env_id"):
+        train(cfg, tmp_path, 10, env_id=None)
+    with pytest.raises(ValueError, match="different config"):
+        train(config(overrides=("agent.algo.gamma=0.5",)), out, 400)
+    pixels = gymnasium.make("embodied/Reach-v0", obs_mode="pixels", image_size=8)
+    with pytest.raises(ValueError, match="trained for observations"):
+        sb3.make_policy(cfg.agent, out, pixels, 0)
+    pixels.close()
+
+
+def scripted_dataset(path: Path, env_id: str, episodes: int) -> None:
+    """A few scripted episodes written as the collect app would."""
+    env = gymnasium.make(env_id)
+    eps = []
+    for seed in range(episodes):
+        obs, info = env.reset(seed=seed)
+        policy = env.unwrapped.scripted_policy("cautious")
+        policy.reset(env)
+        states, actions, rewards, flags = [obs], [], [], []
+        done = False
+        while not done:
+            action = policy.act(obs)
+            obs, reward, terminated, truncated, info = env.step(action)
+            states.append(obs)
+            actions.append(action)
+            rewards.append(reward)
+            flags.append((info["dropped"], info["is_success"], terminated))
+            done = terminated or truncated
+        dropped, success, terminated = (np.array(f) for f in zip(*flags, strict=True))
+        eps.append(
+            Episode(
+                state=np.array(states),
+                pixels=None,
+                action=np.array(actions),
+                reward=np.array(rewards),
+                dropped=dropped,
+                success=success,
+                terminated=terminated,
+                physics=info["physics"],
+                seed=seed,
+            )
+        )
+    write_dataset(
+        path,
+        eps,
+        env_id=env_id,
+        task=env.unwrapped.task_name,
+        split="train",
+        obs_modes=["state"],
+        image_size=64,
+        state_labels=env.unwrapped.state_labels,
+    )
+    env.close()
+
+
+@pytest.mark.smoke
+def test_prefill_puts_dataset_transitions_in_the_replay_buffer(tmp_path) -> None:
+    data = tmp_path / "data"
+    scripted_dataset(data, "embodied/Reach-v0", 3)
+    demos = sum(len(e.action) for e in Dataset.load(data).episodes)
+    cfg = config(overrides=("agent.trainer.prefill_episodes=3",))
+    out = tmp_path / "out"
+    summary = instantiate(cfg.agent.trainer)(
+        agent_cfg=cfg.agent, dataset_dir=data, out_dir=out, steps=120, seed=0, progress=False
+    )
+    assert summary["step"] == 120
+    model = sb3.load_sb3(out / "checkpoints" / "sac_120_steps.zip", sb3.SAC)
+    model.load_replay_buffer(out / "checkpoints" / "sac_replay_buffer_120_steps.pkl")
+    stored = model.replay_buffer.size() * model.replay_buffer.n_envs
+    assert stored == 120 + demos - demos % 2
+    with pytest.raises(ValueError, match="same task"):
+        instantiate(cfg.agent.trainer, env_id="embodied/CupCarry-v0")(
+            agent_cfg=cfg.agent, dataset_dir=data, out_dir=tmp_path / "x", steps=10
+        )
