@@ -77,8 +77,10 @@ def collect_stage(cfg: DictConfig, task: str, obs_mode_needed: bool) -> Path:
     return out
 
 
-def train_one(agent: dict[str, Any], data_dir: str, out_dir: str, steps: int, seed: int) -> dict:
-    """One agent's training, in a worker process (its own progress bar off)."""
+def train_one(
+    agent: dict[str, Any], task: str, data_dir: str, out_dir: str, steps: int, seed: int
+) -> dict:
+    """One agent's training on one task, in a worker process (its own progress bar off)."""
     started = time.perf_counter()
     summary = instantiate(agent["trainer"])(
         agent_cfg=OmegaConf.create(agent),
@@ -87,6 +89,7 @@ def train_one(agent: dict[str, Any], data_dir: str, out_dir: str, steps: int, se
         steps=steps,
         seed=seed,
         progress=False,
+        env_id=env_id(task),
     )
     return {**summary, "seconds": time.perf_counter() - started}
 
@@ -103,9 +106,10 @@ def train_stage(cfg: DictConfig, jobs: list[tuple[str, str, dict[str, Any], Path
             pool.submit(
                 train_one,
                 agent,
+                task,
                 str(data_dir),
                 str(Path(cfg.checkpoints) / task / agent["name"]),
-                int(cfg.train.steps),
+                int(agent.get("steps") or cfg.train.steps),
                 int(cfg.train.seed),
             ): f"{agent['name']} on {task}"
             for task, _, agent, data_dir in jobs

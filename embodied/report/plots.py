@@ -34,7 +34,9 @@ class Plot:
 
 def _png(fig: Figure) -> bytes:
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
+    # legends placed outside the axes (add_artist) must count for the tight box too
+    extra = [a for ax in fig.axes for a in (*ax.artists, ax.get_legend()) if a is not None]
+    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight", bbox_extra_artists=extra)
     return buf.getvalue()
 
 
