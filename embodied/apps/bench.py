@@ -8,11 +8,9 @@ finished piece kept; rerunning the same command carries on.
 from __future__ import annotations
 
 import json
-import multiprocessing
-import os
 import shutil
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +23,7 @@ from embodied.apps import cli
 from embodied.apps.eval import check_grid, evaluate
 from embodied.collect import collect
 from embodied.dataset import Dataset
+from embodied.executors import LocalExecutor
 from embodied.registration import env_id
 from embodied.report import build_report
 from embodied.results import write_atomic
@@ -77,53 +76,50 @@ def collect_stage(cfg: DictConfig, task: str, obs_mode_needed: bool) -> Path:
     return out
 
 
-def train_one(
-    agent: dict[str, Any], task: str, data_dir: str, out_dir: str, steps: int, seed: int
-) -> dict:
+@dataclass(frozen=True)
+class TrainJob:
+    """One model to train: plain data, so it pickles to a worker process."""
+
+    task: str
+    agent: dict[str, Any]
+    data_dir: str
+    out_dir: str
+    steps: int
+    seed: int
+
+    @property
+    def name(self) -> str:
+        return f"{self.agent['name']} on {self.task}"
+
+
+def train_one(job: TrainJob, _: Any = None) -> dict:
     """One agent's training on one task, in a worker process (its own progress bar off)."""
     started = time.perf_counter()
-    summary = instantiate(agent["trainer"])(
-        agent_cfg=OmegaConf.create(agent),
-        dataset_dir=data_dir,
-        out_dir=out_dir,
-        steps=steps,
-        seed=seed,
+    summary = instantiate(job.agent["trainer"])(
+        agent_cfg=OmegaConf.create(job.agent),
+        dataset_dir=job.data_dir,
+        out_dir=job.out_dir,
+        steps=job.steps,
+        seed=job.seed,
         progress=False,
-        env_id=env_id(task),
+        env_id=env_id(job.task),
     )
     return {**summary, "seconds": time.perf_counter() - started}
 
 
-def train_stage(cfg: DictConfig, jobs: list[tuple[str, str, dict[str, Any], Path]]) -> None:
-    """Train every (task, agent) at once on the machine's cores: each model is one process."""
-    workers = int(cfg.executor.get("workers") or os.cpu_count() or 1)
+def train_stage(cfg: DictConfig, jobs: list[TrainJob]) -> None:
+    """Train every (task, agent) at once on the eval executor's local pool, one model per
+    process: workers die with the bench, and Ctrl-C makes each trainer checkpoint and stop."""
     # the slowest models first, so the pool ends together (pixel nets cost the most per step)
     order = {"pixel": 0, "latent": 1, "state": 2}
-    jobs = sorted(jobs, key=lambda job: order.get(job[2].get("family", ""), 3))
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=context) as pool:
-        futures = {
-            pool.submit(
-                train_one,
-                agent,
-                task,
-                str(data_dir),
-                str(Path(cfg.checkpoints) / task / agent["name"]),
-                int(agent.get("steps") or cfg.train.steps),
-                int(cfg.train.seed),
-            ): f"{agent['name']} on {task}"
-            for task, _, agent, data_dir in jobs
-        }
-        bar = tqdm(total=len(futures), desc="train", disable=not cfg.progress)
-        for future in as_completed(futures):
-            summary = future.result()
+    jobs = sorted(jobs, key=lambda job: order.get(job.agent.get("family", ""), 3))
+    executor = LocalExecutor(cfg.executor.get("workers"))
+    with tqdm(total=len(jobs), desc="train", disable=not cfg.progress) as bar:
+        for job, summary in executor.map(train_one, jobs, None):
             if summary.get("interrupted"):
                 raise SystemExit(130)
             bar.update()
-            tqdm.write(
-                f"trained {futures[future]}: step {summary['step']} in {summary['seconds']:.0f} s"
-            )
-        bar.close()
+            tqdm.write(f"trained {job.name}: step {summary['step']} in {summary['seconds']:.0f} s")
 
 
 @hydra.main(version_base="1.3", config_path="pkg://embodied.configs", config_name="bench")
@@ -150,7 +146,17 @@ def bench(cfg: DictConfig) -> None:
     for task in cfg.tasks:
         stage(f"collect {task}", started)
         data_dir = collect_stage(cfg, task, needs_pixels)
-        jobs += [(task, name, agent, data_dir) for name, agent in trained.items()]
+        jobs += [
+            TrainJob(
+                task=task,
+                agent=agent,
+                data_dir=str(data_dir),
+                out_dir=str(Path(cfg.checkpoints) / task / agent["name"]),
+                steps=int(agent.get("steps") or cfg.train.steps),
+                seed=int(cfg.train.seed),
+            )
+            for agent in trained.values()
+        ]
     if jobs:
         stage(f"train {len(jobs)} models", started)
         train_stage(cfg, jobs)
