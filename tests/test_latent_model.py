@@ -4,97 +4,24 @@ from __future__ import annotations
 
 from importlib.resources import files
 
-import gymnasium
 import numpy as np
 import pytest
 import torch
 from omegaconf import OmegaConf
+from toy_world import SIZE, SpaceOnlyEnv, obs_of, toy_episodes, write_toy
 
 from embodied.agents.latent_model import LatentModel
 from embodied.agents.mpc import make_policy
 from embodied.agents.training import train_world_model
-from embodied.dataset import Dataset, Episode, write_dataset
+from embodied.dataset import Dataset
 from embodied.protocols import WorldModel
 
-LABELS = ["cup_x", "cup_y", "target_x", "target_y", "target_z"]
-SIZE = 16
 TINY = dict(image_size=SIZE, depth=4, embed_dim=16, hidden=64, seq_len=4, lr=2e-3, probe_depth=4)
-
-
-def draw(state: np.ndarray) -> np.ndarray:
-    """A 16x16 frame: a red 3x3 'cup' at (cup_x, cup_y) and a green target pixel."""
-    frame = np.full((SIZE, SIZE, 3), 40, np.uint8)
-    cx, cy = (np.clip(state[:2], -1, 1) * 6 + 7).astype(int)
-    tx, ty = (np.clip(state[2:4], -1, 1) * 6 + 7).astype(int)
-    frame[ty, tx] = (30, 220, 30)
-    frame[cy : cy + 3, cx : cx + 3] = (220, 40, 40)
-    return frame
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny nets on shared cores: a second torch thread only adds waiting (10-100x slower)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def toy_episodes(n: int = 8, steps: int = 12, seed: int = 0) -> list[Episode]:
-    """A cup moved by the action; reward: minus its distance to the target; no failures."""
-    rng = np.random.default_rng(seed)
-    episodes = []
-    for i in range(n):
-        state = np.zeros((steps + 1, len(LABELS)), np.float32)
-        state[0, :2] = rng.uniform(-0.6, 0.6, 2)
-        state[:, 2:4] = rng.uniform(-0.8, 0.8, 2)
-        action = rng.uniform(-1, 1, (steps, 4)).astype(np.float32)
-        for t in range(steps):
-            state[t + 1, :2] = np.clip(state[t, :2] + 0.15 * action[t, :2], -1, 1)
-        episodes.append(
-            Episode(
-                state=state,
-                pixels=np.stack([draw(s) for s in state]),
-                action=action,
-                reward=-np.linalg.norm(state[1:, :2] - state[1:, 2:4], axis=1),
-                dropped=np.zeros(steps, bool),
-                success=np.zeros(steps, bool),
-                terminated=np.zeros(steps, bool),
-                physics={},
-                seed=i,
-            )
-        )
-    return episodes
 
 
 @pytest.fixture(scope="module")
 def toy_dir(tmp_path_factory):
-    path = tmp_path_factory.mktemp("toy")
-    write_dataset(
-        path,
-        toy_episodes(),
-        env_id="embodied/Toy-v0",
-        task="Toy",
-        split="train",
-        obs_modes=("state", "pixels"),
-        image_size=SIZE,
-        state_labels=LABELS,
-    )
-    return path
-
-
-class SpaceOnlyEnv:
-    """Just enough env for ``make_policy`` and the MPC agent: an action space."""
-
-    action_space = gymnasium.spaces.Box(-1.0, 1.0, (4,), np.float32)
-
-    @property
-    def unwrapped(self) -> SpaceOnlyEnv:
-        return self
-
-
-def obs_of(ep: Episode, t: int = 0) -> dict[str, np.ndarray]:
-    return {"state": ep.state[t], "pixels": ep.pixels[t]}
+    return write_toy(tmp_path_factory.mktemp("toy"), toy_episodes(drops=False))
 
 
 @pytest.fixture(scope="module")
@@ -112,7 +39,7 @@ def test_loss_falls(trained):
 
 def test_embeddings_do_not_collapse(trained):
     model, losses = trained
-    eps = toy_episodes(4, seed=7)
+    eps = toy_episodes(4, seed=7, drops=False)
     obs = {
         "state": np.concatenate([e.state for e in eps]),
         "pixels": np.concatenate([e.pixels for e in eps]),
@@ -141,7 +68,7 @@ def test_probe_never_trains_the_encoder(toy_dir):
 def test_encode_and_step_are_batched(trained):
     model, _ = trained
     assert isinstance(model, WorldModel) and model.obs_mode == "state+pixels"
-    eps = toy_episodes(3, seed=5)
+    eps = toy_episodes(3, seed=5, drops=False)
     batch = {
         "state": np.stack([e.state[0] for e in eps]),
         "pixels": np.stack([e.pixels[0] for e in eps]),
@@ -159,7 +86,7 @@ def test_save_load_round_trip_predicts_identically(trained, tmp_path):
     model, _ = trained
     model.save(tmp_path / "m.pt")
     loaded = LatentModel.load(tmp_path / "m.pt")
-    ep = toy_episodes(1, seed=9)[0]
+    ep = toy_episodes(1, seed=9, drops=False)[0]
     z, zl = model.encode(obs_of(ep)), loaded.encode(obs_of(ep))
     assert torch.equal(z, zl)
     a = torch.as_tensor(ep.action[:1])
@@ -170,7 +97,7 @@ def test_save_load_round_trip_predicts_identically(trained, tmp_path):
 
 def test_imagine_draws_predictions_with_the_probe(trained):
     model, _ = trained
-    ep = toy_episodes(1, seed=3)[0]
+    ep = toy_episodes(1, seed=3, drops=False)[0]
     imag = model.imagine(obs_of(ep), ep.action[:5], env=None)
     assert imag.frames.shape == (5, SIZE, SIZE, 3) and imag.frames.dtype == np.uint8
     assert imag.frames_kind == "probe" and imag.cup_pos is None
@@ -196,5 +123,5 @@ def test_agent_config_trains_and_plans(toy_dir, tmp_path):
     env = SpaceOnlyEnv()
     policy = make_policy(cfg, tmp_path, env, seed=0)
     policy.reset(env)
-    action = policy.act(obs_of(toy_episodes(1)[0]))
+    action = policy.act(obs_of(toy_episodes(1, drops=False)[0]))
     assert action.shape == (4,) and action.dtype == np.float32 and np.all(np.abs(action) <= 1)

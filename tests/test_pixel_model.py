@@ -4,105 +4,26 @@ from __future__ import annotations
 
 from importlib.resources import files
 
-import gymnasium
 import numpy as np
 import pytest
 import torch
 from omegaconf import OmegaConf
+from toy_world import SIZE, SpaceOnlyEnv, obs_of, toy_episodes, write_toy
 
 from embodied.agents.mpc import make_policy
 from embodied.agents.pixel_model import PixelModel, sample_windows
 from embodied.agents.training import train_world_model
-from embodied.dataset import Dataset, Episode, write_dataset
+from embodied.dataset import Dataset, Episode
 from embodied.protocols import WorldModel
 
-LABELS = ["cup_x", "cup_y", "target_x", "target_y", "target_z"]
-SIZE = 16
 TINY = dict(
     image_size=SIZE, depth=4, embed_dim=32, deter=32, stoch=4, hidden=32, seq_len=4, lr=3e-3
 )
 
 
-def draw(state: np.ndarray) -> np.ndarray:
-    """A 16x16 frame: a red 3x3 'cup' at (cup_x, cup_y) and a green target pixel."""
-    frame = np.full((SIZE, SIZE, 3), 40, np.uint8)
-    cx, cy = (np.clip(state[:2], -1, 1) * 6 + 7).astype(int)
-    tx, ty = (np.clip(state[2:4], -1, 1) * 6 + 7).astype(int)
-    frame[ty, tx] = (30, 220, 30)
-    frame[cy : cy + 3, cx : cx + 3] = (220, 40, 40)
-    return frame
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny nets on shared cores: a second torch thread only adds waiting (10-100x slower)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def toy_episodes(n: int = 8, steps: int = 12, seed: int = 0) -> list[Episode]:
-    """A cup moved by the action; reward: minus its distance to the target; grip < -0.8 drops."""
-    rng = np.random.default_rng(seed)
-    episodes = []
-    for i in range(n):
-        state = np.zeros((steps + 1, len(LABELS)), np.float32)
-        state[0, :2] = rng.uniform(-0.6, 0.6, 2)
-        state[:, 2:4] = rng.uniform(-0.8, 0.8, 2)
-        action = rng.uniform(-1, 1, (steps, 4)).astype(np.float32)
-        dropped = np.zeros(steps, bool)
-        for t in range(steps):
-            state[t + 1, :2] = np.clip(state[t, :2] + 0.15 * action[t, :2], -1, 1)
-        drop_at = np.flatnonzero(action[:, 3] < -0.8)
-        t_end = int(drop_at[0]) + 1 if len(drop_at) and drop_at[0] >= 4 else steps
-        dropped[t_end - 1] = t_end < steps
-        reward = -np.linalg.norm(state[1:, :2] - state[1:, 2:4], axis=1)
-        reward[dropped] -= 100.0
-        episodes.append(
-            Episode(
-                state=state[: t_end + 1],
-                pixels=np.stack([draw(s) for s in state[: t_end + 1]]),
-                action=action[:t_end],
-                reward=reward[:t_end],
-                dropped=dropped[:t_end],
-                success=np.zeros(t_end, bool),
-                terminated=dropped[:t_end].copy(),
-                physics={},
-                seed=i,
-            )
-        )
-    return episodes
-
-
 @pytest.fixture(scope="module")
 def toy_dir(tmp_path_factory):
-    path = tmp_path_factory.mktemp("toy")
-    write_dataset(
-        path,
-        toy_episodes(),
-        env_id="embodied/Toy-v0",
-        task="Toy",
-        split="train",
-        obs_modes=("state", "pixels"),
-        image_size=SIZE,
-        state_labels=LABELS,
-    )
-    return path
-
-
-class SpaceOnlyEnv:
-    """Just enough env for ``make_policy`` and the MPC agent: an action space."""
-
-    action_space = gymnasium.spaces.Box(-1.0, 1.0, (4,), np.float32)
-
-    @property
-    def unwrapped(self) -> SpaceOnlyEnv:
-        return self
-
-
-def obs_of(ep: Episode, t: int = 0) -> dict[str, np.ndarray]:
-    return {"state": ep.state[t], "pixels": ep.pixels[t]}
+    return write_toy(tmp_path_factory.mktemp("toy"), toy_episodes(drops=True))
 
 
 @pytest.fixture(scope="module")

@@ -7,23 +7,15 @@ import numpy as np
 import pytest
 import torch
 from omegaconf import OmegaConf
+from toy_world import write_toy
 
 from embodied.agents.retrieval_model import RetrievalModel
 from embodied.agents.training import train_world_model
-from embodied.dataset import Dataset, Episode, write_dataset
+from embodied.dataset import Dataset, Episode
 from embodied.protocols import WorldModel
 
 LABELS = ["cup_x", "cup_y", "cup_z", "target_x", "target_y", "target_z"]
 SIZE = 8
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny nets on shared cores: a second torch thread only adds waiting (10-100x slower)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def toy_episodes(n: int = 6, steps: int = 12, seed: int = 0) -> list[Episode]:
@@ -60,18 +52,7 @@ def toy_episodes(n: int = 6, steps: int = 12, seed: int = 0) -> list[Episode]:
 
 @pytest.fixture(scope="module")
 def toy_dir(tmp_path_factory):
-    path = tmp_path_factory.mktemp("toy")
-    write_dataset(
-        path,
-        toy_episodes(),
-        env_id="embodied/Toy-v0",
-        task="Toy",
-        split="train",
-        obs_modes=("state", "pixels"),
-        image_size=SIZE,
-        state_labels=LABELS,
-    )
-    return path
+    return write_toy(tmp_path_factory.mktemp("toy"), toy_episodes(), labels=LABELS, size=SIZE)
 
 
 class FakeEnv:
