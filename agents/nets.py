@@ -151,6 +151,14 @@ def frames_to_tensor(frames: np.ndarray | torch.Tensor, device: str | torch.devi
     return x.movedim(-1, -3).float().div(255.0).sub(0.5)
 
 
+def state_tensor(obs: Any, device: str | torch.device = "cpu") -> torch.Tensor:
+    """State observation(s) (D,) or (B, D), or a ``state+pixels`` dict -> a (B, D) tensor."""
+    if isinstance(obs, dict):
+        obs = obs["state"]
+    z = torch.as_tensor(np.asarray(obs, np.float32), device=device)
+    return z.reshape(-1, z.shape[-1])
+
+
 def tensor_to_frames(x: torch.Tensor) -> np.ndarray:
     """float (..., 3, S, S) in [-0.5, 0.5] -> uint8 (..., S, S, 3)."""
     x = ((x.detach().float() + 0.5).clamp(0, 1) * 255.0).round().to(torch.uint8)

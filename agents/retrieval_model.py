@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from embodied.agents.nets import load_checkpoint, save_checkpoint
+from embodied.agents.nets import load_checkpoint, save_checkpoint, state_tensor
 from embodied.dataset import Dataset
 from embodied.protocols import Imagination
 
@@ -162,10 +162,7 @@ class RetrievalModel:
 
     def encode(self, obs: Any) -> torch.Tensor:
         """State observation(s) (D,) or (B, D), or a ``state+pixels`` dict -> (B, D) tensor."""
-        if isinstance(obs, dict):
-            obs = obs["state"]
-        z = torch.as_tensor(np.asarray(obs, np.float32), device=self.device)
-        return z.reshape(-1, z.shape[-1])
+        return state_tensor(obs, self.device)
 
     @torch.no_grad()
     def imagine(self, obs0: Any, actions: np.ndarray, env: Any) -> Imagination:

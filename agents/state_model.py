@@ -36,6 +36,7 @@ from embodied.agents.nets import (
     gaussian_nll,
     load_checkpoint,
     save_checkpoint,
+    state_tensor,
 )
 from embodied.dataset import Dataset
 from embodied.protocols import Imagination
@@ -253,10 +254,7 @@ class StateModel(nn.Module):
 
     def encode(self, obs: Any) -> torch.Tensor:
         """The raw state vector(s) as a (B, D) tensor; accepts a state+pixels dict too."""
-        if isinstance(obs, dict):
-            obs = obs["state"]
-        z = torch.as_tensor(np.asarray(obs, np.float32), device=self.device)
-        return z.reshape(-1, z.shape[-1])
+        return state_tensor(obs, self.device)
 
     @torch.no_grad()
     def step(
