@@ -20,7 +20,7 @@ def hydra_main(cfg: DictConfig) -> None:
 def train(cfg: DictConfig) -> None:
     agent = cfg.agent
     if agent.get("trainer") is None:
-        print(f"agent {agent.name!r} (kind {agent.get('kind')!r}) has nothing to train")
+        print(f"agent {agent.name!r} has nothing to train (its trainer is null)")
         return
     summary = instantiate(agent.trainer)(
         agent_cfg=agent,

@@ -1,0 +1,176 @@
+"""Every documented command line composes to the cells it says it runs.
+
+A preset gives the grid's defaults; ``env=``, ``shift=`` and ``agents=`` on the command line
+win over them. The command lines are read from README.md and the configs' comments, so a newly
+documented one without an expectation here fails.
+"""
+
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_module
+from omegaconf import OmegaConf
+
+from embodied.grid import Cell, expand
+
+ROOT = Path(__file__).resolve().parents[1]
+PRESETS = {p.stem: OmegaConf.load(p) for p in (ROOT / "configs" / "preset").glob("*.yaml")}
+QUICK, SMOKE, FULL = PRESETS["quick"], PRESETS["smoke"], PRESETS["full"]
+STANDARD = [
+    "id",
+    "ood-cup_mass-3",
+    "ood-cup_friction-3",
+    "ood-grip_force-3",
+    "ood-actuator_gain-3",
+    "ood-joint_damping-3",
+    "ood-action_latency-3",
+    "ood-push-3",
+    "look-cup_colour",
+    "look-table_colour",
+    "ood-all-3",
+]
+LOOK_VS_WORK = [
+    "id",
+    "look-cup_colour",
+    "look-table_colour",
+    "look-light",
+    "look-camera_jitter",
+    "ood-cup_mass-3",
+    "ood-cup_friction-3",
+    "ood-grip_force-3",
+    "ood-push-3",
+]
+SEVERITY_SWEEP = ["id"] + [
+    f"ood-{shift}-{k}" for shift in ("cup_mass", "cup_friction", "grip_force") for k in range(1, 6)
+]
+
+# command line -> (agents, tasks, splits, seeds) it runs
+EXPECTED = {
+    "embodied-eval": (["scripted"], QUICK.tasks, QUICK.splits, QUICK.eval_seeds),
+    "embodied-eval agents=[state,oracle] shift=standard": (
+        ["state", "oracle"],
+        QUICK.tasks,
+        STANDARD,
+        QUICK.eval_seeds,
+    ),
+    "embodied-eval agents=[scripted,state] env=cup_carry shift=standard preset=quick": (
+        ["scripted", "state"],
+        ["CupCarry"],
+        STANDARD,
+        QUICK.eval_seeds,
+    ),
+    "embodied-eval executor=ray executor.address=auto": (
+        ["scripted"],
+        QUICK.tasks,
+        QUICK.splits,
+        QUICK.eval_seeds,
+    ),
+    "embodied-eval agents=[oracle] +agent_overrides.oracle.planner.horizon=12": (
+        ["oracle"],
+        QUICK.tasks,
+        QUICK.splits,
+        QUICK.eval_seeds,
+    ),
+    "embodied-eval shift=look-vs-work": (["scripted"], QUICK.tasks, LOOK_VS_WORK, QUICK.eval_seeds),
+    "embodied-eval preset=full env=cup_push": (
+        ["scripted"],
+        ["CupPush"],
+        FULL.splits,
+        FULL.eval_seeds,
+    ),
+    "embodied-bench": (QUICK.agents, QUICK.tasks, QUICK.splits, QUICK.eval_seeds),
+    "embodied-bench preset=smoke": (SMOKE.agents, SMOKE.tasks, SMOKE.splits, SMOKE.eval_seeds),
+    "embodied-bench preset=full executor=ray executor.address=auto": (
+        FULL.agents,
+        FULL.tasks,
+        FULL.splits,
+        FULL.eval_seeds,
+    ),
+    "embodied-bench agents=[mine,state,nominal,oracle]": (
+        ["mine", "state", "nominal", "oracle"],
+        QUICK.tasks,
+        QUICK.splits,
+        QUICK.eval_seeds,
+    ),
+    "embodied-bench env=reach": (QUICK.agents, ["Reach"], QUICK.splits, QUICK.eval_seeds),
+    "embodied-bench preset=smoke shift=standard": (
+        SMOKE.agents,
+        SMOKE.tasks,
+        STANDARD,
+        SMOKE.eval_seeds,
+    ),
+    "embodied-bench preset=full env=reach shift=severity-sweep agents=[scripted]": (
+        ["scripted"],
+        ["Reach"],
+        SEVERITY_SWEEP,
+        FULL.eval_seeds,
+    ),
+}
+
+COMMAND = re.compile(r"embodied-(?:eval|bench)(?=[\s`]|$)((?:[ \t]+[^\s`#|]*=[^\s`#|]*)*)")
+MAKE_BENCH = re.compile(r"make bench(?: ARGS=\"([^\"]*)\")?")
+
+
+def documented() -> set[str]:
+    """The embodied-eval / embodied-bench command lines in README.md and configs/**/*.yaml."""
+    found = set()
+    for path in [ROOT / "README.md", *sorted((ROOT / "configs").rglob("*.yaml"))]:
+        for line in path.read_text().splitlines():
+            if path.suffix == ".yaml" and not line.lstrip().startswith("#"):
+                continue
+            for m in COMMAND.finditer(line):
+                app = m.group(0).split()[0]
+                found.add(" ".join([app, *shlex.split(m.group(1))]))
+            for m in MAKE_BENCH.finditer(line):
+                found.add(" ".join(["embodied-bench", *shlex.split(m.group(1) or "")]))
+    return found
+
+
+def cells_of(command: str) -> tuple[list[Cell], object]:
+    app, *overrides = command.split()
+    with initialize_config_module("embodied.configs", version_base="1.3"):
+        cfg = compose(app.removeprefix("embodied-"), overrides=overrides)
+    return expand(cfg.agents, cfg.tasks, cfg.splits, cfg.seeds), cfg
+
+
+def test_every_documented_command_line_has_an_expectation():
+    commands = documented()
+    assert "embodied-eval agents=[state,oracle] shift=standard" in commands  # the README's
+    assert "embodied-bench preset=smoke" in commands  # make bench ARGS="preset=smoke"
+    assert commands <= set(EXPECTED), sorted(commands - set(EXPECTED))
+
+
+@pytest.mark.parametrize("command", sorted(EXPECTED))
+def test_a_command_line_runs_the_cells_it_names(command):
+    cells, _ = cells_of(command)
+    agents, tasks, splits, seeds = EXPECTED[command]
+    assert cells == expand(agents, tasks, splits, seeds)
+
+
+def test_the_command_line_wins_over_the_preset():
+    """The two the issue found: shift= and env= were silently replaced by the preset's."""
+    eval_cells, _ = cells_of("embodied-eval shift=look-vs-work")
+    assert {c.split for c in eval_cells} == set(LOOK_VS_WORK) != set(QUICK.splits)
+    bench_cells, _ = cells_of("embodied-bench env=reach")
+    assert {c.task for c in bench_cells} == {"Reach"} != set(QUICK.tasks)
+
+
+def test_the_chosen_env_and_executor_reach_the_settings():
+    _, cfg = cells_of("embodied-bench preset=full env=reach executor=ray executor.address=auto")
+    assert cfg.env.id == "embodied/Reach-v0" and cfg.env.image_size == 64
+    assert cfg.executor._target_ == "embodied.executors.RayExecutor"
+    assert cfg.executor.address == "auto"
+    _, default = cells_of("embodied-bench")  # no env=: every task with the default settings
+    assert dict(default.env) == {"image_size": 64, "kwargs": {}}
+
+
+def test_bench_and_eval_share_one_grid_config():
+    ev = OmegaConf.to_container(cells_of("embodied-eval preset=smoke")[1], resolve=True)
+    be = OmegaConf.to_container(cells_of("embodied-bench preset=smoke")[1], resolve=True)
+    for key in ("env", "tasks", "splits", "seeds", "episodes", "video", "threads", "executor"):
+        assert ev[key] == be[key], key
+    assert be["run_dir"] == "runs/bench" and ev["run_dir"] == "runs/main"
+    assert be["checkpoints"] == "runs/bench/models"
+    assert be["agents"] == list(SMOKE.agents) and ev["agents"] == ["scripted"]
