@@ -36,7 +36,7 @@ class Imagination:
 
 @runtime_checkable
 class WorldModel(Protocol):
-    """One protocol for learned models and simulators alike (see DESIGN.md)."""
+    """One protocol for learned models and simulators alike (see docs/architecture.md)."""
 
     family: str
     obs_mode: str
