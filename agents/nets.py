@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,8 @@ import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
+
+from embodied.atomic import write_atomic
 
 ACTIVATIONS = {"silu": nn.SiLU, "relu": nn.ReLU, "elu": nn.ELU, "tanh": nn.Tanh, "gelu": nn.GELU}
 
@@ -221,20 +222,8 @@ class ConvDecoder(nn.Module):
 
 
 def save_checkpoint(obj: dict[str, Any], path: str | os.PathLike, fmt: str) -> None:
-    """``torch.save`` through a temporary file and ``os.replace``; ``fmt`` tags the file."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save({"format": fmt, **obj}, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """``torch.save`` through :func:`embodied.atomic.write_atomic`; ``fmt`` tags the file."""
+    write_atomic(path, lambda tmp: torch.save({"format": fmt, **obj}, tmp))
 
 
 def load_checkpoint(

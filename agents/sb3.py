@@ -19,7 +19,6 @@ from __future__ import annotations
 import csv
 import os
 import re
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -43,6 +42,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecNormalize
 from tqdm.auto import tqdm
 
 from embodied.agents.training import graceful_stop
+from embodied.atomic import write_atomic
 from embodied.dataset import Dataset
 
 ALGORITHMS: dict[str, type[BaseAlgorithm]] = {"sac": SAC, "ppo": PPO}
@@ -168,18 +168,6 @@ def make_policy(
 
 
 # ----------------------------------------------------------------------------- callbacks
-def _atomic(save: Any, target: Path, suffix: str) -> None:
-    """``save(tmp)`` then ``os.replace(tmp, target)``; the temp name keeps SB3's extension."""
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=suffix)
-    os.close(fd)
-    try:
-        save(tmp)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 class AtomicCheckpoint(CheckpointCallback):
     """SB3's CheckpointCallback, made crash-safe and resumable.
 
@@ -208,10 +196,10 @@ class AtomicCheckpoint(CheckpointCallback):
         buffer = getattr(self.model, "replay_buffer", None)
         if buffer is not None:
             rb = Path(self._checkpoint_path("replay_buffer_", extension="pkl"))
-            _atomic(self.model.save_replay_buffer, rb, ".tmp.pkl")
+            write_atomic(rb, self.model.save_replay_buffer, ".tmp.pkl")
         model = Path(self._checkpoint_path(extension="zip"))
         stash_normalizer(self.model)
-        _atomic(self.model.save, model, ".tmp.zip")
+        write_atomic(model, self.model.save, ".tmp.zip")
         keep = {model.name, f"{self.name_prefix}_replay_buffer_{self.num_timesteps}_steps.pkl"}
         for path in old:
             if path.name not in keep:
@@ -437,12 +425,8 @@ def train_sb3(
             f"{ckpt_dir} holds checkpoints of a different config; use another out_dir or "
             f"delete {ckpt_dir}.\ncheckpoint:\n{saved_identity.read_text()}requested:\n{identity}"
         )
-    _atomic(lambda p: Path(p).write_text(identity), saved_identity, ".tmp")
-    _atomic(
-        lambda p: Path(p).write_text(OmegaConf.to_yaml(agent_cfg, resolve=True)),
-        out / "agent.yaml",
-        ".tmp",
-    )
+    write_atomic(saved_identity, identity)
+    write_atomic(out / "agent.yaml", OmegaConf.to_yaml(agent_cfg, resolve=True))
     torch.set_num_threads(threads)
     off_policy = issubclass(cls, OffPolicyAlgorithm)
     latest = latest_checkpoint(ckpt_dir, family, needs_buffer=off_policy)
@@ -450,9 +434,7 @@ def train_sb3(
     summary: dict[str, Any] = {"out_dir": str(out), "steps": steps, "interrupted": False}
     if latest and start_step >= steps:
         if not (out / MODEL_FILE).is_file():
-            _atomic(
-                lambda p: Path(p).write_bytes(latest[1].read_bytes()), out / MODEL_FILE, ".tmp.zip"
-            )
+            write_atomic(out / MODEL_FILE, latest[1].read_bytes())
         return {**summary, "step": start_step, "wall_s": 0.0, "eval_return": None}
 
     train_kwargs = {"shift": "train", **env_kwargs}
@@ -560,7 +542,7 @@ def _learn(
             evaluate.evaluate()
         checkpoint.save()
         stash_normalizer(model)
-        _atomic(model.save, out / MODEL_FILE, ".tmp.zip")
+        write_atomic(out / MODEL_FILE, model.save, ".tmp.zip")
     last = evaluate.last_mean_reward
     return {
         "step": int(model.num_timesteps),

@@ -20,22 +20,24 @@ from hydra.utils import instantiate
 
 import embodied
 from embodied.metrics.stats import wilson
+from embodied.rollout import Step, rollout
 
 
 def evaluate(env: gymnasium.Env, policy, episodes: int, split: str) -> dict[str, float]:
     """Closed-loop episodes with seeds 0..episodes-1 on ``split``."""
     success, dropped, returns, lengths = [], [], [], []
+    rewards: list[float] = []
+
+    def record(step: Step) -> None:
+        rewards.append(step.reward)
+
     for seed in range(episodes):
-        obs, info = env.reset(seed=seed, options={"shift": split})
-        policy.reset(env)
-        done, total, steps = False, 0.0, 0
-        while not done:
-            obs, reward, terminated, truncated, info = env.step(policy.act(obs))
-            done, total, steps = terminated or truncated, total + reward, steps + 1
-        success.append(bool(info["is_success"]))
-        dropped.append(bool(info["dropped"]))
-        returns.append(total)
-        lengths.append(steps)
+        rewards.clear()
+        last = rollout(env, policy, seed, record, options={"shift": split})
+        success.append(bool(last.info["is_success"]))
+        dropped.append(bool(last.info["dropped"]))
+        returns.append(sum(rewards))
+        lengths.append(last.index)
     return {
         "success": float(np.mean(success)),
         "successes": int(np.sum(success)),

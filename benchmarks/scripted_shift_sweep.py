@@ -19,6 +19,7 @@ from tqdm import tqdm
 import embodied
 from embodied.envs.arm import CONTROL_DT
 from embodied.registration import env_id
+from embodied.rollout import rollout
 from embodied.shifts import SHIFTS
 from embodied.shifts.splits import OOD_SHIFTS, SEVERITIES
 
@@ -44,12 +45,8 @@ def run_split(env: gymnasium.Env, split: str, style: str, seeds: Sequence[int]) 
     rates = Rates()
     policy = env.unwrapped.scripted_policy(style=style)
     for seed in seeds:
-        obs, info = env.reset(seed=seed, options={"shift": split})
-        policy.reset(env)
-        done, steps = False, 0
-        while not done:
-            obs, _, terminated, truncated, info = env.step(policy.act(obs))
-            done, steps = terminated or truncated, steps + 1
+        last = rollout(env, policy, seed, options={"shift": split})
+        info, steps = last.info, last.index
         rates.episodes += 1
         rates.successes += bool(info["is_success"])
         rates.success_steps += steps if info["is_success"] else 0

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from embodied.results import write_atomic
+from embodied.atomic import write_atomic
 
 TRAINED_ON = "trained_on.json"
 

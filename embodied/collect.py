@@ -16,6 +16,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from embodied.dataset import OBS_MODES, Episode, write_dataset
+from embodied.rollout import Step, rollout
 
 STYLES = ("cautious", "aggressive")
 
@@ -99,31 +100,31 @@ def split_obs(obs: Any, obs_mode: str) -> tuple[np.ndarray | None, np.ndarray | 
 
 def run_episode(env: gymnasium.Env, policy: Any, seed: int, split: str, obs_mode: str) -> Episode:
     """One episode of ``policy`` in ``env``; ``meta["physics_error"]`` marks a diverged one."""
-    obs, info = env.reset(seed=seed, options={"shift": split})
-    policy.reset(env)
-    physics = dict(info.get("physics", {}))
-    states, frames = [], []
+    states, frames, physics = [], [], {}
     steps: dict[str, list] = {
         k: [] for k in ("action", "reward", "dropped", "success", "terminated")
     }
     physics_error = False
-    while True:
+
+    def start(obs: Any, info: dict[str, Any]) -> None:
+        physics.update(info.get("physics", {}))
         s, p = split_obs(obs, obs_mode)
         states.append(s)
         frames.append(p)
-        action = np.asarray(policy.act(obs), np.float32)
-        obs, reward, terminated, truncated, info = env.step(action)
-        steps["action"].append(action)
-        steps["reward"].append(float(reward))
-        steps["dropped"].append(bool(info.get("dropped", False)))
-        steps["success"].append(bool(info.get("is_success", False)))
-        steps["terminated"].append(bool(terminated))
-        physics_error = physics_error or bool(info.get("physics_error", False))
-        if terminated or truncated:
-            break
-    s, p = split_obs(obs, obs_mode)
-    states.append(s)
-    frames.append(p)
+
+    def record(step: Step) -> None:
+        nonlocal physics_error
+        steps["action"].append(step.action)
+        steps["reward"].append(step.reward)
+        steps["dropped"].append(bool(step.info.get("dropped", False)))
+        steps["success"].append(bool(step.info.get("is_success", False)))
+        steps["terminated"].append(bool(step.terminated))
+        physics_error = physics_error or bool(step.info.get("physics_error", False))
+        s, p = split_obs(step.next_obs, obs_mode)
+        states.append(s)
+        frames.append(p)
+
+    rollout(env, policy, seed, record, options={"shift": split}, on_reset=start)
     return Episode(
         state=None if states[0] is None else np.stack(states),
         pixels=None if frames[0] is None else np.stack(frames),

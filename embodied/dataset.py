@@ -26,13 +26,14 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from embodied.atomic import write_temp
 
 FORMAT = "embodied-dataset/1"
 MANIFEST = "manifest.json"
@@ -306,7 +307,7 @@ def write_dataset(
             arrays = {"lengths": np.array([e.length for e in group], np.int64)}
             for key in (*STEP_KEYS, *modes):
                 arrays[key] = np.concatenate([getattr(e, key) for e in group])
-            temps[name] = _temp_write(root / name, lambda f, a=arrays: np.savez_compressed(f, **a))
+            temps[name] = write_temp(root / name, lambda p, a=arrays: _savez(p, a))
             shards.append(
                 {
                     "file": name,
@@ -330,7 +331,7 @@ def write_dataset(
             **(extra or {}),
         }
         text = json.dumps(manifest, indent=1, default=_plain)
-        temps[MANIFEST] = _temp_write(root / MANIFEST, lambda f: f.write(text.encode()))
+        temps[MANIFEST] = write_temp(root / MANIFEST, lambda p: p.write_text(text))
     except BaseException:
         for tmp in temps.values():  # nothing was replaced yet: an older dataset stays intact
             tmp.unlink(missing_ok=True)
@@ -468,18 +469,10 @@ def _counts(episodes: Sequence[Episode]) -> dict[str, Any]:
     }
 
 
-def _temp_write(target: Path, write) -> Path:
-    """Write and fsync a temporary file beside ``target``; the caller renames it into place."""
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-    except BaseException:
-        os.unlink(tmp)
-        raise
-    return Path(tmp)
+def _savez(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """``np.savez_compressed`` to exactly ``path`` (given a name, numpy would append .npz)."""
+    with open(path, "wb") as f:
+        np.savez_compressed(f, **arrays)
 
 
 def _plain(value: Any) -> Any:

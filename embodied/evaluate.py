@@ -23,12 +23,13 @@ from omegaconf import DictConfig, OmegaConf
 
 import embodied
 from embodied import videos
+from embodied.atomic import write_atomic
 from embodied.grid import Cell
 from embodied.metrics.stats import wilson
 from embodied.metrics.video import clip_metrics
 from embodied.registration import env_id
-from embodied.results import write_atomic
-from embodied.shifts.splits import parse_split
+from embodied.results import ResultLine
+from embodied.rollout import Step, rollout
 
 CUP_LABELS = ("cup_x", "cup_y", "cup_z")
 DATA_STYLE, DATA_NOISE = "cautious", 0.1  # the scripted controller that records held-out clips
@@ -135,30 +136,28 @@ def run_episode(
 
     With ``frames`` given, the env's render of the reset and of every step is appended to it.
     """
-    obs, info = env.reset(seed=seed)
-    policy.reset(env)
     dt = 1.0 / env.metadata["render_fps"]  # gymnasium convention: render_fps = control rate
     flags: dict[str, list[bool]] = {
         "success": [False],
         "dropped": [False],
         "physics_error": [False],
     }
-    if frames is not None:
-        frames.append(env.render())
     total, steps, time_to_success = 0.0, 0, None
-    done = False
-    while not done:
-        obs, reward, terminated, truncated, info = env.step(np.asarray(policy.act(obs), np.float32))
-        total += float(reward)
-        steps += 1
-        if info["is_success"] and time_to_success is None:
+
+    def record(step: Step) -> None:
+        nonlocal total, steps, time_to_success
+        total += step.reward
+        steps = step.index
+        if step.info["is_success"] and time_to_success is None:
             time_to_success = steps * dt
-        flags["success"].append(bool(info["is_success"]))
-        flags["dropped"].append(bool(info["dropped"]))
-        flags["physics_error"].append(bool(info["physics_error"]))
+        flags["success"].append(bool(step.info["is_success"]))
+        flags["dropped"].append(bool(step.info["dropped"]))
+        flags["physics_error"].append(bool(step.info["physics_error"]))
         if frames is not None:
             frames.append(env.render())
-        done = terminated or truncated
+
+    start = (lambda obs, info: frames.append(env.render())) if frames is not None else None
+    rollout(env, policy, seed, record, on_reset=start)
     row = {
         "seed": seed,
         "success": time_to_success is not None,
@@ -202,6 +201,31 @@ def heldout_path(settings: EvalSettings, cell: Cell) -> Path:
     )
 
 
+def record_clip(env: gymnasium.Env, seed: int, horizon: int) -> tuple[list, list, list]:
+    """(states, frames, actions) of ``horizon`` steps of the scripted controller, run on the
+    unwrapped env past the task's end (drop or success); cut short where the simulation
+    diverges."""
+    controller = env.unwrapped.scripted_policy(DATA_STYLE, noise=DATA_NOISE, seed=seed)
+    states: list[np.ndarray] = []
+    frames: list[np.ndarray] = []
+    actions: list[np.ndarray] = []
+
+    def start(obs: Any, info: dict[str, Any]) -> None:
+        states.append(obs["state"])
+        frames.append(obs["pixels"])
+
+    def record(step: Step) -> bool:
+        if step.info["physics_error"]:
+            return True
+        actions.append(step.action)
+        states.append(step.next_obs["state"])
+        frames.append(step.next_obs["pixels"])
+        return False
+
+    rollout(env.unwrapped, controller, seed, record, horizon=horizon, on_reset=start)
+    return states, frames, actions
+
+
 def collect_clips(
     cell: Cell, settings: EvalSettings, candidates: list[int]
 ) -> dict[str, np.ndarray]:
@@ -217,19 +241,7 @@ def collect_clips(
         for seed in candidates:
             if len(out["seed"]) == settings.video_clips:
                 break
-            obs, _ = env.reset(seed=seed)
-            controller = env.unwrapped.scripted_policy(DATA_STYLE, noise=DATA_NOISE, seed=seed)
-            controller.reset(env)
-            states, frames, actions = [obs["state"]], [obs["pixels"]], []
-            for _ in range(horizon):
-                action = np.asarray(controller.act(obs), np.float32)
-                # unwrapped: the clip continues past the task's end (drop or success)
-                obs, _, _, _, info = env.unwrapped.step(action)
-                if info["physics_error"]:
-                    break
-                actions.append(action)
-                states.append(obs["state"])
-                frames.append(obs["pixels"])
+            states, frames, actions = record_clip(env, seed, horizon)
             if len(actions) == horizon:
                 for key, value in zip(out, (seed, states, frames, actions), strict=True):
                     out[key].append(value)
@@ -312,11 +324,6 @@ def video_metrics(
 
 
 # ----------------------------------------------------------------------------- the cell
-def split_fields(split: str) -> dict[str, Any]:
-    sp = parse_split(split)
-    return {"shift": sp.shift, "severity": sp.severity, "look": sp.look, "work": sp.work}
-
-
 def run_cell(cell: Cell, settings: EvalSettings) -> dict[str, Any]:
     """Evaluate one cell; returns its results line (``wall_s`` is the only timing field)."""
     start = time.perf_counter()
@@ -349,20 +356,15 @@ def run_cell(cell: Cell, settings: EvalSettings) -> dict[str, Any]:
                 written["imagination"] = _write(settings, cell, "imagination", strip)
     finally:
         env.close()
-    return {
-        "cell_id": cell.cell_id,
-        "agent": cell.agent,
-        "family": agent_cfg.get("family"),
-        "task": cell.task,
-        "split": cell.split,
-        **split_fields(cell.split),
-        "seed": cell.seed,
-        "version": embodied.__version__,
-        "embodied": summarise(rows),
-        "video": video,
-        "videos": written or None,
-        "wall_s": round(time.perf_counter() - start, 3),
-    }
+    return ResultLine.of(
+        cell,
+        family=agent_cfg.get("family"),
+        version=embodied.__version__,
+        embodied=summarise(rows),
+        video=video,
+        videos=written or None,
+        wall_s=round(time.perf_counter() - start, 3),
+    ).to_json()
 
 
 def _write(settings: EvalSettings, cell: Cell, kind: str, frames: np.ndarray) -> str:

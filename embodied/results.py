@@ -3,6 +3,8 @@
 Only the parent process writes. Each line is appended whole, then fsynced, so a crash
 leaves at most a torn last line; opening the store cuts that line off, a failed write cuts
 off what it wrote, and a rerun skips the cells already in the file (resume loses nothing).
+``ResultLine`` is what a line holds; ``read_results`` is the one reader (the store and the
+report both use it).
 """
 
 from __future__ import annotations
@@ -11,15 +13,126 @@ import errno
 import json
 import os
 import platform
-import tempfile
 import warnings
+from dataclasses import dataclass, fields
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from embodied.atomic import write_atomic
+from embodied.grid import Cell
+from embodied.shifts.splits import parse_split
+
 RESULTS_FILE = "results.jsonl"
 CONFIG_FILE = "config.yaml"
 VERSION_FILE = "version.json"
+
+
+@dataclass(frozen=True)
+class ResultLine(Cell):
+    """One finished cell as a line of ``results.jsonl`` holds it: the cell, its split's fields,
+    what ``run_cell`` measured (``embodied``: episode counts, rates and per-episode rows;
+    ``video``: open-loop video metrics or None) and the ``videos`` it wrote. ``run_cell``
+    returns ``to_json()``, the store appends that, the report reads it back with
+    ``from_json``."""
+
+    family: str | None
+    shift: str | None
+    severity: int | None
+    look: bool
+    work: bool
+    version: str
+    embodied: dict[str, Any]
+    video: dict[str, Any] | None = None
+    videos: dict[str, str] | None = None
+    wall_s: float = 0.0
+
+    @classmethod
+    def of(cls, cell: Cell, **measured: Any) -> ResultLine:
+        """The line of ``cell``, its split fields derived from the split's name."""
+        sp = parse_split(cell.split)
+        split = {"shift": sp.shift, "severity": sp.severity, "look": sp.look, "work": sp.work}
+        return cls(cell.agent, cell.task, cell.split, cell.seed, **split, **measured)
+
+    def to_json(self) -> dict[str, Any]:
+        """The line as written: ``cell_id`` first, then the fields in the order above."""
+        line = {"cell_id": self.cell_id}
+        line.update({f.name: getattr(self, f.name) for f in fields(self)})
+        return line
+
+    @classmethod
+    def from_json(cls, line: dict[str, Any]) -> ResultLine:
+        """A line read back; KeyError/TypeError/ValueError when it is not a results line
+        of a valid split. Split fields a line lacks are derived from the split's name."""
+        cell = Cell(str(line["agent"]), str(line["task"]), str(line["split"]), int(line["seed"]))
+        if line.get("cell_id", cell.cell_id) != cell.cell_id:
+            raise ValueError(f"cell_id {line['cell_id']!r} does not match {cell.cell_id!r}")
+        sp = parse_split(cell.split)
+        embodied = line["embodied"]
+        if not isinstance(embodied, dict) or "episodes" not in embodied:
+            raise ValueError("no embodied metrics (episodes)")
+        severity = line.get("severity")
+        return cls(
+            *(cell.agent, cell.task, cell.split, cell.seed),
+            family=line.get("family"),
+            shift=line.get("shift") or sp.shift,
+            severity=sp.severity if severity is None else int(severity),
+            look=bool(line.get("look", False)),
+            work=bool(line.get("work", False)),
+            version=str(line.get("version", "")),
+            embodied=embodied,
+            video=line.get("video"),
+            videos=line.get("videos"),
+            wall_s=float(line.get("wall_s") or 0.0),
+        )
+
+
+@dataclass
+class ResultsRead:
+    """What ``read_results`` found: the lines kept, and what it set aside and why."""
+
+    lines: list[dict[str, Any]]  # first line per cell id, in file order
+    malformed: list[tuple[int, str]]  # (line number, why): complete lines that are not results
+    duplicates: list[str]  # cell ids with more than one line (their later lines are ignored)
+    torn: int  # bytes after the last newline: a write that a crash interrupted
+    data: bytes  # the file as read
+
+
+def read_results(path: str | os.PathLike[str]) -> ResultsRead:
+    """Every line of a results file; the *first* line of a cell is the one that counts.
+
+    Why the first: the store appends a cell only when the file has no line for it, and a
+    rerun skips every cell the file already holds, so the first line is the run's own
+    result. A later line for the same cell can only be debris (a hand-merged file, an
+    older writer); it is reported, never silently preferred. Malformed and torn lines are
+    returned for the caller to judge: the store refuses to resume on top of them, the
+    report leaves them out and says so.
+    """
+    path = Path(path)
+    if path.exists() and not path.is_file():
+        raise IsADirectoryError(
+            errno.EISDIR, "not a file: move it away or use another run_dir", str(path)
+        )
+    data = path.read_bytes() if path.exists() else b""
+    end = data.rfind(b"\n") + 1
+    lines: list[dict[str, Any]] = []
+    malformed, duplicates, seen = [], [], set()
+    for number, raw in enumerate(data[:end].splitlines(), start=1):
+        if not raw.strip():
+            continue
+        try:
+            line = json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            malformed.append((number, f"not a JSON line: {err}"))
+            continue
+        if not isinstance(line, dict) or "cell_id" not in line:
+            malformed.append((number, "not a results line (no cell_id)"))
+        elif line["cell_id"] in seen:
+            duplicates.append(line["cell_id"])
+        else:
+            seen.add(line["cell_id"])
+            lines.append(line)
+    return ResultsRead(lines, malformed, duplicates, len(data) - end, data)
 
 
 class ResultsStore:
@@ -29,39 +142,19 @@ class ResultsStore:
         self.run_dir = Path(run_dir)
         self.path = self.run_dir / RESULTS_FILE
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        self._lines = self._load_and_repair()
-
-    def _load_and_repair(self) -> list[dict[str, Any]]:
-        if not self.path.exists():
-            return []
-        if not self.path.is_file():
-            raise IsADirectoryError(
-                errno.EISDIR, "not a file: move it away or use another run_dir", str(self.path)
-            )
-        data = self.path.read_bytes()
-        end = data.rfind(b"\n") + 1
-        if end < len(data):  # a torn last line: the write that a crash interrupted
+        read = read_results(self.path)
+        if read.malformed:
+            number, why = read.malformed[0]
+            raise ValueError(f"{self.path}:{number} is {why}")
+        if read.torn:  # cut the torn line off, so the next append starts a fresh line
             warnings.warn(
-                f"{self.path}: dropping a torn last line ({len(data) - end} bytes)", stacklevel=3
+                f"{self.path}: dropping a torn last line ({read.torn} bytes)", stacklevel=2
             )
             with open(self.path, "r+b") as f:
-                f.truncate(end)
+                f.truncate(len(read.data) - read.torn)
                 f.flush()
                 os.fsync(f.fileno())
-        lines, seen = [], set()
-        for number, raw in enumerate(data[:end].splitlines(), start=1):
-            if not raw.strip():
-                continue
-            try:
-                line = json.loads(raw)
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{self.path}:{number} is not a JSON line: {err}") from err
-            if not isinstance(line, dict) or "cell_id" not in line:
-                raise ValueError(f"{self.path}:{number} is not a results line (no cell_id)")
-            if line["cell_id"] not in seen:
-                seen.add(line["cell_id"])
-                lines.append(line)
-        return lines
+        self._lines = read.lines
 
     def lines(self) -> list[dict[str, Any]]:
         """Every finished cell, in the order it finished."""
@@ -115,24 +208,3 @@ def version_info() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             info[dist] = "missing"
     return info
-
-
-def write_atomic(path: str | os.PathLike[str], text: str | bytes) -> None:
-    """Temp file in the same folder, fsync, rename: readers see the old or the new file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    data = text.encode() if isinstance(text, str) else text
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes it private
-        os.replace(tmp, path)
-    except OSError as err:  # name the file: a bare "No space left on device" does not
-        Path(tmp).unlink(missing_ok=True)
-        raise OSError(err.errno, f"{err.strerror}; {path.name} is unchanged", str(path)) from err
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -9,12 +9,13 @@ and the file always decodes to one frame per step. Overlays are drawn with numpy
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import imageio.v2 as iio2
 import imageio.v3 as iio
 import numpy as np
+
+from embodied.atomic import write_atomic
 
 # Border colours of the closed-loop overlay (RGB).
 SUCCESS = (40, 200, 70)
@@ -120,10 +121,8 @@ def write_video(path: str | os.PathLike[str], frames: np.ndarray, fps: int = 20)
     frames = _frames(frames)
     suffix = ".mp4" if ffmpeg_available() else ".gif"
     out = Path(path).with_suffix(suffix)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.stem}.", suffix=suffix)
-    os.close(fd)
-    try:
+
+    def encode(tmp: Path) -> None:
         if suffix == ".mp4":
             with iio2.get_writer(
                 tmp, format="FFMPEG", fps=fps, macro_block_size=1, ffmpeg_log_level="error"
@@ -132,12 +131,8 @@ def write_video(path: str | os.PathLike[str], frames: np.ndarray, fps: int = 20)
                     writer.append_data(frame)
         else:
             iio.imwrite(tmp, frames, extension=".gif", duration=1000 / fps, loop=0)
-        os.chmod(tmp, 0o644)  # mkstemp makes it private
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return out
+
+    return write_atomic(out, encode, suffix=f".tmp{suffix}")
 
 
 def read_video(path: str | os.PathLike[str]) -> np.ndarray:

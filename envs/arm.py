@@ -308,7 +308,7 @@ class ArmEnv(gymnasium.Env):
 
     @property
     def failure_penalty(self) -> float:
-        """Larger than any return still to come, so a drop never pays (README: How the physics is judged)."""
+        """Larger than any return still to come, so a drop never pays (README, physics)."""
         return float(
             self.spec.max_episode_steps if self.spec and self.spec.max_episode_steps else 200
         )

@@ -174,3 +174,15 @@ def test_bench_and_eval_share_one_grid_config():
     assert be["run_dir"] == "runs/bench" and ev["run_dir"] == "runs/main"
     assert be["checkpoints"] == "runs/bench/models"
     assert be["agents"] == list(SMOKE.agents) and ev["agents"] == ["scripted"]
+
+
+@pytest.mark.parametrize("preset", sorted(PRESETS))
+@pytest.mark.parametrize("app", ["embodied-eval", "embodied-bench"])
+def test_every_preset_gives_a_whole_grid(app, preset):
+    """A preset is the grid's defaults: tasks, splits, seeds (and bench's agents) all set."""
+    cells, cfg = cells_of(f"{app} preset={preset}")
+    p = PRESETS[preset]
+    assert {c.task for c in cells} == set(p.tasks) and {c.split for c in cells} == set(p.splits)
+    assert {c.seed for c in cells} == set(p.eval_seeds) and cfg.episodes == p.eval_episodes
+    if app == "embodied-bench":
+        assert list(cfg.agents) == list(p.agents)

@@ -1,10 +1,14 @@
-"""The results store: durable appends, torn-line repair, resume by cell id."""
+"""The results store: durable appends, torn-line repair, resume by cell id; the one results
+line type and reader the store and the report share; the one atomic writer."""
 
 import json
 
 import pytest
 
-from embodied.results import ResultsStore
+from embodied.atomic import write_atomic
+from embodied.grid import Cell
+from embodied.report import load_run
+from embodied.results import ResultLine, ResultsStore, read_results
 
 
 def line(cell_id: str, value: float = 1.0) -> dict:
@@ -62,3 +66,78 @@ def test_config_and_version_sit_beside_the_results(tmp_path):
     version = json.loads((tmp_path / "version.json").read_text())
     assert version["embodied-ood"] == "0.1.0" and "mujoco" in version
     assert not list(tmp_path.glob(".*.tmp"))
+
+
+# ------------------------------------------------------------ one line type, one reader
+def measured(cell: Cell, success: float = 1.0) -> dict:
+    rows = [{"success": True, "dropped": False}]
+    return ResultLine.of(
+        cell,
+        family="scripted",
+        version="0.1.0",
+        embodied={"episodes": 1, "success_rate": success, "drop_rate": 0.0, "per_episode": rows},
+    ).to_json()
+
+
+def test_a_results_line_round_trips_and_derives_its_split_fields():
+    cell = Cell("scripted", "CupCarry", "ood-cup_mass-3", 2)
+    line = measured(cell)
+    assert list(line)[:3] == ["cell_id", "agent", "task"]
+    assert line["cell_id"] == "scripted/CupCarry/ood-cup_mass-3/2"
+    assert (line["shift"], line["severity"], line["look"], line["work"]) == (
+        "cup_mass",
+        3,
+        False,
+        True,
+    )
+    back = ResultLine.from_json(json.loads(json.dumps(line)))
+    assert back.to_json() == line and isinstance(back, Cell)
+    with pytest.raises(ValueError, match="does not match"):
+        ResultLine.from_json({**line, "cell_id": "other/CupCarry/id/0"})
+    with pytest.raises(ValueError, match="unknown shift 'cup_mas'"):
+        ResultLine.from_json(
+            {**line, "split": "ood-cup_mas-3", "cell_id": "scripted/CupCarry/ood-cup_mas-3/2"}
+        )
+
+
+def test_store_and_report_keep_the_same_line_of_a_cell_written_twice(tmp_path):
+    cell = Cell("scripted", "CupCarry", "id", 0)
+    first, second = measured(cell, 1.0), measured(cell, 0.0)
+    (tmp_path / "results.jsonl").write_text(f"{json.dumps(first)}\n{json.dumps(second)}\n")
+    read = read_results(tmp_path / "results.jsonl")
+    assert read.lines == [first] and read.duplicates == [cell.cell_id]
+    assert ResultsStore(tmp_path).lines() == [first]
+    run = load_run(tmp_path)
+    assert [c.successes for c in run.cells] == [1]
+    assert isinstance(run.cells[0], Cell) and run.cells[0].cell_id == cell.cell_id
+    assert any("appears more than once; the first line is used" in w for w in run.warnings)
+
+
+def test_the_reader_sets_aside_malformed_and_torn_lines(tmp_path):
+    good = measured(Cell("a", "CupCarry", "id", 0))
+    path = tmp_path / "results.jsonl"
+    path.write_text(f'{json.dumps(good)}\nnot json\n[1, 2]\n{{"cell_id": "x", "emb')
+    read = read_results(path)
+    assert read.lines == [good] and read.torn == len('{"cell_id": "x", "emb')
+    assert [n for n, _ in read.malformed] == [2, 3]
+    run = load_run(tmp_path)  # the report leaves them out and says so
+    assert len(run.cells) == 1 and sum("skipped" in w for w in run.warnings) == 3
+    with pytest.raises(ValueError, match=r"results.jsonl:2 is not a JSON line"):
+        ResultsStore(tmp_path)  # the store will not append on top of them
+
+
+# ------------------------------------------------------------ one atomic writer
+def test_write_atomic_replaces_whole_or_not_at_all(tmp_path):
+    target = tmp_path / "model.zip"
+    write_atomic(target, b"old")
+    assert write_atomic(target, lambda p: p.write_bytes(b"new"), ".tmp.zip") == target
+    assert target.read_bytes() == b"new" and oct(target.stat().st_mode & 0o777) == "0o644"
+
+    def fails(path):
+        assert path.name.startswith(".model.zip.") and path.name.endswith(".tmp.zip")
+        path.write_bytes(b"half")
+        raise RuntimeError("the writer broke")
+
+    with pytest.raises(RuntimeError, match="broke"):
+        write_atomic(target, fails, ".tmp.zip")
+    assert target.read_bytes() == b"new" and [p.name for p in tmp_path.iterdir()] == ["model.zip"]

@@ -21,12 +21,12 @@ from tqdm.auto import tqdm
 
 from embodied.apps import cli
 from embodied.apps.eval import check_grid, evaluate
+from embodied.atomic import write_atomic
 from embodied.collect import collect
 from embodied.dataset import Dataset
 from embodied.executors import LocalExecutor
 from embodied.registration import env_id
 from embodied.report import build_report
-from embodied.results import write_atomic
 
 
 def stage(name: str, started: float) -> None:

@@ -11,10 +11,10 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from embodied.atomic import write_atomic
 from embodied.report import html, markdown
 from embodied.report.load import ReportError, RunData, load_run
 from embodied.report.plots import all_plots
@@ -48,16 +48,8 @@ class ReportPaths:
 
 
 def _write(path: Path, data: bytes | str) -> Path:
-    """Write atomically (temp file + rename): a reader never sees half a report."""
-    raw = data.encode() if isinstance(data, str) else data
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_bytes(raw)  # plain open: the file gets the usual umask permissions
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
+    """A reader never sees half a report: :func:`embodied.atomic.write_atomic`."""
+    return write_atomic(path, data)
 
 
 def _csv_value(x: object) -> object:

@@ -1,23 +1,24 @@
 """Reading a run directory: results.jsonl (one line per finished cell), config and version info.
 
-Loading is forgiving where a crash could leave debris (a truncated last line, a cell written
-twice by an interrupted rerun) and says so in ``RunData.warnings``, which the report prints;
-it is strict about what it cannot report on (no directory, no results).
+The lines come from ``embodied.results.read_results``, the reader the results store uses too
+(the first line of a cell counts). Loading is forgiving where a crash could leave debris (a
+torn or malformed line, a cell written twice) and says so in ``RunData.warnings``, which the
+report prints; it is strict about what it cannot report on (no directory, no results).
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from embodied.grid import Cell
 from embodied.metrics.video import cap_psnr
+from embodied.results import CONFIG_FILE, RESULTS_FILE, ResultLine, read_results
+from embodied.shifts.splits import parse_split
 
-RESULTS = "results.jsonl"
-CONFIG = "config.yaml"
 VERSION_FILES = ("version.json", "versions.json", "version.txt", "VERSION")
 CLASSES = ("id", "ood", "look", "train")
 VIDEO_SUFFIXES = (".mp4", ".webm", ".gif")
@@ -33,25 +34,11 @@ class ReportError(Exception):
 
 def split_class(split: str) -> str:
     """'id', 'ood' (any ood-*), 'look' (any look-*) or 'train'."""
-    if split in ("id", "train"):
-        return split
-    if split.startswith("ood-"):
-        return "ood"
-    if split.startswith("look-"):
-        return "look"
-    raise ReportError(f"unknown split {split!r}: {VALID_SPLITS}")
-
-
-def parse_split(split: str) -> tuple[str | None, int | None]:
-    """(shift, severity) named by a split: 'ood-cup_mass-3' -> ('cup_mass', 3)."""
-    if split.startswith("ood-"):
-        shift, _, sev = split[4:].rpartition("-")
-        if shift and sev.isdigit():
-            return shift, int(sev)
-        raise ReportError(f"bad split {split!r}: {VALID_SPLITS}")
-    if split.startswith("look-"):
-        return split[5:], None
-    return None, None
+    try:
+        kind = parse_split(split).kind
+    except ValueError as err:
+        raise ReportError(f"{err}; {VALID_SPLITS}") from err
+    return "ood" if kind == "all" else kind
 
 
 @dataclass
@@ -67,21 +54,16 @@ class Video:
     cup_pos_error: float | None
 
 
-@dataclass
-class Cell:
-    """One finished (agent, task, split, seed) cell, as the report needs it."""
+@dataclass(frozen=True)
+class CellResult(Cell):
+    """A finished cell as the report needs it: its class, counts and capped video metrics."""
 
-    cell_id: str
-    agent: str
     family: str
-    task: str
-    split: str
     cls: str
     shift: str | None
     severity: int | None
     look: bool
     work: bool
-    seed: int
     version: str
     wall_s: float
     episodes: int
@@ -106,7 +88,7 @@ class RunData:
     """Everything the report reads from a run directory."""
 
     run_dir: Path
-    cells: list[Cell]
+    cells: list[CellResult]
     results_sha256: str
     results_lines: int
     config_text: str | None
@@ -145,33 +127,28 @@ def _video(raw: dict[str, Any] | None) -> Video | None:
     )
 
 
-def parse_cell(line: dict[str, Any]) -> Cell:
-    """A results line -> Cell; KeyError/ValueError/ReportError for a malformed line."""
-    emb = line["embodied"]
-    n = int(emb["episodes"])
-    split = str(line["split"])
-    shift, severity = parse_split(split)
-    return Cell(
-        cell_id=str(line["cell_id"]),
-        agent=str(line["agent"]),
-        family=str(line.get("family") or ""),
-        task=str(line["task"]),
-        split=split,
-        cls=split_class(split),
-        shift=line.get("shift") or shift,
-        severity=line.get("severity") if line.get("severity") is not None else severity,
-        look=bool(line.get("look", False)),
-        work=bool(line.get("work", False)),
-        seed=int(line["seed"]),
-        version=str(line.get("version", "")),
-        wall_s=float(line.get("wall_s") or 0.0),
+def parse_cell(raw: dict[str, Any]) -> CellResult:
+    """A results line -> CellResult; KeyError/TypeError/ValueError/ReportError when malformed."""
+    cls = split_class(str(raw.get("split")))
+    line = ResultLine.from_json(raw)
+    emb, n = line.embodied, int(line.embodied["episodes"])
+    return CellResult(
+        *(line.agent, line.task, line.split, line.seed),
+        family=str(line.family or ""),
+        cls=cls,
+        shift=line.shift,
+        severity=line.severity,
+        look=line.look,
+        work=line.work,
+        version=line.version,
+        wall_s=line.wall_s,
         episodes=n,
         successes=_count(emb, "success", "success_rate", n),
         drops=_count(emb, "dropped", "drop_rate", n),
         physics_errors=int(emb.get("physics_errors") or 0),
         mean_return=_optional(emb.get("mean_return")),
         time_to_success=_optional(emb.get("time_to_success")),
-        video=_video(line.get("video")),
+        video=_video(line.video),
     )
 
 
@@ -188,30 +165,32 @@ def load_run(run_dir: str | Path) -> RunData:
         )
     if not run_dir.is_dir():
         raise ReportError(f"run_dir {run_dir} is not a directory")
-    results = run_dir / RESULTS
+    results = run_dir / RESULTS_FILE
     if not results.is_file():
         raise ReportError(
-            f"no results in {run_dir}: {RESULTS} is missing (embodied-eval writes it; "
+            f"no results in {run_dir}: {RESULTS_FILE} is missing (embodied-eval writes it; "
             "run the evaluation first or point run_dir at the run's directory)"
         )
-    data = results.read_bytes()
-    warnings: list[str] = []
-    by_id: dict[str, Cell] = {}
-    lines = data.decode(errors="replace").splitlines()
-    for number, text in enumerate(lines, start=1):
-        if not text.strip():
-            continue
+    read = read_results(results)
+    warnings = [f"{RESULTS_FILE} line {n} skipped (malformed: {why})" for n, why in read.malformed]
+    if read.torn:
+        warnings.append(f"{RESULTS_FILE}: a torn last line ({read.torn} bytes) skipped")
+    warnings += [
+        f"cell {c} appears more than once; the first line is used" for c in read.duplicates
+    ]
+    by_id: dict[str, CellResult] = {}
+    for line in read.lines:
         try:
-            cell = parse_cell(json.loads(text))
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError, ReportError) as err:
-            warnings.append(f"{RESULTS} line {number} skipped (malformed: {err})")
+            cell = parse_cell(line)
+        except (KeyError, TypeError, ValueError, ReportError) as err:
+            warnings.append(f"{RESULTS_FILE} cell {line['cell_id']} skipped (malformed: {err})")
             continue
-        if cell.cell_id in by_id:
-            warnings.append(f"cell {cell.cell_id} appears more than once; the last line is used")
         by_id[cell.cell_id] = cell
     if not by_id:
         detail = f" ({len(warnings)} skipped; first: {warnings[0]})" if warnings else ""
-        raise ReportError(f"no results in {run_dir}: {RESULTS} holds no finished cells{detail}")
+        raise ReportError(
+            f"no results in {run_dir}: {RESULTS_FILE} holds no finished cells{detail}"
+        )
     version_text = next(
         (t for name in VERSION_FILES if (t := _read_optional(run_dir / name)) is not None), None
     )
@@ -223,9 +202,9 @@ def load_run(run_dir: str | Path) -> RunData:
     return RunData(
         run_dir=run_dir,
         cells=list(by_id.values()),
-        results_sha256=hashlib.sha256(data).hexdigest(),
-        results_lines=len(lines),
-        config_text=_read_optional(run_dir / CONFIG),
+        results_sha256=hashlib.sha256(read.data).hexdigest(),
+        results_lines=len(read.data.splitlines()),
+        config_text=_read_optional(run_dir / CONFIG_FILE),
         version_text=version_text,
         videos=videos,
         warnings=warnings,
