@@ -54,7 +54,8 @@ STATE_LABELS: tuple[str, ...] = (
 
 
 def _numeric_fields(obj: object) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """(array fields, scalar fields) of an MjModel or MjOption, looked up once per type."""
+    """(array fields, scalar fields) of an MjModel, MjOption or MjStatistic, looked up once per
+    type."""
     kind = type(obj)
     if kind not in _FIELDS:
         names = [n for n in dir(obj) if not n.startswith("_")]
@@ -74,7 +75,8 @@ _FIELDS: dict[type, tuple[tuple[str, ...], tuple[str, ...]]] = {}
 
 
 def copy_model_into(dst: mujoco.MjModel, src: mujoco.MjModel) -> None:
-    """Overwrite every numeric field of ``dst`` with ``src``'s (same structure).
+    """Overwrite every numeric field of ``dst`` with ``src``'s (same structure), the options
+    and the statistics the compiler derives from masses and sizes included.
 
     Keeps one MjModel object per env, so a renderer built for it stays valid across resets
     (building a renderer costs ~0.2 s; copying the fields well under a millisecond).
@@ -83,11 +85,13 @@ def copy_model_into(dst: mujoco.MjModel, src: mujoco.MjModel) -> None:
         value = getattr(src, name)
         if value.size:
             np.copyto(getattr(dst, name), value)
-    arrays, scalars = _numeric_fields(src.opt)
-    for name in arrays:
-        np.copyto(getattr(dst.opt, name), getattr(src.opt, name))
-    for name in scalars:
-        setattr(dst.opt, name, getattr(src.opt, name))
+    for part in ("opt", "stat"):
+        to, of = getattr(dst, part), getattr(src, part)
+        arrays, scalars = _numeric_fields(of)
+        for name in arrays:
+            np.copyto(getattr(to, name), getattr(of, name))
+        for name in scalars:
+            setattr(to, name, getattr(of, name))
 
 
 def check_physics_arg(physics: object) -> dict[str, float] | None:
@@ -543,3 +547,10 @@ class ArmEnv(gymnasium.Env):
         for renderer in self._renderers.values():
             renderer.close()
         self._renderers.clear()
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Everything but the renderers: a GL context belongs to one process and cannot be
+        pickled or copied; a copy builds its own on its first frame."""
+        state = self.__dict__.copy()
+        state["_renderers"] = {}
+        return state
