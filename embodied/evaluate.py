@@ -162,6 +162,8 @@ def run_episode(
         "seed": seed,
         "success": time_to_success is not None,
         "dropped": any(flags["dropped"]),
+        # held to the end but slid too far in the hand: a failure apart from a drop
+        "slipped": bool(info["slipped"]) and not any(flags["dropped"]),
         "return": total,
         "steps": steps,
         "time_to_success": time_to_success,
@@ -175,6 +177,7 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
     n = len(rows)
     wins = sum(r["success"] for r in rows)
     drops = sum(r["dropped"] for r in rows)
+    slips = sum(r["slipped"] for r in rows)
     times = [r["time_to_success"] for r in rows if r["time_to_success"] is not None]
     return {
         "episodes": n,
@@ -182,6 +185,8 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
         "success_ci": list(wilson(wins, n)),
         "drop_rate": drops / n,
         "drop_ci": list(wilson(drops, n)),
+        "slip_rate": slips / n,
+        "slip_ci": list(wilson(slips, n)),
         "mean_return": float(np.mean([r["return"] for r in rows])),
         "time_to_success": float(np.mean(times)) if times else None,
         "physics_errors": sum(r["physics_error"] for r in rows),

@@ -54,7 +54,8 @@ STATE_LABELS: tuple[str, ...] = (
 
 
 def _numeric_fields(obj: object) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """(array fields, scalar fields) of an MjModel or MjOption, looked up once per type."""
+    """(array fields, scalar fields) of an MjModel, MjOption or MjStatistic, looked up once per
+    type."""
     kind = type(obj)
     if kind not in _FIELDS:
         names = [n for n in dir(obj) if not n.startswith("_")]
@@ -74,7 +75,8 @@ _FIELDS: dict[type, tuple[tuple[str, ...], tuple[str, ...]]] = {}
 
 
 def copy_model_into(dst: mujoco.MjModel, src: mujoco.MjModel) -> None:
-    """Overwrite every numeric field of ``dst`` with ``src``'s (same structure).
+    """Overwrite every numeric field of ``dst`` with ``src``'s (same structure), the options
+    and the statistics the compiler derives from masses and sizes included.
 
     Keeps one MjModel object per env, so a renderer built for it stays valid across resets
     (building a renderer costs ~0.2 s; copying the fields well under a millisecond).
@@ -83,11 +85,13 @@ def copy_model_into(dst: mujoco.MjModel, src: mujoco.MjModel) -> None:
         value = getattr(src, name)
         if value.size:
             np.copyto(getattr(dst, name), value)
-    arrays, scalars = _numeric_fields(src.opt)
-    for name in arrays:
-        np.copyto(getattr(dst.opt, name), getattr(src.opt, name))
-    for name in scalars:
-        setattr(dst.opt, name, getattr(src.opt, name))
+    for part in ("opt", "stat"):
+        to, of = getattr(dst, part), getattr(src, part)
+        arrays, scalars = _numeric_fields(of)
+        for name in arrays:
+            np.copyto(getattr(to, name), getattr(of, name))
+        for name in scalars:
+            setattr(to, name, getattr(of, name))
 
 
 def check_physics_arg(physics: object) -> dict[str, float] | None:
@@ -190,6 +194,8 @@ class ArmEnv(gymnasium.Env):
         self._action_queue: deque[np.ndarray] = deque()
         self._noise_rng = np.random.default_rng(0)
         self._t = 0
+        self._slipped = False
+        self._episode_seed: int | None = None
 
     # ----------------------------------------------------------------- structure
     def _ids(self) -> None:
@@ -207,6 +213,7 @@ class ArmEnv(gymnasium.Env):
         self._cup_body = m.body("cup").id
         self._target_mocap = m.body_mocapid[m.body("target").id]
         self._ee_site = m.site("ee").id
+        self.pad_half_height = float(m.geom("left_pad").size[2])  # vertical, hand pointing down
         self._servo_lo = m.actuator_ctrlrange[:3, 0].copy()
         self._servo_hi = m.actuator_ctrlrange[:3, 1].copy()
         self._sensor = {
@@ -252,9 +259,11 @@ class ArmEnv(gymnasium.Env):
 
         task_rng = np.random.default_rng(np.random.SeedSequence([episode_seed, 7_001]))
         self._noise_rng = np.random.default_rng(np.random.SeedSequence([episode_seed, 7_002]))
+        self._episode_seed = episode_seed
         self._t = 0
         self._fail_streak = 0
         self._success_streak = 0
+        self._slipped = False
         self._push = self._push_schedule()
         self._setup_episode(task_rng)
         rest_posture = self.model.qpos_spring.copy()
@@ -358,32 +367,47 @@ class ArmEnv(gymnasium.Env):
         """
         raise NotImplementedError
 
+    def slipping(self, sensordata: np.ndarray) -> np.ndarray:
+        """Which failing states are slips, not drops: the cup still held but too far in the hand.
+
+        A slip is a failure that does not end the episode (the cup is still in the hand, and
+        the simulation decides whether it falls); the task's job where it carries a cup.
+        """
+        return np.zeros(np.shape(sensordata)[:-1], dtype=bool)
+
     def _judge(self) -> tuple[float, bool, bool]:
+        """(reward, success, dropped); a slip is remembered in ``self._slipped``."""
         reward, success_now, failing_now = self.score(self.data.sensordata)
         self._success_streak = self._success_streak + 1 if success_now else 0
         self._fail_streak = self._fail_streak + 1 if failing_now else 0
-        failed = self._fail_streak >= self.fail_hold
-        success = self._success_streak >= self.success_hold and not failed
-        return float(reward), success, failed
+        failing = self._fail_streak >= self.fail_hold
+        slipping = failing and bool(self.slipping(self.data.sensordata))
+        self._slipped = self._slipped or slipping
+        dropped = failing and not slipping
+        success = self._success_streak >= self.success_hold and not (dropped or self._slipped)
+        return float(reward), success, dropped
 
     def sensors(self, sensordata: np.ndarray) -> dict[str, np.ndarray]:
         """Named views into a (..., nsensordata) array."""
         return {name: sensordata[..., sl] for name, sl in self._sensor.items()}
 
     def _info(self, *, success: bool, failed: bool, physics_error: bool) -> dict[str, Any]:
+        """``slipped`` stays true for the rest of the episode; ``seed`` reproduces it:
+        ``reset(seed=info["seed"])`` with the same split draws the same physics and start."""
         return {
             "is_success": bool(success),
             "dropped": bool(failed),
+            "slipped": self._slipped,
             "physics_error": bool(physics_error),
             "physics": dict(self.physics),
+            "seed": self._episode_seed,
         }
 
     # ----------------------------------------------------------------- helpers for tasks
     @staticmethod
-    def held(s: dict[str, np.ndarray]) -> np.ndarray:
-        """The cup is pinched: both pads press on it, and it is between them."""
-        touch = (s["left_touch"][..., 0] > TOUCH_MIN) & (s["right_touch"][..., 0] > TOUCH_MIN)
-        return touch & (np.linalg.norm(s["cup_pos"] - s["ee_pos"], axis=-1) < 0.06)
+    def pinched(s: dict[str, np.ndarray]) -> np.ndarray:
+        """Both pads press on the cup."""
+        return (s["left_touch"][..., 0] > TOUCH_MIN) & (s["right_touch"][..., 0] > TOUCH_MIN)
 
     @staticmethod
     def touching(s: dict[str, np.ndarray]) -> np.ndarray:
@@ -523,3 +547,10 @@ class ArmEnv(gymnasium.Env):
         for renderer in self._renderers.values():
             renderer.close()
         self._renderers.clear()
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Everything but the renderers: a GL context belongs to one process and cannot be
+        pickled or copied; a copy builds its own on its first frame."""
+        state = self.__dict__.copy()
+        state["_renderers"] = {}
+        return state

@@ -3,11 +3,18 @@
 Reward per step: ``-min(d, 0.5) / 0.5 - 10 * max(slip - 0.005, 0)`` with ``d`` the cup's
 distance to the target and ``slip`` its distance from where the grasp put it relative to the
 hand (m): every step costs, so time matters, and a cup sliding in the fingers costs before it
-falls. Success: the cup held within 3 cm of the target for
-3 consecutive steps (the episode ends). Failure ("dropped"): the cup is not pinched by both
-pads for 2 consecutive control steps (0.1 s), judged from the pads' touch sensors (contact
-normal forces) and the cup's distance to the hand; it ends the episode with a penalty larger
-than any return still to come.
+falls. Success: the cup pinched by both pads, not slipped, within 3 cm of the target for 3
+consecutive steps (the episode ends). Two failures, each judged from the pads' touch sensors
+(contact normal forces) and the poses of cup and hand, and each lasting 2 control steps
+(0.1 s) to count:
+
+- dropped: the cup has left the grasp. Neither pad touches it, and it is out of the fingers'
+  reach: its top below the pads' lower edge, its axis more than ``REACH`` beside the hand, or
+  resting on the table. It ends the episode with a penalty larger than any return still to
+  come.
+- slipped: a pad still touches the cup, but it sits more than ``SLIP_LIMIT`` from where the
+  grasp put it. The episode goes on (the simulation decides whether the cup then falls) but
+  can no longer succeed.
 """
 
 from __future__ import annotations
@@ -15,6 +22,10 @@ from __future__ import annotations
 import numpy as np
 
 from embodied.envs.arm import ArmEnv
+
+SLIP_LIMIT = 0.04  # m from the grasp point: the pads then hold the (nominal) cup's top 1 cm
+REACH = 0.05  # m beyond the cup's radius, horizontally: past it the pads cannot close on the cup
+TABLE_GAP = 0.005  # m between the cup's bottom and the table for the cup to rest on it
 
 
 class CupCarry(ArmEnv):
@@ -39,11 +50,29 @@ class CupCarry(ArmEnv):
         """How far below the pads' centre the cup's centre sits in a grasp."""
         return 0.4 * self.cup_half_height
 
+    def _grasp(self, s: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """(slip, out of reach): the cup's distance from its grasp point, and whether the pads
+        could close on it at all where it is."""
+        cup, hand = s["cup_pos"], s["ee_pos"]
+        grasp = hand - np.array([0.0, 0.0, self.grasp_offset])
+        slip = np.linalg.norm(cup - grasp, axis=-1)
+        pad_bottom = hand[..., 2] - self.pad_half_height  # the pads are centred on the ee site
+        below = cup[..., 2] + self.cup_half_height < pad_bottom
+        beside = np.linalg.norm(cup[..., :2] - hand[..., :2], axis=-1) > self.cup_radius + REACH
+        on_table = cup[..., 2] < self.cup_half_height + TABLE_GAP
+        return slip, below | beside | on_table
+
     def score(self, sensordata: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         s = self.sensors(sensordata)
         d = np.linalg.norm(s["cup_pos"] - self.target, axis=-1)
-        grasp = s["ee_pos"] - np.array([0.0, 0.0, self.grasp_offset])
-        slip = np.linalg.norm(s["cup_pos"] - grasp, axis=-1)
-        held = self.held(s)
+        slip, out_of_reach = self._grasp(s)
+        touching = self.touching(s)
         reward = -np.minimum(d, 0.5) / 0.5 - 10.0 * np.maximum(slip - 0.005, 0.0)
-        return reward, held & (d < self.success_radius), ~held
+        success = self.pinched(s) & (slip <= SLIP_LIMIT) & (d < self.success_radius)
+        dropping = ~touching & out_of_reach
+        slipping = touching & (slip > SLIP_LIMIT)
+        return reward, success, dropping | slipping
+
+    def slipping(self, sensordata: np.ndarray) -> np.ndarray:
+        s = self.sensors(sensordata)
+        return self.touching(s) & (self._grasp(s)[0] > SLIP_LIMIT)

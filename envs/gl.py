@@ -49,7 +49,9 @@ def load_llvm_carriers() -> list[Path]:
     A carrier already imported is already bound. One that fails to load is left alone: its
     package will raise the same error when it imports it.
     """
-    loaded = []
+    loaded: list[Path] = []
+    if not sys.platform.startswith("linux"):  # Mesa's driver loader is the hazard
+        return loaded
     for package, pattern in LLVM_CARRIERS:
         if package in sys.modules:
             continue

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import copy
+import pickle
+
 import gymnasium
+import imageio
 import mujoco
 import numpy as np
 import pytest
@@ -11,7 +15,7 @@ from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
 import embodied
 from embodied.registration import TASKS, env_id
-from embodied.shifts import SHIFTS
+from embodied.shifts import SHIFTS, build_model
 
 IDS = [env_id(t) for t in TASKS]
 MODES = ["state", "pixels", "state+pixels"]
@@ -32,7 +36,7 @@ def test_env_checkers(gid, mode):
     sb3_check_env(env.unwrapped, warn=False)
     obs, info = env.reset(seed=0)
     assert env.observation_space.contains(obs)
-    for key in ("is_success", "dropped", "physics_error", "physics"):
+    for key in ("is_success", "dropped", "slipped", "physics_error", "physics", "seed"):
         assert key in info
     env.close()
 
@@ -178,3 +182,84 @@ def scripted_rates(task: str, style: str, episodes: int, shift: str = "id") -> t
 def test_cautious_scripted_controller_succeeds_in_distribution(task):
     success, _ = scripted_rates(task, "cautious", 50)
     assert success >= 0.9, f"{task}: cautious scripted success {success:.2f} < 0.90"
+
+
+def rollout(env, actions) -> list:
+    return [env.step(a)[0] for a in actions]
+
+
+def same(a, b) -> bool:
+    if isinstance(a, dict):
+        return all(np.array_equal(a[k], b[k]) for k in a)
+    return np.array_equal(a, b)
+
+
+ACTIONS = np.random.default_rng(0).uniform(-1, 1, (12, 4)).astype(np.float32)
+
+
+def test_info_seed_reproduces_an_unseeded_episode():
+    """Physics drawn from the split, the start and the action noise: all from the seed."""
+    env = gymnasium.make("embodied/CupCarry-v0", shift="ood-action_noise-3")
+    env.reset(seed=123)
+    obs, info = env.reset()  # no seed: the env draws one
+    first = [obs, *rollout(env, ACTIONS)]
+    again = gymnasium.make("embodied/CupCarry-v0", shift="ood-action_noise-3")
+    obs, info2 = again.reset(seed=info["seed"])
+    assert info2["physics"] == info["physics"] and info2["seed"] == info["seed"]
+    assert all(map(same, first, [obs, *rollout(again, ACTIONS)]))
+
+
+@pytest.mark.parametrize("split", ["ood-cup_mass-5", "ood-cup_size-5", "id"])
+def test_model_statistics_follow_the_episode(split):
+    """meanmass/meaninertia/meansize (the solver scales by meaninertia) as MuJoCo compiles
+    them for the episode's physics."""
+    env = gymnasium.make("embodied/CupCarry-v0", shift=split)
+    _, info = env.reset(seed=0)
+    stat, compiled = env.unwrapped.model.stat, build_model(info["physics"]).stat
+    for name in ("meanmass", "meaninertia", "meansize", "extent"):
+        assert getattr(stat, name) == getattr(compiled, name), name
+    if split != "id":
+        assert stat.meanmass != build_model(env.unwrapped.physics | {"cup_mass": 0.2}).stat.meanmass
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_pickled_and_deep_copied_envs_go_on_identically(mode):
+    """The GL context is dropped on copy and rebuilt on the copy's first frame."""
+    env = gymnasium.make(
+        "embodied/CupCarry-v0", obs_mode=mode, render_mode="rgb_array", shift="ood-action_noise-3"
+    )
+    env.reset(seed=3)
+    env.step(ACTIONS[0])
+    env.render()
+    copies = [copy.deepcopy(env), pickle.loads(pickle.dumps(env))]
+    expected = rollout(env, ACTIONS) + [env.render()]
+    for other in copies:
+        assert all(map(same, expected, rollout(other, ACTIONS) + [other.render()]))
+    for e in (env, *copies):
+        e.close()
+
+
+def test_out_of_bounds_actions_are_clipped():
+    env = gymnasium.make("embodied/CupCarry-v0")
+    env.reset(seed=0)
+    twin = copy.deepcopy(env)
+    wild = np.array([3.0, -7.0, 1.5, 40.0])
+    assert same(env.step(wild)[0], twin.step(np.clip(wild, -1, 1))[0])
+
+
+def test_record_video_works_out_of_the_box(tmp_path):
+    env = gymnasium.wrappers.RecordVideo(
+        gymnasium.make("embodied/Reach-v0", render_mode="rgb_array"),
+        video_folder=str(tmp_path),
+        episode_trigger=lambda episode: True,
+    )
+    env.reset(seed=0)
+    first = env.unwrapped.render()
+    for _ in range(9):
+        env.step(env.action_space.sample())
+    env.close()
+    (video,) = tmp_path.glob("*.mp4")
+    with imageio.get_reader(video, "ffmpeg") as reader:
+        frames = list(reader.iter_data())
+    assert len(frames) >= 9 and frames[0].shape == first.shape == (240, 320, 3)
+    assert np.abs(frames[0].astype(float) - first).mean() < 5  # h264 is lossy, not wrong
