@@ -91,6 +91,10 @@ class Cell:
     mean_return: float | None
     time_to_success: float | None
     video: Video | None
+    slips: int | None = None  # None: the results line carries no slip_rate
+    # sysid-style agents: {param: [estimate per episode]} and {param: [true value per episode]}
+    param_estimates: dict[str, list[float]] = field(default_factory=dict)
+    param_truth: dict[str, list[float]] = field(default_factory=dict)
 
     @property
     def success_rate(self) -> float:
@@ -129,6 +133,10 @@ def _optional(value: Any) -> float | None:
         return None
     value = float(value)
     return value if math.isfinite(value) else None
+
+
+def _params(raw: dict[str, Any] | None) -> dict[str, list[float]]:
+    return {str(k): [float(x) for x in v] for k, v in (raw or {}).items()}
 
 
 def _video(raw: dict[str, Any] | None) -> Video | None:
@@ -172,6 +180,9 @@ def parse_cell(line: dict[str, Any]) -> Cell:
         mean_return=_optional(emb.get("mean_return")),
         time_to_success=_optional(emb.get("time_to_success")),
         video=_video(line.get("video")),
+        slips=_count(emb, "slipped", "slip_rate", n) if "slip_rate" in emb else None,
+        param_estimates=_params(line.get("param_estimates") or emb.get("param_estimates")),
+        param_truth=_params(line.get("param_truth") or emb.get("param_truth")),
     )
 
 
