@@ -492,3 +492,25 @@ def test_no_survivor_agents_no_section(run_dir: Path):
     (run_dir / "results.jsonl").write_text("".join(json.dumps(ln) + "\n" for ln in keep))
     md = build_report(run_dir, n_boot=50).markdown.read_text()
     assert "Who survives" not in md and "Identified physics" not in md
+
+
+def test_state_probe_errors_take_the_state_column(tmp_path: Path):
+    """Lines with video.probe (embodied.metrics.probes.ProbeErrors.to_dict per kind): the
+    headline's state column reads the exact readout, else the MLP probe, not the linear one."""
+    lines = [_line(*c) for c in CELLS if c[0] in ("state", "pixel")]
+    for ln in lines:
+        if ln["video"] is None:
+            continue
+        ood = ln["split"].startswith("ood-")
+        ln["video"]["probe"] = {
+            "linear": {"rel": [0.5, 0.5], "vel": [1.0, 1.0], "held": [0.5, 0.5]},
+            "mlp": {"rel": [0.01, 0.05 if ood else 0.03], "vel": [0.1, 0.1], "held": [0.1, 0.1]},
+        }
+        if ln["agent"] == "state":
+            ln["video"]["probe"]["exact"] = {"rel": [0.002, 0.004], "vel": [0, 0], "held": [0, 0]}
+    md = build_report(write_run(tmp_path / "run", lines=lines), n_boot=50).markdown.read_text()
+    head = {r["Agent"]: r for r in _md_table(md, "Agent | Success ID")}
+    assert head["pixel"]["State error ID → OOD (mm)"] == "20.0 → 30.0"  # MLP: mean over t
+    assert head["state"]["State error ID → OOD (mm)"] == "3.0 → 3.0"  # exact readout
+    within = {r["Agent"]: r for r in _md_table(md, "Agent | PSNR vs success rate")}
+    assert within["pixel"]["state error vs success rate"].endswith("(n=6)")

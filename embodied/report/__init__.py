@@ -75,7 +75,7 @@ def summary_csv(s: Summary) -> str:
             agg = d[cls]
             row[f"cells_{cls}"] = agg["cells"]
             row[f"episodes_{cls}"] = agg["episodes"]
-            for m in ("psnr", "ssim", "mse", "cup_pos_error"):
+            for m in ("psnr", "ssim", "mse", "cup_pos_error", "state_error"):
                 row[f"{m}_{cls}"] = agg[m]
             for m in ("success", "drop", "slip"):
                 rate = agg[m] or {"rate": None, "ci": None, "k": None}

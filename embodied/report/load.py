@@ -65,6 +65,7 @@ class Video:
     horizon: int
     frames_kind: str
     cup_pos_error: float | None
+    state_error: float | None = None  # probe's cup-minus-hand error (m), mean over horizons
 
 
 @dataclass
@@ -139,6 +140,12 @@ def _params(raw: dict[str, Any] | None) -> dict[str, list[float]]:
     return {str(k): [float(x) for x in v] for k, v in (raw or {}).items()}
 
 
+def _probe_error(raw: dict[str, Any] | None) -> float | None:
+    """Mean over horizons of the best probe's position error: exact, else MLP, else linear."""
+    kind = next((k for k in ("exact", "mlp", "linear") if (raw or {}).get(k)), None)
+    return _optional(sum(raw[kind]["rel"]) / len(raw[kind]["rel"])) if kind else None
+
+
 def _video(raw: dict[str, Any] | None) -> Video | None:
     if not raw:
         return None
@@ -150,6 +157,7 @@ def _video(raw: dict[str, Any] | None) -> Video | None:
         horizon=int(raw.get("horizon") or 0),
         frames_kind=str(raw.get("frames_kind", "")),
         cup_pos_error=_optional(raw.get("cup_pos_error_mean")),
+        state_error=_probe_error(raw.get("probe")),
     )
 
 

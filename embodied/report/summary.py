@@ -51,6 +51,7 @@ class Agg:
     ssim: float
     mse: float
     cup_pos_error: float
+    state_error: float
     mean_return: float
     physics_errors: int
     slip: Rate | None = None  # None: no cell's results line carries a slip rate
@@ -65,7 +66,7 @@ class Agg:
             "success": self.success.to_dict(),
             "drop": self.drop.to_dict(),
             "video_cells": self.video_cells,
-            **{k: _num(getattr(self, k)) for k in (*VIDEO_METRICS, "cup_pos_error")},
+            **{k: _num(getattr(self, k)) for k in (*VIDEO_METRICS, "cup_pos_error", "state_error")},
             "mean_return": _num(self.mean_return),
             "physics_errors": self.physics_errors,
             "slip": self.slip.to_dict() if self.slip is not None else None,
@@ -101,6 +102,7 @@ def aggregate(cells: list[Cell]) -> Agg:
         ssim=_weighted([v.ssim for v in vids], clips),
         mse=_weighted([v.mse for v in vids], clips),
         cup_pos_error=_weighted([v.cup_pos_error for v in vids], clips),
+        state_error=_weighted([v.state_error for v in vids], clips),
         mean_return=_weighted([c.mean_return for c in cells], [float(c.episodes) for c in cells]),
         physics_errors=sum(c.physics_errors for c in cells),
         slip=Rate(sum(c.slips or 0 for c in slipping), sum(c.episodes for c in slipping))
@@ -323,6 +325,7 @@ def _cell_dict(c: Cell, flagged: bool) -> dict[str, Any]:
         "ssim": v.ssim if v else None,
         "mse": v.mse if v else None,
         "cup_pos_error": v.cup_pos_error if v else None,
+        "state_error": v.state_error if v else None,
         "flagged": flagged,
     }
 
@@ -388,8 +391,9 @@ def correlations(
     pool = [c for c in cells if c.cls in CORRELATED_CLASSES]
     counted = [c for c in pool if works_id(c, id_rates)]
     agents = sorted({c.agent for c in pool})
+    probed = any(c.video is not None and c.video.state_error is not None for c in pool)
     out = []
-    for video, emb in CORRELATION_PAIRS:
+    for video, emb in CORRELATION_PAIRS + ((("state_error", "success"),) if probed else ()):
         for scope, group in (("across", counted), ("across-all", pool)):
             xs, ys = [], []
             for a in agents:

@@ -21,14 +21,23 @@ from embodied.report.summary import (
 )
 
 NA = "n/a"
-VIDEO_LABEL = {"psnr": "PSNR", "ssim": "SSIM", "mse": "MSE", "cup_pos_error": "cup error"}
+VIDEO_LABEL = {
+    "psnr": "PSNR",
+    "ssim": "SSIM",
+    "mse": "MSE",
+    "cup_pos_error": "cup error",
+    "state_error": "state error",
+}
 EMBODIED_LABEL = {"success": "success rate", "drop": "drop rate"}
 
 HEADLINE_NOTE = (
     "ID = split `id`; OOD = every `ood-*` split, pooled over tasks and seeds. Rates: pooled "
     "episodes with 95% Wilson intervals. PSNR in dB (clip-weighted mean of the cells' means, "
     "each frame capped at 100 dB). Cup error: distance in mm between the cup position the model "
-    "predicts open loop and MuJoCo's, for models that predict one. "
+    "predicts open loop and MuJoCo's, for models that predict one; where the results carry state "
+    "probes (embodied.metrics.probes) the column is the state error instead: the cup's position "
+    "relative to the hand read from the model's open-loop latent (exact for state-vector "
+    "latents, else the MLP probe fitted on `train`), averaged over horizons. "
     "OOD tell = success deg / PSNR deg, where deg (degradation) is the fraction of the ID value "
     "lost OOD: how many times faster success falls than the video metric; a PSNR deg below "
     f"{TELL_FLOOR:.0%} counts as {TELL_FLOOR:.0%} and the tell is marked as a bound (>=). The "
@@ -115,12 +124,15 @@ def fmt_change(a: float, b: float, scale: float, digits: int) -> str:
 
 def headline_table(s: Summary) -> Table:
     """What a reader needs at a glance; seven columns, so it fits a screen."""
+    # the probes' state error where the results carry it, else the predicted cup's position error
+    probed = any(math.isfinite(g.state_error) for r in s.headline for g in (r.id, r.ood))
+    state = "state_error" if probed else "cup_pos_error"
     header = ["Agent", "Success ID", "Success OOD", "Drop OOD", "PSNR ID → OOD"]
-    header += ["Cup error ID → OOD (mm)", "OOD tell"]
+    header += [f"{'State' if probed else 'Cup'} error ID → OOD (mm)", "OOD tell"]
     rows = []
     for r in s.headline:
         psnr = fmt_change(*(g.psnr if g.video_cells else math.nan for g in (r.id, r.ood)), 1, 1)
-        cup = fmt_change(r.id.cup_pos_error, r.ood.cup_pos_error, 1000, 1)
+        cup = fmt_change(getattr(r.id, state), getattr(r.ood, state), 1000, 1)
         rows.append(
             [r.agent, fmt_rate(r.id.success), fmt_rate(r.ood.success), fmt_rate(r.ood.drop)]
             + [psnr, cup, fmt_tell(r.tell, r.tell_floored, r.tell_gap)]
