@@ -428,7 +428,11 @@ def _survivor_lines() -> list[dict]:
         "cup_mass": [0.6] * 5 + [0.66] * 10 + [0.44] * 5
     }
     by["sysid", "ood-cup_mass-3"]["param_truth"] = {"cup_mass": [0.6] * 20}
-    by["sysid", "id"]["param_estimates"] = {"cup_mass": [0.3] * 20, "grip_force": [1.0] * 3}
+    # one episode ended before an estimate (null): 19 scored
+    by["sysid", "id"]["param_estimates"] = {
+        "cup_mass": [0.3] * 19 + [None],
+        "grip_force": [1.0] * 3,
+    }
     by["sysid", "id"]["param_truth"] = {"cup_mass": [0.3] * 20, "grip_force": [1.0] * 20}
     return lines
 
@@ -455,11 +459,11 @@ def test_who_survives_estimates_and_slips(tmp_path: Path):
             "Agent": "sysid",
             "Split": "id",
             "Parameter": "cup_mass",
-            "Episodes": "20",
+            "Episodes": "19",
             "Mean estimate": "0.300",
             "Mean truth": "0.300",
             "Median rel. error": "0%",
-            "Within 20%": "1.00 [0.84, 1.00]",
+            "Within 20%": "1.00 [0.83, 1.00]",  # Wilson(19, 19) = (0.8318, 1)
         },
         {
             "Agent": "sysid",

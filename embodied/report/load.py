@@ -137,7 +137,10 @@ def _optional(value: Any) -> float | None:
 
 
 def _params(raw: dict[str, Any] | None) -> dict[str, list[float]]:
-    return {str(k): [float(x) for x in v] for k, v in (raw or {}).items()}
+    """{param: values}; a missing value (null) is nan, left out where estimates are scored."""
+    return {
+        str(k): [math.nan if x is None else float(x) for x in v] for k, v in (raw or {}).items()
+    }
 
 
 def _probe_error(raw: dict[str, Any] | None) -> float | None:
