@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import json
 import math
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -16,8 +15,6 @@ import pytest
 from scipy.stats import spearmanr
 
 from embodied.report import ReportError, build_report, load_run, summarize
-
-CHROMIUM = "/usr/bin/chromium"
 
 # (agent, family, split, seed, episodes, successes, drops, video (psnr, ssim, mse) or None)
 CELLS = [
@@ -38,7 +35,17 @@ CELLS = [
     ("scripted", "scripted", "ood-cup_mass-1", 0, 20, 17, 2, None),
     ("scripted", "scripted", "ood-cup_mass-3", 0, 20, 9, 8, None),
     ("scripted", "scripted", "look-cup_colour", 0, 20, 20, 0, None),
+    # state predicts the cup's position too (4th video number: cup error in m)
+    ("state", "state", "id", 0, 20, 20, 0, (28.0, 0.95, 0.002, 0.004)),
+    ("state", "state", "ood-cup_mass-1", 0, 20, 15, 4, (27.8, 0.95, 0.002, 0.010)),
+    ("state", "state", "ood-cup_mass-3", 0, 20, 6, 12, (27.5, 0.94, 0.003, 0.030)),
+    # retrieval fails in distribution: shown everywhere, left out of the correlations
+    ("retrieval", "retrieval", "id", 0, 20, 0, 12, (20.0, 0.80, 0.010)),
+    ("retrieval", "retrieval", "id", 1, 20, 1, 14, (21.0, 0.82, 0.009)),
+    ("retrieval", "retrieval", "ood-cup_mass-1", 0, 20, 0, 16, (19.5, 0.79, 0.011)),
+    ("retrieval", "retrieval", "ood-cup_mass-3", 0, 20, 0, 18, (19.0, 0.78, 0.012)),
 ]
+AGENTS = ["oracle", "pixel", "retrieval", "scripted", "state"]
 
 
 def _line(agent, family, split, seed, n, k, drops, video) -> dict:
@@ -89,7 +96,7 @@ def _line(agent, family, split, seed, n, k, drops, video) -> dict:
         "video": None,
     }
     if video is not None:
-        p, s, m = video
+        p, s, m, cup = (*video, None) if len(video) == 3 else video
         line["video"] = {
             "horizon": 15,
             "clips": 8,
@@ -100,17 +107,17 @@ def _line(agent, family, split, seed, n, k, drops, video) -> dict:
             "mse_mean": m,
             "psnr_mean": p,
             "ssim_mean": s,
-            "cup_pos_error": None,
-            "cup_pos_error_mean": None,
+            "cup_pos_error": None if cup is None else [cup] * 15,
+            "cup_pos_error_mean": cup,
         }
     return line
 
 
-@pytest.fixture()
-def run_dir(tmp_path: Path) -> Path:
-    d = tmp_path / "run"
-    d.mkdir()
-    text = "".join(json.dumps(_line(*c)) + "\n" for c in CELLS)  # json writes inf as Infinity
+def write_run(d: Path, cells: list[tuple] = CELLS, lines: list[dict] | None = None) -> Path:
+    """A run directory with the given cells' results lines, a config and one video."""
+    d.mkdir(parents=True, exist_ok=True)
+    lines = lines if lines is not None else [_line(*c) for c in cells]
+    text = "".join(json.dumps(ln) + "\n" for ln in lines)  # json writes inf as Infinity
     (d / "results.jsonl").write_text(text)
     (d / "config.yaml").write_text("preset:\n  name: quick\nseed: 0\n")
     (d / "videos").mkdir()
@@ -118,6 +125,11 @@ def run_dir(tmp_path: Path) -> Path:
     frames[:, :, 32:64, 0] = 200
     iio.imwrite(d / "videos" / "pixel_CupCarry_id_0.gif", frames)
     return d
+
+
+@pytest.fixture()
+def run_dir(tmp_path: Path) -> Path:
+    return write_run(tmp_path / "run")
 
 
 def _md_table(md: str, first_header: str) -> list[dict[str, str]]:
@@ -141,14 +153,32 @@ def test_report_files_and_headline_values(run_dir: Path):
     for p in paths.all():
         assert p.is_file() and p.stat().st_size > 0, p
     assert {p.name for p in paths.plots} == {
+        "tell.png",
         "success_vs_psnr.png",
         "drop_rates.png",
         "robustness_success.png",
         "robustness_psnr.png",
     }
     md = paths.markdown.read_text()
+    # The headline fits a screen: seven columns, ID -> OOD side by side.
+    head = {r["Agent"]: r for r in _md_table(md, "Agent | Success ID")}
+    assert list(head) == AGENTS and len(head["pixel"]) <= 9
+    assert head["pixel"] == {
+        "Agent": "pixel",
+        "Success ID": "0.85 [0.71, 0.93]",
+        "Success OOD": "0.30 [0.20, 0.43]",
+        "Drop OOD": "0.60 [0.47, 0.71]",
+        "PSNR ID → OOD": "25.0 → 23.5",
+        "Cup error ID → OOD (mm)": "n/a",
+        "OOD tell": "10.8x (gap +59 pts)",
+    }
+    # state: cup error 4 mm ID, (10 + 30) / 2 = 20 mm OOD (equal clips per cell)
+    assert head["state"]["Cup error ID → OOD (mm)"] == "4.0 → 20.0"
+    assert head["scripted"]["PSNR ID → OOD"] == "n/a"
+    # The details table keeps every other number.
     rows = {r["Agent"]: r for r in _md_table(md, "Agent | Family | Cells ID/OOD")}
-    assert list(rows) == ["oracle", "pixel", "scripted"]
+    assert list(rows) == AGENTS
+    assert "Slip ID" not in rows["pixel"]  # no results line carries a slip rate
 
     pixel = rows["pixel"]
     # ID: 2 cells, 34/40 successes, 3/40 drops. OOD: cup_mass-1, -3 and all-3 (cup_mass-5 has
@@ -207,7 +237,7 @@ def test_report_files_and_headline_values(run_dir: Path):
     assert "[videos/pixel_CupCarry_id_0.gif](videos/pixel_CupCarry_id_0.gif)" in md
 
 
-def test_intervals_and_correlations_in_summary_json(run_dir: Path):
+def test_intervals_in_summary_json(run_dir: Path):
     build_report(run_dir, n_boot=500)
     s = json.loads((run_dir / "summary.json").read_text())
     head = {r["agent"]: r for r in s["headline"]}
@@ -228,45 +258,75 @@ def test_intervals_and_correlations_in_summary_json(run_dir: Path):
         "episodes": 145,
     }
 
-    # Spearman across eligible cells with video, against scipy, per scope.
-    video_cells = [c for c in CELLS if c[7] is not None and c[4] >= 10 and c[2] != "train"]
-    scopes = {
-        "overall": video_cells,
-        "ID": [c for c in video_cells if c[2] == "id"],
-        "OOD": [c for c in video_cells if c[2].startswith("ood-")],
-    }
-    corr = {(c["video"], c["embodied"], c["scope"]): c for c in s["correlations"]}
-    for scope, cells in scopes.items():
-        psnr = [min(c[7][0], 100.0) for c in cells]
-        ssim = [c[7][1] for c in cells]
-        success = [c[5] / c[4] for c in cells]
-        drop = [c[6] / c[4] for c in cells]
-        for name, x, y in (
-            ("psnr", psnr, success),
-            ("ssim", ssim, success),
-            ("psnr", psnr, drop),
-        ):
-            emb = "success" if y is success else "drop"
-            got = corr[name, emb, scope]
-            assert got["n"] == len(cells)
+
+def _split_means(agent: str, metric: int) -> tuple[float, float]:
+    """An agent's mean over its splits of a video metric (CELLS index) and of success."""
+    cells = [c for c in CELLS if c[0] == agent and c[4] >= 10 and c[2] != "train"]
+    splits = sorted({c[2] for c in cells})
+    video = [np.mean([min(c[7][metric], 100.0) for c in cells if c[2] == s]) for s in splits]
+    success = [
+        sum(c[5] for c in cells if c[2] == s) / sum(c[4] for c in cells if c[2] == s)
+        for s in splits
+    ]
+    return float(np.mean(video)), float(np.mean(success))
+
+
+def test_correlations_across_and_within_models_leave_out_agents_failing_id(run_dir: Path):
+    build_report(run_dir, n_boot=500)
+    s = json.loads((run_dir / "summary.json").read_text())
+    assert s["fails_id"] == [
+        {
+            "agent": "retrieval",
+            "task": "CupCarry",
+            "id_success": {
+                "k": 1,
+                "n": 40,
+                "rate": 0.025,
+                "ci": pytest.approx([0.004427, 0.128817], abs=1e-6),
+            },
+        }
+    ]
+    corr = {(c["video"], c["embodied"], c["scope"], c["agent"]): c for c in s["correlations"]}
+    # Across models: one point per agent with video (scripted has none), mean over its splits.
+    for scope, agents in (
+        ("across", ["oracle", "pixel", "state"]),
+        ("across-all", ["oracle", "pixel", "retrieval", "state"]),
+    ):
+        for metric, name in ((0, "psnr"), (1, "ssim")):
+            x, y = zip(*(_split_means(a, metric) for a in agents), strict=True)
+            got = corr[name, "success", scope, None]
+            assert got["n"] == len(agents)
             assert got["rho"] == pytest.approx(spearmanr(x, y).statistic, abs=1e-12)
-            lo, hi = got["ci"]
-            assert -1 <= lo <= hi <= 1
-    assert corr["psnr", "success", "overall"]["n"] == 11
-    # The markdown shows the same rho.
+            assert -1 <= got["ci"][0] <= got["ci"][1] <= 1
+    # Within a model: one point per eligible cell of that agent.
+    pixel = [c for c in CELLS if c[0] == "pixel" and c[4] >= 10 and c[2] != "train"]
+    got = corr["psnr", "success", "within", "pixel"]
+    assert got["n"] == len(pixel) == 6
+    assert got["rho"] == pytest.approx(
+        spearmanr([c[7][0] for c in pixel], [c[5] / c[4] for c in pixel]).statistic, abs=1e-12
+    )
+    state = [c for c in CELLS if c[0] == "state"]
+    got = corr["cup_pos_error", "success", "within", "state"]
+    assert got["n"] == 3 and got["rho"] == pytest.approx(-1.0)  # more cup error, less success
+    assert corr["psnr", "success", "within", "retrieval"]["n"] == 0  # left out
+    assert len(state) == 3
+    # The report says what it left out and why.
     md = (run_dir / "report.md").read_text()
-    row = next(r for r in _md_table(md, "Video metric") if r["Video metric"] == "PSNR")
-    rho = spearmanr(
-        [min(c[7][0], 100.0) for c in video_cells], [c[5] / c[4] for c in video_cells]
-    ).statistic
-    assert row["Overall"].startswith(f"{rho:.2f} [") and row["Overall"].endswith("(n=11)")
+    assert "`retrieval` on CupCarry (ID success 0.03 [0.00, 0.13])" in md
+    within = {r["Agent"]: r for r in _md_table(md, "Agent | PSNR vs success rate")}
+    assert within["retrieval"]["PSNR vs success rate"] == "left out: fails ID"
+    assert "scripted" not in within  # no video metrics: nothing to correlate
+    assert within["pixel"]["PSNR vs success rate"].endswith("(n=6)")
+    across = {r["Pair"]: r for r in _md_table(md, "Pair")}
+    assert across["PSNR vs success rate"]["Agents that work ID"].endswith("(n=3)")
+    assert across["PSNR vs success rate"]["All agents (not the answer)"].endswith("(n=4)")
 
 
 def test_summary_csv_has_one_row_per_agent(run_dir: Path):
     paths = build_report(run_dir, n_boot=200)
     with paths.summary_csv.open() as f:
         rows = {r["agent"]: r for r in csv.DictReader(f)}
-    assert list(rows) == ["oracle", "pixel", "scripted"]
+    assert list(rows) == AGENTS
     assert float(rows["pixel"]["success_id"]) == pytest.approx(0.85)
     assert float(rows["pixel"]["success_ood_lo"]) == pytest.approx(0.198980, abs=1e-6)
     assert float(rows["pixel"]["psnr_deg"]) == pytest.approx(0.06)
@@ -337,54 +397,121 @@ def test_cli_errors_and_success(run_dir: Path, tmp_path: Path):
     assert list(cwd.iterdir()) == []  # hydra leaves nothing in the working directory
 
 
-def _colour_pixels(img: np.ndarray, rgb: tuple[int, int, int], tol: int = 6) -> np.ndarray:
-    return np.all(np.abs(img[..., :3].astype(int) - rgb) <= tol, axis=-1)
+def _survivor_lines() -> list[dict]:
+    """nominal/state/sysid/oracle on id and cup_mass-3 (+ grip_force-3 for sysid and oracle);
+    sysid records its cup-mass estimates, sysid and oracle a slip rate."""
+    spec = [
+        ("nominal", "id", 20, 0),
+        ("nominal", "ood-cup_mass-3", 5, 14),
+        ("state", "id", 20, 0),
+        ("state", "ood-cup_mass-3", 6, 13),
+        ("sysid", "id", 19, 1),
+        ("sysid", "ood-cup_mass-3", 16, 3),
+        ("sysid", "ood-grip_force-3", 15, 4),
+        ("oracle", "id", 20, 0),
+        ("oracle", "ood-cup_mass-3", 18, 1),
+        ("oracle", "ood-grip_force-3", 19, 1),
+    ]
+    slips = {("sysid", "id"): 2, ("sysid", "ood-cup_mass-3"): 4, ("oracle", "id"): 1}
+    lines = []
+    for agent, split, k, drops in spec:
+        line = _line(agent, agent, split, 0, 20, k, drops, (27.0, 0.95, 0.002))
+        if (agent, split) in slips or agent in ("sysid", "oracle"):
+            s = slips.get((agent, split), 0)
+            line["embodied"]["slip_rate"] = s / 20
+            for i, ep in enumerate(line["embodied"]["per_episode"]):
+                ep["slipped"] = i < s
+        lines.append(line)
+    by = {(ln["agent"], ln["split"]): ln for ln in lines}
+    # cup_mass-3: truth 0.6; 5 exact, 10 at +10%, 5 at -27% -> median error 10%, 15/20 within 20%
+    _estimates(by["sysid", "ood-cup_mass-3"], [0.6] * 5 + [0.66] * 10 + [0.44] * 5, 0.6)
+    # one episode ended before an estimate (null): 19 scored
+    _estimates(by["sysid", "id"], [0.3] * 19 + [None], 0.3)
+    return lines
 
 
-@pytest.mark.skipif(
-    shutil.which("chromium") is None and not Path(CHROMIUM).exists(),
-    reason="Chromium is not installed (Debian package `chromium`): cannot screenshot the HTML",
-)
-def test_html_renders_in_headless_chromium(run_dir: Path, tmp_path: Path):
-    paths = build_report(run_dir, n_boot=200)
-    html = paths.html.read_text()
-    # Self-contained: plots inline, the only relative reference is the video.
-    assert html.count('src="data:image/png;base64,') == 4
-    assert 'src="videos/pixel_CupCarry_id_0.gif"' in html
-    assert "http://" not in html and "https://" not in html and "file:" not in html
-    shot = tmp_path / "shot.png"
-    chromium = shutil.which("chromium") or CHROMIUM
-    subprocess.run(
-        [
-            chromium,
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            f"--user-data-dir={tmp_path / 'profile'}",
-            f"--screenshot={shot}",
-            "--window-size=1200,2000",
-            paths.html.resolve().as_uri(),
-        ],
-        check=True,
-        capture_output=True,
-        timeout=120,
-    )
-    img = iio.imread(shot)
-    assert img.shape[:2] == (2000, 1200)
-    assert len(np.unique(img.reshape(-1, img.shape[-1]), axis=0)) > 50  # not blank
-    # The table header background (#dde7f5) fills several header rows of the headline table
-    # and the correlation table; the warning box (#fff3cd) shows the flagged cell.
-    header = _colour_pixels(img, (0xDD, 0xE7, 0xF5), tol=2)
-    assert header.sum() > 20_000
-    assert _colour_pixels(img, (0xFF, 0xF3, 0xCD), tol=2).sum() > 10_000
-    # The plots decoded and drew: the drop-rate bars are solid tab:red (OOD) and tab:blue (ID)
-    # blocks, and the scatter's tab:orange points (pixel) are there, all below the tables.
-    rows_with_header = np.flatnonzero(header.any(axis=1))
-    below_tables = img[rows_with_header.max() :]
-    for rgb in ((214, 39, 40), (31, 119, 180), (255, 127, 14)):
-        assert _colour_pixels(below_tables, rgb).sum() > 200, rgb
+def _estimates(line: dict, cup_mass: list, truth: float) -> None:
+    """Per-episode sysid records, as evaluate writes them: ``estimates`` beside ``truth``."""
+    for ep, est in zip(line["embodied"]["per_episode"], cup_mass, strict=True):
+        ep["estimates"], ep["truth"] = {"cup_mass": est}, {"cup_mass": truth}
+
+
+def test_who_survives_estimates_and_slips(tmp_path: Path):
+    run_dir = write_run(tmp_path / "run", lines=_survivor_lines())
+    paths = build_report(run_dir, n_boot=100)
+    md = paths.markdown.read_text()
+    survive = _md_table(md, "Shift | Severity")
+    assert [list(r)[2:] for r in survive] == [["nominal", "state", "sysid", "oracle"]] * 3
+    assert [(r["Shift"], r["Severity"]) for r in survive] == [
+        ("ID", "-"),
+        ("cup_mass", "3"),
+        ("grip_force", "3"),
+    ]
+    cup = survive[1]
+    assert cup["nominal"] == "0.25 [0.11, 0.47]"  # Wilson(5, 20) = (0.1119, 0.4687)
+    assert cup["sysid"] == "0.80 [0.58, 0.92]"  # Wilson(16, 20) = (0.5840, 0.9193)
+    assert survive[2]["nominal"] == "n/a"  # nominal did not run grip_force-3
+
+    est = _md_table(md, "Agent | Split | Parameter")
+    assert est == [
+        {
+            "Agent": "sysid",
+            "Split": "id",
+            "Parameter": "cup_mass",
+            "Episodes": "19",
+            "Mean estimate": "0.300",
+            "Mean truth": "0.300",
+            "Median rel. error": "0%",
+            "Within 20%": "1.00 [0.83, 1.00]",  # Wilson(19, 19) = (0.8318, 1)
+        },
+        {
+            "Agent": "sysid",
+            "Split": "ood-cup_mass-3",
+            "Parameter": "cup_mass",
+            "Episodes": "20",
+            "Mean estimate": "0.590",  # (3 + 6.6 + 2.2) / 20
+            "Mean truth": "0.600",
+            "Median rel. error": "10%",
+            "Within 20%": "0.75 [0.53, 0.89]",  # Wilson(15, 20) = (0.5313, 0.8881)
+        },
+    ]
+
+    details = {r["Agent"]: r for r in _md_table(md, "Agent | Family | Cells ID/OOD")}
+    assert details["sysid"]["Slip ID"] == "0.10 [0.03, 0.30]"  # Wilson(2, 20) = (0.0279, 0.3010)
+    assert details["sysid"]["Slip OOD"] == "0.10 [0.04, 0.23]"  # 4/40: Wilson (0.0396, 0.2304)
+    assert details["nominal"]["Slip ID"] == "n/a"  # its lines carry no slip rate
+    s = json.loads(paths.summary_json.read_text())
+    assert s["survivors"]["agents"] == ["nominal", "state", "sysid", "oracle"]
+    assert s["estimates"][1]["within_tolerance"]["k"] == 15
+
+
+def test_no_survivor_agents_no_section(run_dir: Path):
+    md = build_report(run_dir, n_boot=50).markdown.read_text()
+    assert "## Who survives" in md  # oracle and state are in the hand-made run
+    lines = [ln for ln in map(json.loads, (run_dir / "results.jsonl").read_text().splitlines())]
+    keep = [ln for ln in lines if ln["agent"] in ("pixel", "scripted")]
+    (run_dir / "results.jsonl").write_text("".join(json.dumps(ln) + "\n" for ln in keep))
+    md = build_report(run_dir, n_boot=50).markdown.read_text()
+    assert "Who survives" not in md and "Identified physics" not in md
+
+
+def test_state_probe_errors_take_the_state_column(tmp_path: Path):
+    """Lines with video.probe (embodied.metrics.probes.ProbeErrors.to_dict per kind): the
+    headline's state column reads the exact readout, else the MLP probe, not the linear one."""
+    lines = [_line(*c) for c in CELLS if c[0] in ("state", "pixel")]
+    for ln in lines:
+        if ln["video"] is None:
+            continue
+        ood = ln["split"].startswith("ood-")
+        ln["video"]["probe"] = {
+            "linear": {"rel": [0.5, 0.5], "vel": [1.0, 1.0], "held": [0.5, 0.5]},
+            "mlp": {"rel": [0.01, 0.05 if ood else 0.03], "vel": [0.1, 0.1], "held": [0.1, 0.1]},
+        }
+        if ln["agent"] == "state":
+            ln["video"]["probe"]["exact"] = {"rel": [0.002, 0.004], "vel": [0, 0], "held": [0, 0]}
+    md = build_report(write_run(tmp_path / "run", lines=lines), n_boot=50).markdown.read_text()
+    head = {r["Agent"]: r for r in _md_table(md, "Agent | Success ID")}
+    assert head["pixel"]["State error ID → OOD (mm)"] == "20.0 → 30.0"  # MLP: mean over t
+    assert head["state"]["State error ID → OOD (mm)"] == "3.0 → 3.0"  # exact readout
+    within = {r["Agent"]: r for r in _md_table(md, "Agent | PSNR vs success rate")}
+    assert within["pixel"]["state error vs success rate"].endswith("(n=6)")

@@ -67,10 +67,10 @@ def summary_csv(s: Summary) -> str:
             agg = d[cls]
             row[f"cells_{cls}"] = agg["cells"]
             row[f"episodes_{cls}"] = agg["episodes"]
-            for m in ("psnr", "ssim", "mse"):
+            for m in ("psnr", "ssim", "mse", "cup_pos_error", "state_error"):
                 row[f"{m}_{cls}"] = agg[m]
-            for m in ("success", "drop"):
-                rate = agg[m]
+            for m in ("success", "drop", "slip"):
+                rate = agg[m] or {"rate": None, "ci": None, "k": None}
                 row[f"{m}_{cls}"] = rate["rate"]
                 row[f"{m}_{cls}_lo"] = rate["ci"][0] if rate["ci"] else None
                 row[f"{m}_{cls}_hi"] = rate["ci"][1] if rate["ci"] else None

@@ -1,4 +1,8 @@
-"""report.html: one self-contained page (inline CSS, plots as base64 PNG, videos linked)."""
+"""report.html: one self-contained page (inline CSS, plots as inline SVG, videos linked).
+
+Ids the browser test (embodied.report.browser) measures: ``table#headline`` and the plots'
+legend/title/label ids (see embodied.report.plots).
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,7 @@ import base64
 import re
 from html import escape
 
-from embodied.report import markdown, tables
+from embodied.report import markdown, rollouts, tables
 from embodied.report.plots import Plot
 from embodied.report.summary import Summary
 
@@ -27,11 +31,14 @@ tr:nth-child(even) td { background: #f6f8fa; }
            border-radius: 4px; }
 .meta { color: #57606a; }
 figure { margin: 12px 0 20px 0; }
-figure img { max-width: 100%; border: 1px solid #d0d7de; }
+figure img, figure svg { max-width: 100%; height: auto; border: 1px solid #d0d7de; }
 figcaption { color: #57606a; font-size: 13px; }
 pre { background: #f6f8fa; padding: 10px; overflow-x: auto; font-size: 12px; }
 video, .gif { max-width: 380px; margin: 4px; border: 1px solid #d0d7de; }
 .videos div { display: inline-block; vertical-align: top; font-size: 12px; }
+.rollouts td { vertical-align: top; }
+.rollouts video, .rollouts .gif { display: block; max-width: 200px; margin: 4px 0; }
+.rollouts video.imagination, .rollouts .gif.imagination { max-width: 520px; }
 """
 
 
@@ -40,17 +47,21 @@ def _prose(text: str) -> str:
     return re.sub(r"`([^`]+)`", r"<code>\1</code>", escape(text))
 
 
-def table_html(t: tables.Table) -> str:
+def table_html(t: tables.Table, table_id: str | None = None) -> str:
     head = "".join(f"<th>{escape(h)}</th>" for h in t.header)
     body = "".join(
         "<tr>" + "".join(f"<td>{escape(c)}</td>" for c in row) + "</tr>" for row in t.rows
     )
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    attr = f' id="{table_id}"' if table_id else ""
+    return f"<table{attr}><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
 def _figure(p: Plot) -> str:
     out = f"<h3>{escape(p.title)}</h3>"
-    if p.png is not None:
+    if p.svg is not None:
+        out += f'<figure id="figure-{p.name}">{p.svg}'
+        out += f"<figcaption>{escape(p.caption)}</figcaption></figure>"
+    elif p.png is not None:
         data = base64.b64encode(p.png).decode("ascii")
         out += f'<figure><img alt="{escape(p.title)}" src="data:image/png;base64,{data}">'
         out += f"<figcaption>{escape(p.caption)}</figcaption></figure>"
@@ -78,6 +89,29 @@ def _videos(paths: list[str]) -> str:
     return f'<div class="videos">{"".join(items)}</div>' + (f"<ul>{rest}</ul>" if rest else "")
 
 
+def _player(path: str, kind: str) -> str:
+    src = escape(path, quote=True)
+    if path.lower().endswith(".gif"):
+        return f'<img class="gif {kind}" src="{src}" alt="{src}">'
+    return f'<video class="{kind}" autoplay muted loop playsinline controls src="{src}"></video>'
+
+
+def _rollouts(s: Summary) -> str:
+    """Per agent a row: ID episode and imagination, then OOD's, playing inline."""
+    picked = rollouts.pick(s)
+    if not picked:
+        return '<p class="note">No rollout videos in the run directory.</p>'
+    rows = []
+    for agent, rs in picked.items():
+        cells = []
+        for r in rs:
+            players = "".join(_player(r.paths[k], k) for k in rollouts.KINDS if k in r.paths)
+            cells.append(f"<td>{players}<br>{escape(rollouts.caption(r))}</td>")
+        rows.append(f"<tr><th>{escape(agent)}</th>{''.join(cells)}</tr>")
+    note = f'<p class="note">{_prose(markdown.ROLLOUTS_NOTE)}</p>'
+    return f'{note}<table class="rollouts"><tbody>{"".join(rows)}</tbody></table>'
+
+
 def render(s: Summary, plots: list[Plot]) -> str:
     """The HTML page; the only external references are the videos' relative paths."""
     h = [
@@ -89,12 +123,30 @@ def render(s: Summary, plots: list[Plot]) -> str:
         f"cells · agents: {escape(', '.join(s.agents))} · tasks: {escape(', '.join(s.tasks))}</p>",
     ]
     h += [f'<div class="warning"><b>Warning:</b> {_prose(w)}</div>' for w in markdown.warnings(s)]
-    h += [f"<h2>{escape(markdown.HEADLINE_TITLE)}</h2>", table_html(tables.headline_table(s))]
+    first, rest = plots[0], plots[1:]
+    h += [_figure(first)]
+    h += [f"<h2>{escape(markdown.HEADLINE_TITLE)}</h2>"]
+    h += [table_html(tables.headline_table(s), "headline")]
     h += [f'<p class="note">{_prose(tables.HEADLINE_NOTE)}</p>']
+    h += [f"<details><summary>{escape(markdown.DETAILS_TITLE)}: every headline number</summary>"]
+    h += [table_html(tables.details_table(s), "details")]
+    h += [f'<p class="note">{_prose(tables.DETAILS_NOTE)}</p></details>']
+    if s.survivor_agents:
+        h += [f"<h2>{escape(markdown.SURVIVORS_TITLE)}</h2>"]
+        h += [table_html(tables.survivors_table(s), "survivors")]
+        h += [f'<p class="note">{_prose(tables.SURVIVORS_NOTE)}</p>']
+    if s.estimates:
+        h += [f"<h3>{escape(markdown.ESTIMATES_TITLE)}</h3>"]
+        h += [table_html(tables.estimates_table(s), "estimates")]
+        h += [f'<p class="note">{_prose(tables.ESTIMATES_NOTE)}</p>']
     h += [f"<h2>{escape(markdown.CORRELATION_TITLE)}</h2>"]
-    h += [table_html(tables.correlation_table(s))]
-    h += [f'<p class="note">{_prose(tables.CORRELATION_NOTE)}</p>', "<h2>Plots</h2>"]
-    h += [_figure(p) for p in plots]
+    h += [f"<p>{_prose(markdown.excluded_note(s))}</p>"]
+    h += [f"<h3>{escape(markdown.ACROSS_TITLE)}</h3>", table_html(tables.across_table(s))]
+    h += [f"<h3>{escape(markdown.WITHIN_TITLE)}</h3>", table_html(tables.within_table(s))]
+    h += [f'<p class="note">{_prose(tables.CORRELATION_NOTE)}</p>']
+    h += [f"<h2>{escape(markdown.ROLLOUTS_TITLE)}</h2>", _rollouts(s)]
+    h += ["<h2>Plots</h2>"]
+    h += [_figure(p) for p in rest]
     h += [f"<h2>{escape(markdown.LOOK_WORK_TITLE)}</h2>", table_html(tables.look_work_table(s))]
     h += [f'<p class="note">{_prose(tables.LOOK_WORK_NOTE)}</p>']
     h += [f"<h2>{escape(markdown.SPLIT_TITLE)}</h2>"]

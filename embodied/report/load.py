@@ -52,6 +52,7 @@ class Video:
     horizon: int
     frames_kind: str
     cup_pos_error: float | None
+    state_error: float | None = None  # probe's cup-minus-hand error (m), mean over horizons
 
 
 @dataclass(frozen=True)
@@ -73,6 +74,10 @@ class CellResult(Cell):
     mean_return: float | None
     time_to_success: float | None
     video: Video | None
+    slips: int | None = None  # None: the results line carries no slip_rate
+    # sysid-style agents: {param: [estimate per episode]} and {param: [true value per episode]}
+    param_estimates: dict[str, list[float]] = field(default_factory=dict)
+    param_truth: dict[str, list[float]] = field(default_factory=dict)
 
     @property
     def success_rate(self) -> float:
@@ -113,6 +118,27 @@ def _optional(value: Any) -> float | None:
     return value if math.isfinite(value) else None
 
 
+def _params(raw: dict[str, Any] | None) -> dict[str, list[float]]:
+    """{param: values}; a missing value (null) is nan, left out where estimates are scored."""
+    return {
+        str(k): [math.nan if x is None else float(x) for x in v] for k, v in (raw or {}).items()
+    }
+
+
+def _per_episode(emb: dict[str, Any], key: str) -> dict[str, list[float]]:
+    """{param: [value per episode]} from the episodes' ``key`` records (sysid's ``estimates``
+    and the ``truth`` beside them); episodes without a record are left out."""
+    records = [r[key] for r in emb.get("per_episode") or [] if r.get(key)]
+    names = sorted({k for r in records for k in r})
+    return _params({k: [r.get(k) for r in records] for k in names})
+
+
+def _probe_error(raw: dict[str, Any] | None) -> float | None:
+    """Mean over horizons of the best probe's position error: exact, else MLP, else linear."""
+    kind = next((k for k in ("exact", "mlp", "linear") if (raw or {}).get(k)), None)
+    return _optional(sum(raw[kind]["rel"]) / len(raw[kind]["rel"])) if kind else None
+
+
 def _video(raw: dict[str, Any] | None) -> Video | None:
     if not raw:
         return None
@@ -124,6 +150,7 @@ def _video(raw: dict[str, Any] | None) -> Video | None:
         horizon=int(raw.get("horizon") or 0),
         frames_kind=str(raw.get("frames_kind", "")),
         cup_pos_error=_optional(raw.get("cup_pos_error_mean")),
+        state_error=_probe_error(raw.get("probe")),
     )
 
 
@@ -149,6 +176,9 @@ def parse_cell(raw: dict[str, Any]) -> CellResult:
         mean_return=_optional(emb.get("mean_return")),
         time_to_success=_optional(emb.get("time_to_success")),
         video=_video(line.video),
+        slips=_count(emb, "slipped", "slip_rate", n) if "slip_rate" in emb else None,
+        param_estimates=_per_episode(emb, "estimates"),
+        param_truth=_per_episode(emb, "truth"),
     )
 
 

@@ -18,18 +18,24 @@ import numpy as np
 
 import embodied
 from embodied.metrics.stats import Rate, degradation, ood_tell, spearman_bootstrap
-from embodied.report.load import CLASSES, Cell, RunData
+from embodied.report.load import CLASSES, CellResult, RunData
 
 VIDEO_METRICS = ("psnr", "ssim", "mse")
 HIGHER_IS_BETTER = {"psnr": True, "ssim": True, "mse": False, "success": True, "drop": False}
 CORRELATION_PAIRS = (
     ("psnr", "success"),
     ("ssim", "success"),
-    ("mse", "success"),
+    ("cup_pos_error", "success"),
     ("psnr", "drop"),
-    ("ssim", "drop"),
 )
-SCOPES = {"overall": ("id", "ood", "look"), "ID": ("id",), "OOD": ("ood",)}
+CORRELATED_CLASSES = ("id", "ood", "look")
+# An agent "works in distribution" on a task when its pooled ID success is at least this; one
+# that does not is shown everywhere but left out of "does a better prediction mean a better
+# robot": its points would measure which family is broken, not whether prediction predicts.
+ID_WORKS = 0.5
+# "Who survives": from the model that knows only the training physics to the one told the truth.
+SURVIVORS = ("nominal", "state", "adaptive", "sysid", "oracle")
+ESTIMATE_TOLERANCE = 0.2  # an estimate within 20% of the truth counts as identified
 
 
 @dataclass
@@ -45,8 +51,10 @@ class Agg:
     ssim: float
     mse: float
     cup_pos_error: float
+    state_error: float
     mean_return: float
     physics_errors: int
+    slip: Rate | None = None  # None: no cell's results line carries a slip rate
 
     def video(self, name: str) -> float:
         return float(getattr(self, name))
@@ -58,9 +66,10 @@ class Agg:
             "success": self.success.to_dict(),
             "drop": self.drop.to_dict(),
             "video_cells": self.video_cells,
-            **{k: _num(getattr(self, k)) for k in (*VIDEO_METRICS, "cup_pos_error")},
+            **{k: _num(getattr(self, k)) for k in (*VIDEO_METRICS, "cup_pos_error", "state_error")},
             "mean_return": _num(self.mean_return),
             "physics_errors": self.physics_errors,
+            "slip": self.slip.to_dict() if self.slip is not None else None,
         }
 
 
@@ -77,11 +86,12 @@ def _weighted(values: list[float], weights: list[float]) -> float:
     return float(np.average(v, weights=w))
 
 
-def aggregate(cells: list[Cell]) -> Agg:
+def aggregate(cells: list[CellResult]) -> Agg:
     """Pool episodes (rates) and clip-weight video means over cells."""
     vids = [c.video for c in cells if c.video is not None]
     clips = [float(v.clips) for v in vids]
     n = sum(c.episodes for c in cells)
+    slipping = [c for c in cells if c.slips is not None]
     return Agg(
         cells=len(cells),
         episodes=n,
@@ -92,8 +102,12 @@ def aggregate(cells: list[Cell]) -> Agg:
         ssim=_weighted([v.ssim for v in vids], clips),
         mse=_weighted([v.mse for v in vids], clips),
         cup_pos_error=_weighted([v.cup_pos_error for v in vids], clips),
+        state_error=_weighted([v.state_error for v in vids], clips),
         mean_return=_weighted([c.mean_return for c in cells], [float(c.episodes) for c in cells]),
         physics_errors=sum(c.physics_errors for c in cells),
+        slip=Rate(sum(c.slips or 0 for c in slipping), sum(c.episodes for c in slipping))
+        if slipping
+        else None,
     )
 
 
@@ -145,6 +159,12 @@ class HeadlineRow:
 
 @dataclass
 class Correlation:
+    """Spearman's rho of a video (or state) metric against an embodied one, over some points.
+
+    scope "across": one point per agent that works in distribution (its mean over splits);
+    "across-all": the same with every agent; "within": one point per cell of ``agent``.
+    """
+
     video: str
     embodied: str
     scope: str
@@ -152,15 +172,60 @@ class Correlation:
     rho: float
     lo: float
     hi: float
+    agent: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "video": self.video,
             "embodied": self.embodied,
             "scope": self.scope,
+            "agent": self.agent,
             "n": self.n,
             "rho": _num(self.rho),
             "ci": [_num(self.lo), _num(self.hi)],
+        }
+
+
+@dataclass
+class SurvivorRow:
+    """Success of the SURVIVORS agents present on one split (severity 0 = ``id``)."""
+
+    shift: str
+    severity: int
+    success: dict[str, Agg]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "shift": self.shift,
+            "severity": self.severity,
+            "success": {a: g.success.to_dict() for a, g in self.success.items()},
+        }
+
+
+@dataclass
+class Estimate:
+    """How well an agent identified one physics parameter on one split, over its episodes."""
+
+    agent: str
+    split: str
+    param: str
+    n: int
+    median_rel_error: float
+    within: Rate  # episodes whose estimate is within ESTIMATE_TOLERANCE of the truth
+    mean_estimate: float
+    mean_truth: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "agent": self.agent,
+            "split": self.split,
+            "param": self.param,
+            "n": self.n,
+            "median_rel_error": _num(self.median_rel_error),
+            "within_tolerance": self.within.to_dict(),
+            "tolerance": ESTIMATE_TOLERANCE,
+            "mean_estimate": _num(self.mean_estimate),
+            "mean_truth": _num(self.mean_truth),
         }
 
 
@@ -180,13 +245,26 @@ class Summary:
     curves: dict[str, dict[str, list[tuple[int, Agg]]]]  # shift -> agent -> (severity, agg)
     by_class: dict[str, dict[str, Agg]]  # agent -> class -> agg (ID, OOD, look)
     by_split: list[tuple[str, str, Agg]]  # (agent, split, agg)
-    eligible: list[Cell]
-    flagged: list[Cell]
+    eligible: list[CellResult]
+    flagged: list[CellResult]
     counts: dict[str, dict[str, int]]  # agent -> class/"flagged"/"episodes" -> count
     versions: list[str]
     seeds: list[int]
     tasks: list[str]
+    id_success: dict[tuple[str, str], Rate] = field(default_factory=dict)  # (agent, task)
+    survivor_agents: list[str] = field(default_factory=list)
+    survivors: list[SurvivorRow] = field(default_factory=list)
+    estimates: list[Estimate] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+
+    def fails_id(self) -> list[tuple[str, str, Rate | None]]:
+        """(agent, task, ID success) of every agent-task left out of the correlations."""
+        pairs = sorted({(c.agent, c.task) for c in self.eligible})
+        return [
+            (a, t, self.id_success.get((a, t)))
+            for a, t in pairs
+            if not (r := self.id_success.get((a, t))) or r.n == 0 or r.value < ID_WORKS
+        ]
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -201,6 +279,16 @@ class Summary:
             "counts": self.counts,
             "headline": [r.to_dict() for r in self.headline],
             "correlations": [c.to_dict() for c in self.correlations],
+            "works_id_threshold": ID_WORKS,
+            "fails_id": [
+                {"agent": a, "task": t, "id_success": r.to_dict() if r else None}
+                for a, t, r in self.fails_id()
+            ],
+            "survivors": {
+                "agents": self.survivor_agents,
+                "rows": [r.to_dict() for r in self.survivors],
+            },
+            "estimates": [e.to_dict() for e in self.estimates],
             "look_work": {
                 a: {f"look={lk},work={wk}": g.to_dict() for (lk, wk), g in q.items()}
                 for a, q in self.look_work.items()
@@ -220,7 +308,7 @@ class Summary:
         }
 
 
-def _cell_dict(c: Cell, flagged: bool) -> dict[str, Any]:
+def _cell_dict(c: CellResult, flagged: bool) -> dict[str, Any]:
     v = c.video
     return {
         "cell_id": c.cell_id,
@@ -232,9 +320,12 @@ def _cell_dict(c: Cell, flagged: bool) -> dict[str, Any]:
         "episodes": c.episodes,
         "success_rate": _num(c.success_rate),
         "drop_rate": _num(c.drop_rate),
+        "slip_rate": _num(c.slips / c.episodes) if c.slips is not None and c.episodes else None,
         "psnr": v.psnr if v else None,
         "ssim": v.ssim if v else None,
         "mse": v.mse if v else None,
+        "cup_pos_error": v.cup_pos_error if v else None,
+        "state_error": v.state_error if v else None,
         "flagged": flagged,
     }
 
@@ -249,26 +340,128 @@ def split_order(split: str) -> tuple[int, str, int]:
     return (4, split, 0)
 
 
-def cell_value(cell: Cell, metric: str) -> float:
+def cell_value(cell: CellResult, metric: str) -> float:
     """A cell's value of a correlation metric (nan where the cell has none)."""
     if metric == "success":
         return cell.success_rate
     if metric == "drop":
         return cell.drop_rate
-    return getattr(cell.video, metric) if cell.video is not None else math.nan
+    value = getattr(cell.video, metric) if cell.video is not None else None
+    return math.nan if value is None else float(value)
 
 
-def correlations(cells: list[Cell], n_boot: int, seed: int) -> list[Correlation]:
-    """Spearman (bootstrap CI) of each video metric against each embodied one, per scope."""
+def agg_value(g: Agg, metric: str) -> float:
+    """A pooled group's value of a correlation metric (nan where it has none)."""
+    if metric in ("success", "drop"):
+        return getattr(g, metric).value
+    return g.video(metric) if g.video_cells else math.nan
+
+
+def id_success(cells: list[CellResult]) -> dict[tuple[str, str], Rate]:
+    """Pooled ID success per (agent, task)."""
+    out: dict[tuple[str, str], list[CellResult]] = defaultdict(list)
+    for c in cells:
+        if c.cls == "id":
+            out[c.agent, c.task].append(c)
+    return {k: aggregate(v).success for k, v in out.items()}
+
+
+def works_id(cell: CellResult, id_rates: dict[tuple[str, str], Rate]) -> bool:
+    """Whether the cell's agent works in distribution on its task (no ID cells: not known)."""
+    rate = id_rates.get((cell.agent, cell.task))
+    return rate is not None and rate.n > 0 and rate.value >= ID_WORKS
+
+
+def _spearman(
+    x: list[float], y: list[float], n_boot: int, seed: int
+) -> tuple[int, float, float, float]:
+    xa, ya = np.array(x, dtype=np.float64), np.array(y, dtype=np.float64)
+    rho, lo, hi = spearman_bootstrap(xa, ya, n_boot=n_boot, seed=seed)
+    return int(np.sum(np.isfinite(xa) & np.isfinite(ya))), rho, lo, hi
+
+
+def correlations(
+    cells: list[CellResult], id_rates: dict[tuple[str, str], Rate], n_boot: int, seed: int
+) -> list[Correlation]:
+    """Across models (one point per agent: its mean over splits) and within each model.
+
+    Only cells of agents that work in distribution count, except in the "across-all" scope,
+    kept to show how much agents that fail at everything inflate a pooled correlation.
+    """
+    pool = [c for c in cells if c.cls in CORRELATED_CLASSES]
+    counted = [c for c in pool if works_id(c, id_rates)]
+    agents = sorted({c.agent for c in pool})
+    probed = any(c.video is not None and c.video.state_error is not None for c in pool)
     out = []
-    for video, emb in CORRELATION_PAIRS:
-        for scope, classes in SCOPES.items():
-            group = [c for c in cells if c.cls in classes and c.video is not None]
-            x = np.array([cell_value(c, video) for c in group])
-            y = np.array([cell_value(c, emb) for c in group])
-            rho, lo, hi = spearman_bootstrap(x, y, n_boot=n_boot, seed=seed)
-            n = int(np.sum(np.isfinite(x) & np.isfinite(y)))
-            out.append(Correlation(video, emb, scope, n, rho, lo, hi))
+    for video, emb in CORRELATION_PAIRS + ((("state_error", "success"),) if probed else ()):
+        for scope, group in (("across", counted), ("across-all", pool)):
+            xs, ys = [], []
+            for a in agents:
+                mine = [c for c in group if c.agent == a]
+                splits = sorted({c.split for c in mine})
+                if not splits:
+                    continue
+                aggs = [aggregate([c for c in mine if c.split == s]) for s in splits]
+                xs.append(float(np.mean([agg_value(g, video) for g in aggs])))
+                ys.append(float(np.mean([agg_value(g, emb) for g in aggs])))
+            out.append(Correlation(video, emb, scope, *_spearman(xs, ys, n_boot, seed)))
+        for a in agents:
+            mine = [c for c in counted if c.agent == a]
+            x = [cell_value(c, video) for c in mine]
+            y = [cell_value(c, emb) for c in mine]
+            out.append(Correlation(video, emb, "within", *_spearman(x, y, n_boot, seed), agent=a))
+    return out
+
+
+def survivors(cells: list[CellResult], agents: list[str]) -> tuple[list[str], list[SurvivorRow]]:
+    """Success per work shift and severity of the SURVIVORS agents present, ID first."""
+    present = [a for a in SURVIVORS if a in agents]
+    if not present:
+        return [], []
+    mine = [c for c in cells if c.agent in present]
+    keys = sorted(
+        {("id", 0)} | {(c.shift, int(c.severity)) for c in mine if c.cls == "ood" and c.work},
+        key=lambda k: (k != ("id", 0), k[0] == "all", k),
+    )
+    rows = []
+    for shift, sev in keys:
+        if shift == "id":
+            group = [c for c in mine if c.cls == "id"]
+        else:
+            group = [c for c in mine if c.cls == "ood" and c.shift == shift and c.severity == sev]
+        rows.append(
+            SurvivorRow(
+                str(shift), sev, {a: aggregate([c for c in group if c.agent == a]) for a in present}
+            )
+        )
+    return present, rows
+
+
+def estimates(cells: list[CellResult]) -> list[Estimate]:
+    """Estimate vs truth per (agent, split, parameter), pooled over seeds."""
+    pairs: dict[tuple[str, str, str], list[tuple[float, float]]] = defaultdict(list)
+    for c in cells:
+        for param, est in c.param_estimates.items():
+            pairs[c.agent, c.split, param] += list(zip(est, c.param_truth[param], strict=True))
+    out = []
+    for (agent, split, param), values in sorted(
+        pairs.items(), key=lambda kv: (kv[0][0], split_order(kv[0][1]), kv[0][2])
+    ):
+        est, truth = np.array(values, dtype=np.float64).T
+        ok = np.isfinite(est) & np.isfinite(truth) & (truth != 0)
+        rel = np.abs(est[ok] - truth[ok]) / np.abs(truth[ok])
+        out.append(
+            Estimate(
+                agent,
+                split,
+                param,
+                int(ok.sum()),
+                float(np.median(rel)) if len(rel) else math.nan,
+                Rate(int(np.sum(rel <= ESTIMATE_TOLERANCE)), int(ok.sum())),
+                float(np.mean(est[ok])) if ok.any() else math.nan,
+                float(np.mean(truth[ok])) if ok.any() else math.nan,
+            )
+        )
     return out
 
 
@@ -283,7 +476,7 @@ def summarize(run: RunData, min_episodes: int = 10, n_boot: int = 2000, seed: in
     families = {
         a: "/".join(sorted({c.family for c in cells if c.agent == a and c.family})) for a in agents
     }
-    group: dict[tuple[str, str], list[Cell]] = defaultdict(list)
+    group: dict[tuple[str, str], list[CellResult]] = defaultdict(list)
     for c in eligible:
         group[c.agent, c.cls].append(c)
 
@@ -318,7 +511,7 @@ def summarize(run: RunData, min_episodes: int = 10, n_boot: int = 2000, seed: in
                 points.append((sev, aggregate([c for c in mine if c.severity == sev])))
             curves[shift][a] = points
 
-    split_groups: dict[tuple[str, str], list[Cell]] = defaultdict(list)
+    split_groups: dict[tuple[str, str], list[CellResult]] = defaultdict(list)
     for c in eligible:
         split_groups[c.agent, c.split].append(c)
     by_split = [
@@ -326,6 +519,9 @@ def summarize(run: RunData, min_episodes: int = 10, n_boot: int = 2000, seed: in
         for a, s in sorted(split_groups, key=lambda k: (k[0], split_order(k[1])))
     ]
 
+    id_rates = id_success(eligible)
+    survivor_agents, survivor_rows = survivors(eligible, agents)
+    estimate_rows = estimates(eligible)
     counts = {
         a: {
             **{k: sum(1 for c in cells if c.agent == a and c.cls == k) for k in CLASSES},
@@ -342,7 +538,7 @@ def summarize(run: RunData, min_episodes: int = 10, n_boot: int = 2000, seed: in
         agents=agents,
         families=families,
         headline=headline,
-        correlations=correlations(eligible, n_boot, seed),
+        correlations=correlations(eligible, id_rates, n_boot, seed),
         look_work=look_work,
         curves=dict(curves),
         by_class={a: {k: aggregate(group[a, k]) for k in ("id", "ood", "look")} for a in agents},
@@ -353,5 +549,9 @@ def summarize(run: RunData, min_episodes: int = 10, n_boot: int = 2000, seed: in
         versions=sorted({c.version for c in cells if c.version}),
         seeds=sorted({c.seed for c in cells}),
         tasks=sorted({c.task for c in cells}),
-        warnings=list(run.warnings),
+        id_success=id_rates,
+        survivor_agents=survivor_agents,
+        survivors=survivor_rows,
+        estimates=estimate_rows,
+        warnings=run.warnings,
     )

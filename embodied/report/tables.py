@@ -11,29 +11,68 @@ from dataclasses import dataclass
 
 import embodied
 from embodied.metrics.stats import TELL_FLOOR, Rate
-from embodied.report.summary import Agg, Correlation, Summary
+from embodied.report.summary import (
+    ESTIMATE_TOLERANCE,
+    ID_WORKS,
+    SURVIVORS,
+    Agg,
+    Correlation,
+    Summary,
+)
 
 NA = "n/a"
-VIDEO_LABEL = {"psnr": "PSNR", "ssim": "SSIM", "mse": "MSE"}
+VIDEO_LABEL = {
+    "psnr": "PSNR",
+    "ssim": "SSIM",
+    "mse": "MSE",
+    "cup_pos_error": "cup error",
+    "state_error": "state error",
+}
 EMBODIED_LABEL = {"success": "success rate", "drop": "drop rate"}
 
 HEADLINE_NOTE = (
-    "ID = split `id`; OOD = every `ood-*` split, pooled over tasks and seeds. "
-    "Rates: pooled episodes with 95% Wilson intervals. Video metrics: clip-weighted means of the "
-    "cells' means (PSNR in dB, each frame capped at 100 dB; MSE of intensities in [0, 1]). "
+    "ID = split `id`; OOD = every `ood-*` split, pooled over tasks and seeds. Rates: pooled "
+    "episodes with 95% Wilson intervals. PSNR in dB (clip-weighted mean of the cells' means, "
+    "each frame capped at 100 dB). Cup error: distance in mm between the cup position the model "
+    "predicts open loop and MuJoCo's, for models that predict one; where the results carry state "
+    "probes (embodied.metrics.probes) the column is the state error instead: the cup's position "
+    "relative to the hand read from the model's open-loop latent (exact for state-vector "
+    "latents, else the MLP probe fitted on `train`), averaged over horizons. "
+    "OOD tell = success deg / PSNR deg, where deg (degradation) is the fraction of the ID value "
+    "lost OOD: how many times faster success falls than the video metric; a PSNR deg below "
+    f"{TELL_FLOOR:.0%} counts as {TELL_FLOOR:.0%} and the tell is marked as a bound (>=). The "
+    "gap, success deg minus PSNR deg in percentage points, is the same comparison without the "
+    "ratio's sensitivity to a small denominator. Every other number is in the details table."
+)
+DETAILS_NOTE = (
     "deg = degradation, the fraction of the ID value lost OOD (positive = worse OOD; for MSE the "
     "relative increase; for drops the fraction of ID cup-keeping lost, "
-    "(drop OOD - drop ID) / (1 - drop ID)). "
-    "OOD tell = success deg / PSNR deg: how many times faster success falls than the video "
-    f"metric; a PSNR deg below {TELL_FLOOR:.0%} counts as {TELL_FLOOR:.0%} and the tell is "
-    "marked as a bound (>=). The gap, success deg minus PSNR deg in percentage points, is the "
-    "same comparison without the ratio's sensitivity to a small denominator."
+    "(drop OOD - drop ID) / (1 - drop ID)). MSE of intensities in [0, 1]. Slip columns appear "
+    "when the results carry a slip rate."
 )
 CORRELATION_NOTE = (
-    "Spearman's rho across cells (one point per agent x task x split x seed cell with video "
-    "metrics), with a 95% percentile bootstrap interval over resampled cells. Overall = ID, OOD "
-    "and look cells. Positive rho for PSNR/SSIM vs success (or MSE vs drops) means "
-    "better-looking predictions go with a better robot."
+    "Spearman's rho with a 95% percentile bootstrap interval; n is the number of points. "
+    "Across models: one point per agent, its metrics averaged over its splits (ID, OOD, look), "
+    "so the question is whether the model that predicts better is the better robot. Within a "
+    "model: one point per cell (split x seed x task) of that agent, so the question is whether, "
+    "for one model, the splits it predicts worse are the ones where it fails. "
+    f"An agent whose pooled ID success on a task is below {ID_WORKS:.0%} fails in distribution: "
+    "its cells are shown in every table and plot but left out of these correlations (the "
+    "column 'all agents' keeps them, to show how much a family that fails at everything "
+    "inflates a pooled number). Positive rho for PSNR/SSIM vs success, negative for cup error "
+    "vs success, means a better prediction goes with a better robot."
+)
+SURVIVORS_NOTE = (
+    "Success per work shift and severity (ID = split `id`), pooled over tasks and seeds, 95% "
+    "Wilson intervals; from the model that knows only the training physics (`nominal`) to the "
+    "one told the episode's true physics (`oracle`), whichever of "
+    f"{', '.join(SURVIVORS)} ran."
+)
+ESTIMATES_NOTE = (
+    "Physics parameters an agent identified from the episode's own transitions against the "
+    "episode's true values (the results' `param_estimates` and `param_truth`), pooled over "
+    "seeds: relative error |estimate - truth| / |truth|, and the episodes within "
+    f"{ESTIMATE_TOLERANCE:.0%} of the truth (95% Wilson interval)."
 )
 LOOK_WORK_NOTE = (
     "Each agent's cells by the results' `look` and `work` flags: no/no is `id`, work-only the "
@@ -76,11 +115,39 @@ def fmt_tell(x: float, floored: bool, gap: float) -> str:
     return f"{ratio} (gap {100 * gap:+.0f} pts)"
 
 
+def fmt_change(a: float, b: float, scale: float, digits: int) -> str:
+    """'a → b' (each scaled), n/a where a side is missing."""
+    if not (math.isfinite(a) or math.isfinite(b)):
+        return NA
+    return f"{fmt_float(scale * a, digits)} → {fmt_float(scale * b, digits)}"
+
+
 def headline_table(s: Summary) -> Table:
+    """What a reader needs at a glance; seven columns, so it fits a screen."""
+    # the probes' state error where the results carry it, else the predicted cup's position error
+    probed = any(math.isfinite(g.state_error) for r in s.headline for g in (r.id, r.ood))
+    state = "state_error" if probed else "cup_pos_error"
+    header = ["Agent", "Success ID", "Success OOD", "Drop OOD", "PSNR ID → OOD"]
+    header += [f"{'State' if probed else 'Cup'} error ID → OOD (mm)", "OOD tell"]
+    rows = []
+    for r in s.headline:
+        psnr = fmt_change(*(g.psnr if g.video_cells else math.nan for g in (r.id, r.ood)), 1, 1)
+        cup = fmt_change(getattr(r.id, state), getattr(r.ood, state), 1000, 1)
+        rows.append(
+            [r.agent, fmt_rate(r.id.success), fmt_rate(r.ood.success), fmt_rate(r.ood.drop)]
+            + [psnr, cup, fmt_tell(r.tell, r.tell_floored, r.tell_gap)]
+        )
+    return Table(header, rows)
+
+
+def details_table(s: Summary) -> Table:
+    """Every headline number: cells, all video metrics, rates and degradations, slips."""
+    slips = any(r.id.slip is not None or r.ood.slip is not None for r in s.headline)
     header = ["Agent", "Family", "Cells ID/OOD"]
     for m in ("psnr", "ssim", "mse"):
         header += [f"{VIDEO_LABEL[m]} ID", f"{VIDEO_LABEL[m]} OOD", f"{VIDEO_LABEL[m]} deg"]
     header += ["Success ID", "Success OOD", "Success deg", "Drop ID", "Drop OOD", "Drop deg"]
+    header += ["Slip ID", "Slip OOD"] if slips else []
     header += ["OOD tell"]
     rows = []
     for r in s.headline:
@@ -89,6 +156,8 @@ def headline_table(s: Summary) -> Table:
             row += [fmt_video(r.id, m), fmt_video(r.ood, m), fmt_deg(r.deg[m])]
         row += [fmt_rate(r.id.success), fmt_rate(r.ood.success), fmt_deg(r.deg["success"])]
         row += [fmt_rate(r.id.drop), fmt_rate(r.ood.drop), fmt_deg(r.deg["drop"])]
+        if slips:
+            row += [fmt_rate(g.slip) if g.slip is not None else NA for g in (r.id, r.ood)]
         row += [fmt_tell(r.tell, r.tell_floored, r.tell_gap)]
         rows.append(row)
     return Table(header, rows)
@@ -102,14 +171,56 @@ def fmt_corr(c: Correlation) -> str:
     return f"{c.rho:.2f} [{c.lo:.2f}, {c.hi:.2f}] (n={c.n})"
 
 
-def correlation_table(s: Summary) -> Table:
-    header = ["Video metric", "Embodied metric", "Overall", "Within ID", "Within OOD"]
+def _pair_label(video: str, emb: str) -> str:
+    return f"{VIDEO_LABEL[video]} vs {EMBODIED_LABEL[emb]}"
+
+
+def across_table(s: Summary) -> Table:
+    """Across models: agents that work in distribution, and (for contrast) all agents."""
     by_pair: dict[tuple[str, str], dict[str, Correlation]] = {}
     for c in s.correlations:
-        by_pair.setdefault((c.video, c.embodied), {})[c.scope] = c
+        if c.scope in ("across", "across-all"):
+            by_pair.setdefault((c.video, c.embodied), {})[c.scope] = c
+    header = ["Pair", "Agents that work ID", "All agents (not the answer)"]
     rows = [
-        [VIDEO_LABEL[v], EMBODIED_LABEL[e], *(fmt_corr(sc[k]) for k in ("overall", "ID", "OOD"))]
+        [_pair_label(v, e), fmt_corr(sc["across"]), fmt_corr(sc["across-all"])]
         for (v, e), sc in by_pair.items()
+    ]
+    return Table(header, rows)
+
+
+def within_table(s: Summary) -> Table:
+    """Within each model: one row per agent, one column per metric pair."""
+    pairs = list(dict.fromkeys((c.video, c.embodied) for c in s.correlations))
+    fails = s.fails_id()
+    failing = {(a, t) for a, t, _ in fails}
+    works = {c.agent for c in s.eligible if (c.agent, c.task) not in failing}
+    within = {(c.agent, c.video, c.embodied): c for c in s.correlations if c.scope == "within"}
+    rows = []
+    for a in s.agents:
+        if a not in works and any(b == a for b, _, _ in fails):
+            rows.append([a] + ["left out: fails ID"] * len(pairs))
+        elif any(within[a, v, e].n for v, e in pairs if (a, v, e) in within):
+            rows.append([a] + [fmt_corr(within[a, v, e]) for v, e in pairs])
+    return Table(["Agent", *(_pair_label(v, e) for v, e in pairs)], rows)
+
+
+def survivors_table(s: Summary) -> Table:
+    rows = [
+        ["ID" if r.shift == "id" else r.shift, "-" if r.shift == "id" else str(r.severity)]
+        + [fmt_rate(r.success[a].success) for a in s.survivor_agents]
+        for r in s.survivors
+    ]
+    return Table(["Shift", "Severity", *s.survivor_agents], rows)
+
+
+def estimates_table(s: Summary) -> Table:
+    header = ["Agent", "Split", "Parameter", "Episodes", "Mean estimate", "Mean truth"]
+    header += ["Median rel. error", f"Within {ESTIMATE_TOLERANCE:.0%}"]
+    rows = [
+        [e.agent, e.split, e.param, str(e.n), fmt_float(e.mean_estimate, 3)]
+        + [fmt_float(e.mean_truth, 3), fmt_deg(e.median_rel_error), fmt_rate(e.within)]
+        for e in s.estimates
     ]
     return Table(header, rows)
 
