@@ -162,8 +162,9 @@ def run_episode(
         "seed": seed,
         "success": time_to_success is not None,
         "dropped": any(flags["dropped"]),
-        # held to the end but slid too far in the hand: a failure apart from a drop
-        "slipped": bool(info["slipped"]) and not any(flags["dropped"]),
+        # held to the end but slid too far in the hand: a failure apart from a drop (an env
+        # that carries no cup may not say)
+        "slipped": bool(info.get("slipped", False)) and not any(flags["dropped"]),
         "return": total,
         "steps": steps,
         "time_to_success": time_to_success,

@@ -104,3 +104,20 @@ def test_no_drop_is_missed(episodes):
     assert kept
     lost = [k for k, e in kept.items() if not (e["touching_now"] or e["pinched_after"])]
     assert not lost, f"cup out of the hand but never flagged dropped: {lost}"
+
+
+def test_results_count_slips_apart_from_drops(episodes):
+    """A cell's ``slip_rate`` counts cups held to the end but slid too far, never a drop."""
+    from embodied.evaluate import run_episode, summarise
+
+    slip = next(k for k, e in episodes.items() if e["slipped"] and not e["dropped"])
+    drop = next(k for k, e in episodes.items() if e["slipped"] and e["dropped"])
+    rows = []
+    for split, style, noise, seed in (slip, drop):
+        env = gymnasium.make("embodied/CupCarry-v0", shift=split)
+        policy = env.unwrapped.scripted_policy(style, noise=noise, seed=seed)
+        rows.append(run_episode(env, policy, seed)[0])
+        env.close()
+    assert [(r["slipped"], r["dropped"]) for r in rows] == [(True, False), (False, True)]
+    line = summarise(rows)
+    assert line["slip_rate"] == line["drop_rate"] == 0.5 and line["slip_ci"][0] > 0.0
