@@ -13,13 +13,14 @@ about as much as the proprioception) and answers with its outcome:
   where the query is, so the planner sees smooth consequences of its actions);
 - ``mode="next"``: the stored next ``[p, f]`` itself (trajectories snap onto the training data).
 
-The goal is carried. Failure is the neighbour's (p_fail 0 or 1). The reward is scored against
-the *query's own* goal: a second lookup finds the stored step whose next ``reward_labels``
-entries (default: the hand's position) minus its goal are nearest to the query's predicted ones
-minus the query's goal, and answers with that step's reward (a failed step's reward clipped to
-the range of the others: the failure penalty is the planner's). Without ``reward_labels`` the
-neighbour's own reward is used. In distribution this replays what happened; out of distribution
-it replays training physics, which is the point of including it.
+The goal is carried. p_fail is the share of the ``fail_neighbours`` nearest transitions that
+failed (one neighbour's 0 or 1 let the planner thread between stored drops). The reward is
+scored against the *query's own* goal: a second lookup finds the stored step whose next
+``reward_labels`` entries (default: the hand's position) minus its goal are nearest to the
+query's predicted ones minus the query's goal, and answers with that step's reward (a failed
+step's reward clipped to the range of the others: the failure penalty is the planner's).
+Without ``reward_labels`` the neighbour's own reward is used. In distribution this replays what
+happened; out of distribution it replays training physics, which is the point of including it.
 
 ``imagine`` shows the stored frames of the retrieved next observations (``frames_kind=
 "retrieved"``) and the retrieved steps' cup positions (metrics only; the planner never sees them).
@@ -60,6 +61,7 @@ class RetrievalConfig:
     chunk: int = 8192  # stored keys compared at once (bounds memory at batch x chunk floats)
     store_frames: bool = True  # keep the next frames for ``imagine``
     rerank: int = 4  # candidates re-scored exactly, so a stored query finds itself
+    fail_neighbours: int = 5  # p_fail: the share of this many nearest transitions that failed
 
 
 class RetrievalModel:
@@ -80,6 +82,7 @@ class RetrievalModel:
         chunk: int = 8192,
         store_frames: bool = True,
         rerank: int = 4,
+        fail_neighbours: int = 5,
         device: str = "auto",
     ):
         self.config = RetrievalConfig(
@@ -94,10 +97,13 @@ class RetrievalModel:
             chunk,
             store_frames,
             rerank,
+            fail_neighbours,
         )
         c = self.config
         if c.mode not in MODES:
             raise ValueError(f"unknown retrieval mode {c.mode!r}; valid: {list(MODES)}")
+        if c.fail_neighbours < 1:
+            raise ValueError(f"fail_neighbours must be >= 1; got {c.fail_neighbours}")
         self._reward_cols = hand_columns(c.proprio_labels, c.goal_labels, c.reward_labels)
         self.obs_mode = "state+pixels" if c.proprio_labels or c.goal_labels else "pixels"
         self.device = resolve_device(device)
@@ -181,15 +187,17 @@ class RetrievalModel:
         return next_z[:, self._reward_cols] - z[:, sum(self.dims[:2]) :]
 
     # -- prediction -------------------------------------------------------------------------
+    def neighbours(self, z: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        """Rows of the ``fail_neighbours`` nearest stored transitions per (z, a) query, nearest
+        first: (B, k) long."""
+        self._check_fitted()
+        c = self.config
+        q = torch.cat([self._norm(z), self._norm_action(action)], 1)
+        return _nearest(q, self._keys, c.chunk, c.fail_neighbours, c.rerank)
+
     def nearest(self, z: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
         """Row index of the nearest stored transition for each (z, a) query: (B,) long."""
-        self._check_fitted()
-        return _nearest(
-            torch.cat([self._norm(z), self._norm_action(action)], 1),
-            self._keys,
-            self.config.chunk,
-            self.config.rerank,
-        )
+        return self.neighbours(z, action)[:, 0]
 
     @torch.no_grad()
     def step(
@@ -197,11 +205,14 @@ class RetrievalModel:
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         z = torch.as_tensor(z, dtype=torch.float32, device=self.device)
         action = torch.as_tensor(action, dtype=torch.float32, device=self.device)
-        return self._outcome(z, self.nearest(z, action))
+        rows = self.neighbours(z, action)
+        nxt, reward, _ = self._outcome(z, rows[:, 0])
+        return nxt, reward, self._t["dropped"][rows].mean(1)
 
     def _outcome(
         self, z: torch.Tensor, idx: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(next z, reward, the nearest one's failure) of the stored rows ``idx`` (B,)."""
         t = self._t
         if self.config.mode == "delta":
             nxt = z + self._delta[idx]
@@ -209,7 +220,7 @@ class RetrievalModel:
             nxt = torch.cat([t["next_z"][idx, : sum(self.dims[:2])], z[:, sum(self.dims[:2]) :]], 1)
         if self._reward_cols:  # scored against the query's goal
             rel = self._relative(nxt, z)
-            ridx = _nearest(rel, self._reward_keys, self.config.chunk, self.config.rerank)
+            ridx = _nearest(rel, self._reward_keys, self.config.chunk, 1, self.config.rerank)[:, 0]
             return nxt, t["reward"][ridx], t["dropped"][idx]
         return nxt, t["reward"][idx], t["dropped"][idx]
 
@@ -278,17 +289,18 @@ def _pool(frames: np.ndarray, pool: int) -> np.ndarray:
     return F.adaptive_avg_pool2d(x, pool).flatten(1).numpy()
 
 
-def _nearest(q: torch.Tensor, keys: torch.Tensor, chunk: int, rerank: int) -> torch.Tensor:
-    """Row of the nearest key for each query (B,): cdist per chunk, candidates re-scored exactly."""
+def _nearest(q: torch.Tensor, keys: torch.Tensor, chunk: int, k: int, rerank: int) -> torch.Tensor:
+    """Rows of the k nearest keys per query (B, k), nearest first: cdist per chunk, then the
+    candidates re-scored exactly (cdist may use a fast, slightly inexact formula)."""
     best = []
     for start in range(0, len(keys), chunk):
         part = keys[start : start + chunk]
-        _, i = torch.cdist(q, part).topk(min(rerank, len(part)), dim=1, largest=False)
+        _, i = torch.cdist(q, part).topk(min(max(k, rerank), len(part)), dim=1, largest=False)
         best.append(i + start)
     cand = torch.cat(best, 1)
-    # cdist may use a fast, slightly inexact formula; re-score the candidates exactly.
     exact = (q[:, None, :] - keys[cand]).pow(2).sum(-1)
-    return cand.gather(1, exact.argmin(1, keepdim=True)).squeeze(1)
+    order = torch.argsort(exact, dim=1, stable=True)[:, : min(k, cand.shape[1])]
+    return cand.gather(1, order)
 
 
 def _std(x: np.ndarray) -> np.ndarray:

@@ -39,7 +39,7 @@ def stored_queries(model: RetrievalModel, ds: Dataset) -> tuple[torch.Tensor, di
 
 @pytest.mark.parametrize("mode", ["delta", "next"])
 def test_a_stored_query_returns_its_stored_outcome(dataset, mode):
-    model = RetrievalModel(mode=mode, **TINY)
+    model = RetrievalModel(mode=mode, fail_neighbours=1, **TINY)
     model.fit(dataset, steps=1)
     assert isinstance(model, WorldModel) and model.obs_mode == "state+pixels"
     z, tr = stored_queries(model, dataset)
@@ -52,6 +52,20 @@ def test_a_stored_query_returns_its_stored_outcome(dataset, mode):
     assert np.array_equal(p_fail.numpy(), tr["dropped"].astype(np.float32))
     # the failure penalty is the planner's: a failed step's reward stays in the ordinary range
     assert reward.min() >= tr["reward"][ok].min()
+
+
+def test_p_fail_is_the_failed_share_of_the_nearest_transitions(dataset):
+    model = RetrievalModel(fail_neighbours=5, **TINY)
+    model.fit(dataset, steps=1)
+    z, tr = stored_queries(model, dataset)
+    a = torch.as_tensor(tr["action"])
+    _, _, p_fail = model.step(z, a)
+    rows = model.neighbours(z, a)
+    assert rows.shape == (len(z), 5) and torch.equal(rows[:, 0], torch.arange(len(z)))
+    expected = torch.as_tensor(tr["dropped"], dtype=torch.float32)[rows].mean(1)
+    torch.testing.assert_close(p_fail, expected)
+    dropped = torch.as_tensor(tr["dropped"])
+    assert p_fail[dropped].min() >= 0.2 and p_fail[dropped].mean() > p_fail[~dropped].mean()
 
 
 def test_delta_mode_applies_the_remembered_change_where_the_query_is(dataset):
