@@ -9,11 +9,11 @@ Training rolls the predictor open-loop for a window of ``seq_len`` steps from th
 observation and regresses each prediction onto the true next ``[e, p]``, ``e`` under a target
 encoder that is an exponential moving average of the encoder (no gradient through the target).
 Against collapse, a VICReg variance hinge (std of each embedding dimension >= 1 over the batch)
-and covariance penalty act on the encoder's embeddings. Reward and failure heads read ``(x, a,
-x')`` of the predicted transitions and the goal (reward trained on steps that did not fail; the
-failure penalty is the planner's business; failure by BCE on ``dropped``). The goal is carried
-unchanged in the planner's latent ``[e, p, g]``. ``proprio_labels=[]`` and ``goal_labels=[]``
-read frames only.
+and covariance penalty act on the encoder's embeddings. Reward and failure heads read ``(x,
+x')`` of the predicted transitions (not the action) and the goal (reward trained on steps that
+did not fail; the failure penalty is the planner's business; failure by BCE on ``dropped``).
+The goal is carried unchanged in the planner's latent ``[e, p, g]``. ``proprio_labels=[]`` and
+``goal_labels=[]`` read frames only.
 
 At plan time ``observe`` keeps the last ``history`` frames of the episode (the belief), so the
 encoding sees motion; ``encode`` alone repeats one frame, as at an episode's start.
@@ -118,7 +118,7 @@ class LatentModel(FrameModel):
         self.encoder = ConvEncoder(image_size, embed_dim, depth, channels=3 * history)
         self.target = copy.deepcopy(self.encoder).requires_grad_(False)
         self.predictor = MLP(state_dim + action_dim, state_dim, (hidden, hidden), layer_norm=True)
-        head_in = 2 * state_dim + action_dim + self.goal.dim + self.relative_dim
+        head_in = 2 * state_dim + self.goal.dim + self.relative_dim  # no action: see _heads
         self.head = MLP(head_in, 2, (hidden, hidden))  # reward, failure logit
         self.probe = ConvDecoder(embed_dim, image_size, probe_depth)
         self._finish(device)
@@ -195,7 +195,7 @@ class LatentModel(FrameModel):
         z, preds, heads = torch.cat([embed[:, 0], proprio[:, 0]], -1), [], []
         for t in range(act.shape[1]):
             z_next = self._predict(z, act[:, t])
-            heads.append(self._heads(z, act[:, t], z_next, goal))
+            heads.append(self._heads(z, z_next, goal))
             preds.append(z_next)
             z = z_next
         e_pred, p_pred = torch.stack(preds, 1).split([self.embed_dim, self.proprio.dim], -1)
@@ -278,13 +278,13 @@ class LatentModel(FrameModel):
     def _predict(self, x: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
         return x + self.predictor(torch.cat([x, a], -1))
 
-    def _heads(
-        self, x: torch.Tensor, a: torch.Tensor, x2: torch.Tensor, goal: torch.Tensor
-    ) -> torch.Tensor:
-        """Reward and failure logit (B, 2) of a transition x -a-> x2 towards the goal, with the
-        predicted hand's geometry relative to the goal."""
+    def _heads(self, x: torch.Tensor, x2: torch.Tensor, goal: torch.Tensor) -> torch.Tensor:
+        """Reward and failure logit (B, 2) of a transition x -> x2 towards the goal, with the
+        predicted hand's geometry relative to the goal. Not the action (as in the state model):
+        a planner must move the predicted state to earn reward, not find actions the head
+        overrates."""
         rel = self._relative(x2[:, self.embed_dim :], goal)
-        return self.head(torch.cat([x, a, x2, goal, rel], -1))
+        return self.head(torch.cat([x, x2, goal, rel], -1))
 
     def _encode_history(self, history: np.ndarray, obs: Any) -> torch.Tensor:
         """Frame histories (B, K, S, S, 3) and the latest observation -> [e, p, g] (B, Z)."""
@@ -317,7 +317,7 @@ class LatentModel(FrameModel):
         a = action.to(z.dtype).clamp(-1.0, 1.0)
         x, goal = z.split([self.embed_dim + self.proprio.dim, self.goal.dim], -1)
         x2 = self._predict(x, a)
-        out = self._heads(x, a, x2, goal)
+        out = self._heads(x, x2, goal)
         return torch.cat([x2, goal], -1), self._reward(out[:, 0]), torch.sigmoid(out[:, 1])
 
     @torch.no_grad()

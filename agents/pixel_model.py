@@ -14,19 +14,19 @@ which is what the planner sees (the open-loop states also reconstruct the propri
 The goal is an input, not something to see: the target is a 2-pixel dot whose depth one fixed
 camera cannot tell. ``proprio_labels=[]`` and ``goal_labels=[]`` make a pure ``pixels`` model.
 
-The planner's latent is ``z = [h, s, g]``. ``encode`` starts a belief from one observation (a
-learned initial ``h``, posterior mean ``s``); ``observe`` filters: it advances ``h`` with the
-action taken and corrects ``s`` with the new observation (the posterior), so at plan time the
-state carries everything seen in the episode. ``step`` advances with the prior mean
-(deterministic) and carries ``g``. ``imagine`` decodes the open-loop rollout
-(``frames_kind="decoder"``, no cup position).
+The planner's latent is ``z = [h, s, g]``. ``encode`` starts from one observation (a learned
+initial ``h``, posterior mean ``s``); ``observe`` filters: the posterior through the episode's
+last ``seq_len + 1`` observations and the actions between them (the window length training
+filters over), so at plan time the state carries what was seen, not one frame. ``step``
+advances with the prior mean (deterministic) and carries ``g``. ``imagine`` decodes the
+open-loop rollout (``frames_kind="decoder"``, no cup position).
 """
 
 from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -49,6 +49,13 @@ from embodied.dataset import Dataset
 from embodied.protocols import Imagination
 
 MIN_STD = 0.1
+
+
+class Window(NamedTuple):
+    """The pixel model's belief: the last observations' embeddings and the actions between."""
+
+    embeds: torch.Tensor  # (B, n, embed + proprio)
+    actions: torch.Tensor  # (B, n - 1, A)
 
 
 class PixelModel(FrameModel):
@@ -270,23 +277,33 @@ class PixelModel(FrameModel):
         return torch.cat([h, post.mean, goal], -1)
 
     @torch.no_grad()
-    def observe(
-        self, belief: torch.Tensor | None, action: Any, obs: Any
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    def observe(self, belief: Window | None, action: Any, obs: Any) -> tuple[Window, torch.Tensor]:
         """Filter: fold the action taken and the new observation into the belief (posterior).
 
-        ``belief`` is the last z (None at an episode's start); returns (belief, z), here equal.
+        The belief keeps the episode's last ``seq_len + 1`` observation embeddings and the actions
+        between them; z is the posterior filtered through that window from its first
+        observation, as in training. (A GRU state filtered far past the windows it was trained
+        on drifts: measured on CupCarry, the belief said "at the target" while the hand rose
+        15 cm past it.) Returns (belief, z) with z (B, deter + stoch + goal).
         """
-        if belief is None:
-            z = self.encode(obs)
-            return z, z
         embed, goal = self._obs_embed(obs)
-        h, s, _ = belief.split([self.deter, self.stoch, self.goal.dim], -1)
-        a = torch.as_tensor(np.asarray(action, np.float32), device=self.device).reshape(len(h), -1)
-        h = self._advance(h, s, a.clamp(-1.0, 1.0))
-        post = self._gaussian(self.post(torch.cat([h, embed], -1)))
-        z = torch.cat([h, post.mean, goal], -1)
-        return z, z
+        if belief is None:
+            none = embed.new_zeros((len(embed), 0, self.config["action_dim"]))
+            belief = Window(embed[:, None], none)
+        else:
+            a = torch.as_tensor(np.asarray(action, np.float32), device=self.device)
+            a = a.reshape(len(embed), 1, -1).clamp(-1.0, 1.0)
+            keep = self.config["seq_len"]
+            belief = Window(
+                torch.cat([belief.embeds, embed[:, None]], 1)[:, -keep - 1 :],
+                torch.cat([belief.actions, a], 1)[:, -keep:],
+            )
+        h, post = self._initial(belief.embeds[:, 0])
+        s = post.mean
+        for t in range(belief.actions.shape[1]):
+            h = self._advance(h, s, belief.actions[:, t])
+            s = self._gaussian(self.post(torch.cat([h, belief.embeds[:, t + 1]], -1))).mean
+        return belief, torch.cat([h, s, goal], -1)
 
     @torch.no_grad()
     def step(

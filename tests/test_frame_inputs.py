@@ -109,6 +109,20 @@ def test_history_changes_the_belief(family, dataset):
     assert torch.equal(model.observe(None, None, now)[1], fresh)
 
 
+def test_pixel_belief_is_the_training_window(dataset):
+    """The posterior is filtered through the last seq_len + 1 observations, as in training."""
+    model = build("pixel", dataset)  # seq_len 3
+    ep = toy_episodes(1, seed=2)[0]
+    belief = None
+    for t in range(6):
+        belief, z = model.observe(belief, ep.action[max(t - 1, 0)], obs_of(ep, t))
+    assert belief.embeds.shape[1] == 4 and belief.actions.shape[1] == 3
+    again = None
+    for t in range(2, 6):  # a fresh filter over the same window gives the same z
+        again, z_again = model.observe(again, ep.action[max(t - 1, 0)], obs_of(ep, t))
+    torch.testing.assert_close(z, z_again)
+
+
 def test_latent_history_is_the_last_frames(dataset):
     model = build("latent", dataset, history=3)
     ep = toy_episodes(1, seed=2)[0]
