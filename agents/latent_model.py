@@ -1,27 +1,32 @@
 """The ``latent`` world model: JEPA-style prediction in embedding space, no decoder for planning.
 
-A conv encoder maps a frame to an embedding ``z`` (Z = ``embed_dim``); an action-conditioned
-predictor advances it, ``z' = z + g(z, a)``. Training rolls the predictor open-loop for a window
-of ``seq_len`` steps from the first frame's embedding and regresses each prediction onto the
-embedding of the true frame under a target encoder that is an exponential moving average of the
-encoder (no gradient through the target). Against collapse, a VICReg variance hinge (std of each
-embedding dimension >= 1 over the batch) and covariance penalty act on the encoder's embeddings.
-Reward and failure heads read ``(z, a, z')`` of the predicted transitions and the task's goal
-(reward trained on steps that did not fail; the failure penalty is the planner's business;
-failure by BCE on ``dropped``). As in the pixel model, the goal (the target's position, which a
-2-pixel dot cannot give in depth) is read from the state vector (``obs_mode="state+pixels"``)
-and carried unchanged in the planner's latent ``[z, g]``; ``goal_labels=[]`` reads frames only.
+Inputs (``agents/frames.py``): a short history of frames (the last ``history`` frames stacked,
+so velocities are visible), the robot's proprioception and the task's goal; the cup and all
+physics come only through the frames. A conv encoder maps the frame stack to an embedding ``e``
+(``embed_dim``); the model's latent is ``x = [e, p]`` with ``p`` the standardised
+proprioception, and an action-conditioned predictor advances it, ``x' = x + f(x, a)``.
+Training rolls the predictor open-loop for a window of ``seq_len`` steps from the first
+observation and regresses each prediction onto the true next ``[e, p]``, ``e`` under a target
+encoder that is an exponential moving average of the encoder (no gradient through the target).
+Against collapse, a VICReg variance hinge (std of each embedding dimension >= 1 over the batch)
+and covariance penalty act on the encoder's embeddings. Reward and failure heads read ``(x,
+x')`` of the predicted transitions (not the action) and the goal (reward trained on steps that
+did not fail; the failure penalty is the planner's business; failure by BCE on ``dropped``).
+The goal is carried unchanged in the planner's latent ``[e, p, g]``. ``proprio_labels=[]`` and
+``goal_labels=[]`` read frames only.
 
-For video metrics only, a *probe* decoder learns to draw frames from detached embeddings (its
-gradient never reaches the encoder; it has its own optimizer), so ``imagine`` decodes the
-predicted embeddings and says ``frames_kind="probe"``: pictures of what the embedding holds,
-not a generative model the planner uses.
+At plan time ``observe`` keeps the last ``history`` frames of the episode (the belief), so the
+encoding sees motion; ``encode`` alone repeats one frame, as at an episode's start.
+
+For video metrics only, a *probe* decoder learns to draw the latest frame from detached
+embeddings (its gradient never reaches the encoder; it has its own optimizer), so ``imagine``
+decodes the predicted embeddings and says ``frames_kind="probe"``: pictures of what the
+embedding holds, not a generative model the planner uses.
 """
 
 from __future__ import annotations
 
 import copy
-import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -30,32 +35,26 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from embodied.agents.nets import (
-    MLP,
-    ConvDecoder,
-    ConvEncoder,
-    frames_to_tensor,
-    load_checkpoint,
-    save_checkpoint,
-    tensor_to_frames,
-)
-from embodied.agents.pixel_model import (
+from embodied.agents.frames import (
     GOAL_LABELS,
-    Goal,
+    HAND_LABELS,
+    PROPRIO_LABELS,
+    FrameModel,
     frames_of,
     head_losses,
+    masked_mse,
     sample_windows,
 )
+from embodied.agents.nets import MLP, ConvDecoder, ConvEncoder, frames_to_tensor, tensor_to_frames
 from embodied.dataset import Dataset
 from embodied.protocols import Imagination
 
-FORMAT = "embodied-latent-model/1"
 
-
-class LatentModel(nn.Module):
-    """Encoder + action-conditioned predictor in embedding space, EMA target, probe decoder."""
+class LatentModel(FrameModel):
+    """Encoder over a frame history + proprioception, predictor in embedding space, EMA target."""
 
     family = "latent"
+    FORMAT = "embodied-latent-model/2"
 
     def __init__(
         self,
@@ -64,62 +63,65 @@ class LatentModel(nn.Module):
         depth: int = 8,
         embed_dim: int = 64,
         hidden: int = 256,
+        history: int = 2,
         seq_len: int = 8,
         batch_size: int = 8,
         lr: float = 3e-4,
         ema: float = 0.99,
-        var_weight: float = 1.0,
+        var_weight: float = 10.0,
         cov_weight: float = 0.04,
+        proprio_scale: float = 1.0,
         head_scale: float = 1.0,
         fail_weight: float = 10.0,
         probe_depth: int = 8,
         probe_lr: float = 1e-3,
         probe_batch: int = 32,
         grad_clip: float = 10.0,
+        proprio_labels: Sequence[str] = PROPRIO_LABELS,
         goal_labels: Sequence[str] = GOAL_LABELS,
-        device: str = "cpu",
+        reward_labels: Sequence[str] = HAND_LABELS,
+        device: str = "auto",
         seed: int = 0,
     ):
         super().__init__()
-        self.config = dict(
+        if seq_len < 1 or batch_size < 2 or history < 1:
+            raise ValueError(
+                f"need seq_len >= 1, batch_size >= 2, history >= 1; "
+                f"got {seq_len}, {batch_size}, {history}"
+            )
+        if not 0.0 <= ema < 1.0:
+            raise ValueError(f"ema must be in [0, 1); got {ema}")
+        config = dict(
             image_size=image_size,
             action_dim=action_dim,
             depth=depth,
             embed_dim=embed_dim,
             hidden=hidden,
+            history=history,
             seq_len=seq_len,
             batch_size=batch_size,
             lr=lr,
             ema=ema,
             var_weight=var_weight,
             cov_weight=cov_weight,
+            proprio_scale=proprio_scale,
             head_scale=head_scale,
             fail_weight=fail_weight,
             probe_depth=probe_depth,
             probe_lr=probe_lr,
             probe_batch=probe_batch,
             grad_clip=grad_clip,
-            goal_labels=list(goal_labels),
-            seed=seed,
         )
-        if seq_len < 1 or batch_size < 2:
-            raise ValueError(f"need seq_len >= 1 and batch_size >= 2; got {seq_len}, {batch_size}")
-        if not 0.0 <= ema < 1.0:
-            raise ValueError(f"ema must be in [0, 1); got {ema}")
-        torch.manual_seed(seed)
-        self.embed_dim = embed_dim
-        self.goal = Goal(goal_labels)
-        self.obs_mode = "state+pixels" if self.goal.dim else "pixels"
-        self.encoder = ConvEncoder(image_size, embed_dim, depth)
+        self._setup(config, proprio_labels, goal_labels, reward_labels, seed)
+        self.embed_dim, self.history = embed_dim, history
+        state_dim = embed_dim + self.proprio.dim  # x = [e, p]
+        self.encoder = ConvEncoder(image_size, embed_dim, depth, channels=3 * history)
         self.target = copy.deepcopy(self.encoder).requires_grad_(False)
-        self.predictor = MLP(embed_dim + action_dim, embed_dim, (hidden, hidden), layer_norm=True)
-        head_in = 2 * embed_dim + action_dim + self.goal.dim
+        self.predictor = MLP(state_dim + action_dim, state_dim, (hidden, hidden), layer_norm=True)
+        head_in = 2 * state_dim + self.goal.dim + self.relative_dim  # no action: see _heads
         self.head = MLP(head_in, 2, (hidden, hidden))  # reward, failure logit
         self.probe = ConvDecoder(embed_dim, image_size, probe_depth)
-        self.device = torch.device(device)
-        self.to(self.device)
-        self.eval()
-        self._rng = np.random.default_rng(seed)
+        self._finish(device)
         self._optimizer: torch.optim.Optimizer | None = None
         self._probe_optimizer: torch.optim.Optimizer | None = None
 
@@ -137,30 +139,35 @@ class LatentModel(nn.Module):
     def fit(self, dataset: Dataset, steps: int, **kwargs: Any) -> dict[str, list[float]]:
         """Train for ``steps`` more gradient steps (optimizers persist across calls)."""
         c = self.config
-        size = dataset.manifest.get("image_size")
-        if size is not None and int(size) != c["image_size"]:
-            raise ValueError(
-                f"dataset frames are {size}x{size}; this model was built for image_size="
-                f"{c['image_size']} (set world_model.image_size={size})"
-            )
-        self.goal.fit(dataset)
-        modes = ("pixels", "state") if self.goal.dim else ("pixels",)
+        modes = self._prepare(dataset)
         if self._optimizer is None:
             self._make_optimizers()
         assert self._optimizer is not None and self._probe_optimizer is not None
-        keys = ("loss", "pred", "var", "cov", "reward_mse", "fail_bce", "embed_std", "probe")
+        keys = (
+            "loss",
+            "pred",
+            "proprio_mse",
+            "var",
+            "cov",
+            "reward_mse",
+            "fail_bce",
+            "embed_std",
+            "probe",
+        )
         losses: dict[str, list[float]] = {k: [] for k in keys}
         self.train()
         for _ in range(steps):
-            batch = sample_windows(dataset, c["batch_size"], c["seq_len"], self._rng, modes)
-            x = frames_to_tensor(batch["pixels"], self.device)  # (B, L+1, 3, S, S)
+            batch = sample_windows(
+                dataset, c["batch_size"], c["seq_len"], self._rng, modes, self.history
+            )
+            x = self._stack(batch["pixels"])  # (B, L+1, 3K, S, S)
             terms, embed, valid = self._losses(x, batch)
             self._optimizer.zero_grad(set_to_none=True)
             terms["loss"].backward()
             nn.utils.clip_grad_norm_(self._world_parameters(), c["grad_clip"])
             self._optimizer.step()
             self._update_target()
-            terms["probe"] = self._probe_step(x[valid], embed[valid])
+            terms["probe"] = self._probe_step(x[valid][:, -3:], embed[valid])
             for k in keys:
                 losses[k].append(float(terms[k].detach()))
         self.eval()
@@ -177,25 +184,23 @@ class LatentModel(nn.Module):
         dropped = torch.as_tensor(batch["dropped"], device=dev).float()
         mask = torch.as_tensor(batch["mask"], device=dev).float()  # (B, L): real steps
         valid = torch.cat([torch.ones_like(mask[:, :1]), mask], 1).bool()
-        state = batch.get("state")
-        goal = (
-            self.goal(torch.as_tensor(state[:, 0], device=dev))
-            if state is not None
-            else x.new_zeros((len(x), 0))
-        )
+        entries = self._entries(batch.get("state"))
+        proprio, goal = entries if entries else (x.new_zeros((*x.shape[:2], 0)),) * 2
+        goal = goal[:, 0]  # the episode's goal
         embed = x.new_zeros((*x.shape[:2], self.embed_dim))
         embed[valid] = self.encoder(x[valid])  # (B, L+1, Z); padding frames stay zero
         target = torch.zeros_like(embed[:, 1:])
         with torch.no_grad():
             target[mask.bool()] = self.target(x[:, 1:][mask.bool()])  # (B, L, Z)
-        z, preds, heads = embed[:, 0], [], []
+        z, preds, heads = torch.cat([embed[:, 0], proprio[:, 0]], -1), [], []
         for t in range(act.shape[1]):
             z_next = self._predict(z, act[:, t])
-            heads.append(self.head(torch.cat([z, act[:, t], z_next, goal], -1)))
+            heads.append(self._heads(z, z_next, goal))
             preds.append(z_next)
             z = z_next
-        sq = (torch.stack(preds, 1) - target).pow(2).mean(-1)
-        pred = (sq * mask).sum() / mask.sum()
+        e_pred, p_pred = torch.stack(preds, 1).split([self.embed_dim, self.proprio.dim], -1)
+        pred = masked_mse(e_pred, target, mask)
+        proprio_mse = masked_mse(p_pred, proprio[:, 1:], mask)
         reward_mse, fail_bce = head_losses(
             torch.stack(heads, 1), reward, dropped, mask, c["fail_weight"]
         )
@@ -207,6 +212,7 @@ class LatentModel(nn.Module):
         cov = (cov_m.pow(2).sum() - cov_m.diagonal().pow(2).sum()) / flat.shape[1]
         loss = (
             pred
+            + c["proprio_scale"] * proprio_mse
             + c["var_weight"] * var
             + c["cov_weight"] * cov
             + c["head_scale"] * (reward_mse + fail_bce)
@@ -214,6 +220,7 @@ class LatentModel(nn.Module):
         terms = {
             "loss": loss,
             "pred": pred,
+            "proprio_mse": proprio_mse,
             "var": var,
             "cov": cov,
             "reward_mse": reward_mse,
@@ -263,26 +270,55 @@ class LatentModel(nn.Module):
         self._rng.bit_generator.state = state["rng"]
 
     # -- prediction -----------------------------------------------------------------------
-    def _predict(self, z: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
-        return z + self.predictor(torch.cat([z, a], -1))
+    def _stack(self, frames: np.ndarray) -> torch.Tensor:
+        """uint8 (..., K, S, S, 3) frame histories -> (..., 3K, S, S) encoder input."""
+        x = frames_to_tensor(frames, self.device)  # (..., K, 3, S, S)
+        return x.reshape(*x.shape[:-4], -1, *x.shape[-2:])
+
+    def _predict(self, x: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+        return x + self.predictor(torch.cat([x, a], -1))
+
+    def _heads(self, x: torch.Tensor, x2: torch.Tensor, goal: torch.Tensor) -> torch.Tensor:
+        """Reward and failure logit (B, 2) of a transition x -> x2 towards the goal, with the
+        predicted hand's geometry relative to the goal. Not the action (as in the state model):
+        a planner must move the predicted state to earn reward, not find actions the head
+        overrates."""
+        rel = self._relative(x2[:, self.embed_dim :], goal)
+        return self.head(torch.cat([x, x2, goal, rel], -1))
+
+    def _encode_history(self, history: np.ndarray, obs: Any) -> torch.Tensor:
+        """Frame histories (B, K, S, S, 3) and the latest observation -> [e, p, g] (B, Z)."""
+        proprio, goal = self._obs_entries(obs, len(history))
+        return torch.cat([self.encoder(self._stack(history)), proprio, goal], -1)
 
     @torch.no_grad()
     def encode(self, obs: Any) -> torch.Tensor:
-        """A state+pixels dict (or frames, without goal labels) -> [z, g] (B, embed + goal)."""
+        """One observation (its frame repeated as the history, as at an episode's start) ->
+        [e, p, g] (B, embed + proprio + goal)."""
         frames = frames_of(obs)
-        goal = self.goal.from_obs(obs, len(frames), self.device)
-        return torch.cat([self.encoder(frames_to_tensor(frames, self.device)), goal], -1)
+        history = np.repeat(frames[:, None], self.history, axis=1)
+        return self._encode_history(history, obs)
+
+    @torch.no_grad()
+    def observe(self, belief: np.ndarray | None, action: Any, obs: Any) -> tuple[Any, torch.Tensor]:
+        """Keep the last ``history`` frames of the episode (the belief) and encode them."""
+        frames = frames_of(obs)
+        if belief is None:
+            belief = np.repeat(frames[:, None], self.history, axis=1)
+        else:
+            belief = np.concatenate([belief[:, 1:], frames[:, None]], axis=1)
+        return belief, self._encode_history(belief, obs)
 
     @torch.no_grad()
     def step(
         self, z: torch.Tensor, action: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """[z', g] (B, Z), reward (B,), p_fail (B,) for latents [z, g] and actions (B, A)."""
+        """[x', g] (B, Z), reward (B,), p_fail (B,) for latents [x, g] and actions (B, A)."""
         a = action.to(z.dtype).clamp(-1.0, 1.0)
-        e, goal = z.split([self.embed_dim, self.goal.dim], -1)
-        e2 = self._predict(e, a)
-        out = self.head(torch.cat([e, a, e2, goal], -1))
-        return torch.cat([e2, goal], -1), out[:, 0], torch.sigmoid(out[:, 1])
+        x, goal = z.split([self.embed_dim + self.proprio.dim, self.goal.dim], -1)
+        x2 = self._predict(x, a)
+        out = self._heads(x, x2, goal)
+        return torch.cat([x2, goal], -1), self._reward(out[:, 0]), torch.sigmoid(out[:, 1])
 
     @torch.no_grad()
     def decode_frames(self, z: torch.Tensor) -> np.ndarray:
@@ -298,14 +334,3 @@ class LatentModel(nn.Module):
             latents.append(z)
         frames = self.decode_frames(torch.cat(latents)) if latents else None
         return Imagination(frames=frames, frames_kind="probe", cup_pos=None)
-
-    # -- persistence ----------------------------------------------------------------------
-    def save(self, path: str | os.PathLike) -> None:
-        save_checkpoint({"config": self.config, "weights": self.state_dict()}, path, FORMAT)
-
-    @classmethod
-    def load(cls, path: str | os.PathLike, device: str = "cpu") -> LatentModel:
-        ckpt = load_checkpoint(path, FORMAT, map_location=device)
-        model = cls(**ckpt["config"], device=device)
-        model.load_state_dict(ckpt["weights"])
-        return model

@@ -12,13 +12,19 @@ import torch
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from embodied.agents.nets import resolve_device
 from embodied.agents.planners import Planner
 from embodied.agents.training import MODEL_FILE, load_model, set_torch_threads
 from embodied.checkpoints import check_trained_on
 
 
 class MPCAgent:
-    """Encode the observation, plan a sequence in the model, execute its first action."""
+    """Encode the observation, plan a sequence in the model, execute its first action.
+
+    A model with ``observe`` (the optional filtering hook of ``WorldModel``) keeps a belief
+    across the episode: each observation and the action before it update it, so the planner
+    starts from everything seen so far rather than from the latest frame alone.
+    """
 
     def __init__(self, world_model: Any, planner: Planner):
         self.world_model = world_model
@@ -29,14 +35,19 @@ class MPCAgent:
         if attach is not None:
             attach(env)
         self.planner.reset()
+        self.belief: Any = None
         # the robot knows its own command: hold still, keep the grip it has
         hold = getattr(env.unwrapped, "hold_action", None)
         self.last_action = np.zeros(4, np.float32) if hold is None else hold()
 
     def act(self, obs: Any) -> np.ndarray:
         prior = torch.as_tensor(self.last_action * np.array([0, 0, 0, 1], np.float32))
+        observe = getattr(self.world_model, "observe", None)
         with torch.inference_mode():
-            z = self.world_model.encode(obs)
+            if observe is None:
+                z = self.world_model.encode(obs)
+            else:
+                self.belief, z = observe(self.belief, self.last_action, obs)
             self.last_action = self.planner.plan(self.world_model.step, z[0], prior)
         return self.last_action
 
@@ -54,7 +65,8 @@ def load_world_model(agent_cfg: DictConfig, checkpoint_dir: str | os.PathLike | 
         raise FileNotFoundError(
             f"no trained model at {path}; train one first: embodied-train agent={name} ..."
         )
-    return load_model(get_class(wm_cfg._target_), path, str(wm_cfg.get("device", "cpu")))
+    device = str(resolve_device(wm_cfg.get("device", "cpu")))
+    return load_model(get_class(wm_cfg._target_), path, device)
 
 
 def make_policy(

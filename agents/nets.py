@@ -146,6 +146,21 @@ def gaussian_nll(mean: torch.Tensor, logvar: torch.Tensor, target: torch.Tensor)
     return 0.5 * ((target - mean) ** 2 * torch.exp(-logvar) + logvar)
 
 
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """``auto`` -> CUDA when present, else CPU; ``cpu``/``cuda[:i]`` as given (checked)."""
+    name = str(device)
+    if name.split(":")[0] not in DEVICES:
+        raise ValueError(f"unknown device {name!r}; valid: {list(DEVICES)} (or cuda:<index>)")
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} asked for, but torch sees no CUDA device; use auto")
+    return torch.device(name)
+
+
 def frames_to_tensor(frames: np.ndarray | torch.Tensor, device: str | torch.device = "cpu"):
     """uint8 (..., S, S, 3) -> float (..., 3, S, S) in [-0.5, 0.5]."""
     x = torch.as_tensor(np.asarray(frames), device=device)
@@ -174,14 +189,21 @@ def _conv_layers(image_size: int) -> int:
 
 
 class ConvEncoder(nn.Module):
-    """Frames (..., 3, S, S) -> (..., embed_dim): stride-2 convs down to 4x4, then a linear."""
+    """Frames (..., C, S, S) -> (..., embed_dim): stride-2 convs down to 4x4, then a linear.
+
+    ``channels`` > 3 takes a stack of frames (a short history) as one input.
+    """
 
     def __init__(
-        self, image_size: int = 64, embed_dim: int = 256, depth: int = 32, act: str = "silu"
+        self,
+        image_size: int = 64,
+        embed_dim: int = 256,
+        depth: int = 32,
+        act: str = "silu",
+        channels: int = 3,
     ):
         super().__init__()
         layers: list[nn.Module] = []
-        channels = 3
         for i in range(_conv_layers(image_size)):
             out = depth * 2 ** min(i, 3)
             layers += [nn.Conv2d(channels, out, 4, stride=2, padding=1), activation(act)]

@@ -1,76 +1,114 @@
 """A world model that remembers instead of learning: the nearest stored training transition.
 
-Every training transition (state, action) -> (next state, reward, dropped) is kept. ``step`` finds,
-for each query (z, a), the stored transition whose standardised (state, action) key is nearest
-(Euclidean; the action part weighted so that its 4 entries count as much as the ~50 state entries)
-and answers with that transition's outcome:
+Inputs (``agents/frames.py``): the frame, the robot's proprioception and the task's goal; the
+cup and all physics come only through the frame. A frame is summarised by a fixed, data-fitted
+projection: average-pooled to ``pool`` x ``pool`` x 3, then its first ``frame_dims`` principal
+components. The planner's latent is ``z = [p, f, g]`` (raw proprioception, frame features, goal).
 
-- ``mode="delta"`` (default): z' = z + (stored next state - stored state), i.e. the remembered
-  *change* applied where the query is. The fixed parts of the state (the target) stay put and the
-  arm moves from where it is, so the planner sees smooth consequences of its actions.
-- ``mode="next"``: z' = the stored next state itself (trajectories snap onto the training data).
+Every training transition is kept. ``step`` finds, for each query (z, a), the stored transition
+whose standardised (p, f, a) key is nearest (Euclidean; each group weighted so that it counts
+about as much as the proprioception) and answers with its outcome:
 
-Reward and failure are the stored ones (p_fail is 0 or 1; a failed step's reward is clipped to
-the range of the others, since the failure penalty is the planner's). In distribution this "looks
-right by construction" (it replays what happened); out of distribution it replays training
-physics, which is the point of including it. What it cannot do is generalise: the stored reward
-was earned towards the neighbour's own target, and a failure is predicted only where a stored
-transition failed from a nearby (state, action).
+- ``mode="delta"`` (default): ``[p, f]`` plus the stored change (the remembered motion applied
+  where the query is, so the planner sees smooth consequences of its actions);
+- ``mode="next"``: the stored next ``[p, f]`` itself (trajectories snap onto the training data).
+
+The goal is carried. p_fail is the share of the ``fail_neighbours`` nearest transitions that
+failed (one neighbour's 0 or 1 let the planner thread between stored drops). The reward is
+scored against the *query's own* goal: a second lookup finds the stored step whose next
+``reward_labels`` entries (default: the hand's position) minus its goal are nearest to the
+query's predicted ones minus the query's goal, and answers with that step's reward (a failed
+step's reward clipped to the range of the others: the failure penalty is the planner's).
+Without ``reward_labels`` the neighbour's own reward is used. In distribution this replays what
+happened; out of distribution it replays training physics, which is the point of including it.
 
 ``imagine`` shows the stored frames of the retrieved next observations (``frames_kind=
-"retrieved"``) when the training data had pixels, else MuJoCo renders of the retrieved next
-states; ``cup_pos`` is read from the predicted states. Queries are one ``torch.cdist`` per chunk
-of stored keys: ~2 ms for 64 queries against ~3k transitions on one core.
+"retrieved"``) and the retrieved steps' cup positions (metrics only; the planner never sees them).
+Queries are one ``torch.cdist`` per chunk of stored keys.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
+from torch.nn import functional as F
 
-from embodied.agents.nets import load_checkpoint, save_checkpoint, state_tensor
+from embodied.agents.frames import GOAL_LABELS, HAND_LABELS, PROPRIO_LABELS, frames_of, hand_columns
+from embodied.agents.nets import load_checkpoint, resolve_device, save_checkpoint
 from embodied.dataset import Dataset
 from embodied.protocols import Imagination
 
-FORMAT = "embodied-retrieval-model/1"
+FORMAT = "embodied-retrieval-model/2"
 MODES = ("delta", "next")
 CUP_POS_LABELS = ("cup_x", "cup_y", "cup_z")
+PCA_ROWS = 4096  # frames the projection is fitted on (a fixed subsample: fast, deterministic)
 
 
 @dataclass
 class RetrievalConfig:
     mode: str = "delta"  # "delta" | "next", see the module docstring
-    action_weight: float | None = None  # None: sqrt(state_dim / action_dim)
+    action_weight: float | None = None  # None: the actions count as much as the proprioception
+    frame_weight: float = 1.0  # the frame features' weight relative to the proprioception
+    frame_dims: int = 16  # principal components of the pooled frame kept
+    pool: int = 8  # frames are average-pooled to pool x pool x 3 first
+    proprio_labels: list[str] = field(default_factory=lambda: list(PROPRIO_LABELS))
+    goal_labels: list[str] = field(default_factory=lambda: list(GOAL_LABELS))
+    reward_labels: list[str] = field(default_factory=lambda: list(HAND_LABELS))
     chunk: int = 8192  # stored keys compared at once (bounds memory at batch x chunk floats)
-    store_frames: bool = True  # keep the next frames for ``imagine`` when the data has pixels
+    store_frames: bool = True  # keep the next frames for ``imagine``
     rerank: int = 4  # candidates re-scored exactly, so a stored query finds itself
+    fail_neighbours: int = 5  # p_fail: the share of this many nearest transitions that failed
 
 
 class RetrievalModel:
-    """Nearest-neighbour world model over the physical state; see the module docstring."""
+    """Nearest-neighbour world model over (proprioception, frame features, action)."""
 
     family = "retrieval"
-    obs_mode = "state"
 
     def __init__(
         self,
         mode: str = "delta",
         action_weight: float | None = None,
+        frame_weight: float = 1.0,
+        frame_dims: int = 16,
+        pool: int = 8,
+        proprio_labels: Sequence[str] = PROPRIO_LABELS,
+        goal_labels: Sequence[str] = GOAL_LABELS,
+        reward_labels: Sequence[str] = HAND_LABELS,
         chunk: int = 8192,
         store_frames: bool = True,
         rerank: int = 4,
-        device: str = "cpu",
+        fail_neighbours: int = 5,
+        device: str = "auto",
     ):
-        self.config = RetrievalConfig(mode, action_weight, chunk, store_frames, rerank)
-        if self.config.mode not in MODES:
-            raise ValueError(f"unknown retrieval mode {self.config.mode!r}; valid: {list(MODES)}")
-        self.device = torch.device(device)
-        self.state_labels: list[str] = []
-        self.image_size = 0
-        self._tensors: dict[str, torch.Tensor] = {}
+        self.config = RetrievalConfig(
+            mode,
+            action_weight,
+            frame_weight,
+            frame_dims,
+            pool,
+            list(proprio_labels),
+            list(goal_labels),
+            list(reward_labels),
+            chunk,
+            store_frames,
+            rerank,
+            fail_neighbours,
+        )
+        c = self.config
+        if c.mode not in MODES:
+            raise ValueError(f"unknown retrieval mode {c.mode!r}; valid: {list(MODES)}")
+        if c.fail_neighbours < 1:
+            raise ValueError(f"fail_neighbours must be >= 1; got {c.fail_neighbours}")
+        self._reward_cols = hand_columns(c.proprio_labels, c.goal_labels, c.reward_labels)
+        self.obs_mode = "state+pixels" if c.proprio_labels or c.goal_labels else "pixels"
+        self.device = resolve_device(device)
+        self.dims = (len(c.proprio_labels), c.frame_dims, len(c.goal_labels))
+        self._t: dict[str, torch.Tensor] = {}  # stored arrays (see _index)
         self._frames: np.ndarray | None = None  # (N, S, S, 3) uint8 next frames, kept on CPU
         self._indexed: int | None = None  # id of the dataset indexed last
 
@@ -83,66 +121,83 @@ class RetrievalModel:
         return {"transitions": [float(len(self._keys))]}
 
     def _index(self, dataset: Dataset) -> None:
-        tr = dataset.transitions("state")
-        state, next_state = tr["obs"], tr["next_obs"]
-        action = tr["action"]
-        mean, std = _stats(state)
-        amean, astd = _stats(action)
-        weight = self.config.action_weight
-        if weight is None:
-            weight = float(np.sqrt(state.shape[1] / action.shape[1]))
-        # The failure penalty is the planner's business: a failed step keeps only a reward within
-        # the range of the steps that did not fail.
-        reward, dropped = tr["reward"], tr["dropped"]
+        c = self.config
+        frames = dataset.transitions("pixels")
+        pooled = _pool(frames["obs"], c.pool)
+        sub = pooled[:: max(1, len(pooled) // PCA_ROWS)]
+        mean = sub.mean(0)
+        _, _, vt = np.linalg.svd(sub - mean, full_matrices=False)
+        t: dict[str, np.ndarray] = {"pca_mean": mean, "pca": vt[: c.frame_dims]}
+        if len(t["pca"]) < c.frame_dims:
+            raise ValueError(f"frame_dims={c.frame_dims} exceeds the {len(t['pca'])} available")
+        tr = dataset.transitions("state") if "state" in dataset.obs_modes else None
+        n = len(pooled)
+        proprio_idx = dataset.state_index(*c.proprio_labels) if c.proprio_labels else []
+        goal_idx = dataset.state_index(*c.goal_labels) if c.goal_labels else []
+
+        def cols(key: str, idx: list[int]) -> np.ndarray:
+            return tr[key][:, idx] if idx else np.zeros((n, 0), np.float32)
+
+        feat = (pooled - mean) @ t["pca"].T
+        next_feat = (_pool(frames["next_obs"], c.pool) - mean) @ t["pca"].T
+        t["z"] = np.concatenate([cols("obs", proprio_idx), feat, cols("obs", goal_idx)], 1)
+        t["next_z"] = np.concatenate(
+            [cols("next_obs", proprio_idx), next_feat, cols("obs", goal_idx)], 1
+        )
+        t["action"] = frames["action"]
+        reward, dropped = frames["reward"], frames["dropped"]
         if (~dropped).any():
             reward = np.clip(reward, reward[~dropped].min(), reward[~dropped].max())
-        t = {
-            "state": state,
-            "next_state": next_state,
-            "action": action,
-            "reward": reward,
-            "dropped": dropped.astype(np.float32),
-            "mean": mean,
-            "std": std,
-            "amean": amean,
-            "astd": astd / weight,
-        }
-        self._tensors = {k: torch.as_tensor(np.asarray(v, np.float32)) for k, v in t.items()}
+        t["reward"], t["dropped"] = reward, dropped.astype(np.float32)
+        if all(label in dataset.state_labels for label in CUP_POS_LABELS) and tr is not None:
+            t["next_cup"] = tr["next_obs"][:, dataset.state_index(*CUP_POS_LABELS)]
+        # key scales: each group standardised, then weighted to count like the proprioception
+        p_dim, f_dim, _ = self.dims
+        base = max(p_dim, 1)
+        weight = c.action_weight or float(np.sqrt(base / frames["action"].shape[1]))
+        zstd = _std(t["z"])
+        zstd[p_dim : p_dim + f_dim] /= c.frame_weight * np.sqrt(base / max(f_dim, 1))
+        t["zmean"], t["zstd"] = t["z"].mean(0), zstd
+        t["amean"], t["astd"] = frames["action"].mean(0), _std(frames["action"]) / weight
+        self._t = {k: torch.as_tensor(np.asarray(v, np.float32)) for k, v in t.items()}
+        self._t["proprio_index"] = torch.as_tensor(proprio_idx, dtype=torch.long)
+        self._t["goal_index"] = torch.as_tensor(goal_idx, dtype=torch.long)
+        self._frames = frames["next_obs"] if c.store_frames else None
         self._build_keys()
-        self.state_labels = dataset.state_labels
-        self.image_size = int(dataset.manifest.get("image_size") or 0)
-        self._frames = None
-        if self.config.store_frames and "pixels" in dataset.obs_modes:
-            self._frames = dataset.transitions("pixels")["next_obs"]
 
     def _build_keys(self) -> None:
-        t = {k: v.to(self.device) for k, v in self._tensors.items()}
-        self._tensors = t
-        self._keys = torch.cat([self._norm_state(t["state"]), self._norm_action(t["action"])], 1)
-        self._delta = t["next_state"] - t["state"]
+        self._t = {k: v.to(self.device) for k, v in self._t.items()}
+        t = self._t
+        self._keys = torch.cat([self._norm(t["z"]), self._norm_action(t["action"])], 1)
+        self._delta = t["next_z"] - t["z"]
+        self._reward_keys = self._relative(t["next_z"], t["z"])
 
-    def _norm_state(self, s: torch.Tensor) -> torch.Tensor:
-        return (s - self._tensors["mean"]) / self._tensors["std"]
+    def _norm(self, z: torch.Tensor) -> torch.Tensor:
+        """Key part of latents: standardised, weighted proprioception and frame features."""
+        n = self.dims[0] + self.dims[1]
+        return (z[:, :n] - self._t["zmean"][:n]) / self._t["zstd"][:n]
 
     def _norm_action(self, a: torch.Tensor) -> torch.Tensor:
-        return (a - self._tensors["amean"]) / self._tensors["astd"]
+        return (a - self._t["amean"]) / self._t["astd"]
+
+    def _relative(self, next_z: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """The next ``reward_labels`` entries minus the goal (N, G), or (N, 0) without them."""
+        if not self._reward_cols:
+            return next_z[:, :0]
+        return next_z[:, self._reward_cols] - z[:, sum(self.dims[:2]) :]
 
     # -- prediction -------------------------------------------------------------------------
+    def neighbours(self, z: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        """Rows of the ``fail_neighbours`` nearest stored transitions per (z, a) query, nearest
+        first: (B, k) long."""
+        self._check_fitted()
+        c = self.config
+        q = torch.cat([self._norm(z), self._norm_action(action)], 1)
+        return _nearest(q, self._keys, c.chunk, c.fail_neighbours, c.rerank)
+
     def nearest(self, z: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
         """Row index of the nearest stored transition for each (z, a) query: (B,) long."""
-        self._check_fitted()
-        q = torch.cat([self._norm_state(z), self._norm_action(action)], 1)
-        best_d, best_i = [], []
-        for start in range(0, len(self._keys), self.config.chunk):
-            keys = self._keys[start : start + self.config.chunk]
-            k = min(self.config.rerank, len(keys))
-            d, i = torch.cdist(q, keys).topk(k, dim=1, largest=False)
-            best_d.append(d)
-            best_i.append(i + start)
-        cand = torch.cat(best_i, 1)
-        # cdist may use a fast, slightly inexact formula; re-score the candidates exactly.
-        exact = (q[:, None, :] - self._keys[cand]).pow(2).sum(-1)
-        return cand.gather(1, exact.argmin(1, keepdim=True)).squeeze(1)
+        return self.neighbours(z, action)[:, 0]
 
     @torch.no_grad()
     def step(
@@ -150,42 +205,55 @@ class RetrievalModel:
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         z = torch.as_tensor(z, dtype=torch.float32, device=self.device)
         action = torch.as_tensor(action, dtype=torch.float32, device=self.device)
-        idx = self.nearest(z, action)
-        return self._outcome(z, idx)
+        rows = self.neighbours(z, action)
+        nxt, reward, _ = self._outcome(z, rows[:, 0])
+        return nxt, reward, self._t["dropped"][rows].mean(1)
 
     def _outcome(
         self, z: torch.Tensor, idx: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        t = self._tensors
-        nxt = z + self._delta[idx] if self.config.mode == "delta" else t["next_state"][idx]
+        """(next z, reward, the nearest one's failure) of the stored rows ``idx`` (B,)."""
+        t = self._t
+        if self.config.mode == "delta":
+            nxt = z + self._delta[idx]
+        else:  # the stored next [p, f], the query's own goal
+            nxt = torch.cat([t["next_z"][idx, : sum(self.dims[:2])], z[:, sum(self.dims[:2]) :]], 1)
+        if self._reward_cols:  # scored against the query's goal
+            rel = self._relative(nxt, z)
+            ridx = _nearest(rel, self._reward_keys, self.config.chunk, 1, self.config.rerank)[:, 0]
+            return nxt, t["reward"][ridx], t["dropped"][idx]
         return nxt, t["reward"][idx], t["dropped"][idx]
 
     def encode(self, obs: Any) -> torch.Tensor:
-        """State observation(s) (D,) or (B, D), or a ``state+pixels`` dict -> (B, D) tensor."""
-        return state_tensor(obs, self.device)
+        """A state+pixels dict (or frames, for pixels only) -> [p, f, g] (B, Z)."""
+        self._check_fitted()
+        c = self.config
+        frames = frames_of(obs)
+        pooled = torch.as_tensor(_pool(frames, c.pool), device=self.device)
+        feat = (pooled - self._t["pca_mean"]) @ self._t["pca"].T
+        parts = [feat]
+        if c.proprio_labels or c.goal_labels:
+            if not isinstance(obs, dict) or "state" not in obs:
+                raise ValueError(
+                    f"this model reads {c.proprio_labels + c.goal_labels} from the state: pass "
+                    "a state+pixels observation dict (or empty labels for pixels only)"
+                )
+            state = torch.as_tensor(np.asarray(obs["state"], np.float32), device=self.device)
+            state = state.reshape(-1, state.shape[-1])
+            parts = [state[:, self._t["proprio_index"]], feat, state[:, self._t["goal_index"]]]
+        return torch.cat(parts, 1)
 
     @torch.no_grad()
     def imagine(self, obs0: Any, actions: np.ndarray, env: Any) -> Imagination:
         z = self.encode(obs0)[:1]
         acts = torch.as_tensor(np.asarray(actions, np.float32), device=self.device)
-        states, rows = [], []
+        rows = []
         for a in acts:
             idx = self.nearest(z, a[None])
             z = self._outcome(z, idx)[0]
-            states.append(z[0].cpu().numpy())
             rows.append(int(idx[0]))
-        states_np = np.stack(states)
-        if self._frames is not None:
-            frames = self._frames[rows]
-        else:
-            nxt = self._tensors["next_state"][rows].cpu().numpy()
-            # the size of the frames it is compared with: the env's, else the training data's
-            size = getattr(env.unwrapped, "image_size", None) or self.image_size or 64
-            frames = np.stack([env.unwrapped.render_state(s, size=size) for s in nxt])
-        cup = None
-        if all(label in self.state_labels for label in CUP_POS_LABELS):
-            cols = [self.state_labels.index(label) for label in CUP_POS_LABELS]
-            cup = states_np[:, cols]
+        frames = self._frames[rows] if self._frames is not None else None
+        cup = self._t["next_cup"][rows].cpu().numpy() if "next_cup" in self._t else None
         return Imagination(frames=frames, frames_kind="retrieved", cup_pos=cup)
 
     # -- persistence ------------------------------------------------------------------------
@@ -194,10 +262,8 @@ class RetrievalModel:
         save_checkpoint(
             {
                 "config": asdict(self.config),
-                "tensors": {k: v.cpu() for k, v in self._tensors.items()},
+                "tensors": {k: v.cpu() for k, v in self._t.items()},
                 "frames": self._frames,
-                "state_labels": self.state_labels,
-                "image_size": self.image_size,
             },
             path,
             FORMAT,
@@ -207,19 +273,37 @@ class RetrievalModel:
     def load(cls, path: str, device: str = "cpu") -> RetrievalModel:
         obj = load_checkpoint(path, FORMAT)
         model = cls(**obj["config"], device=device)
-        model._tensors = obj["tensors"]
+        model._t = obj["tensors"]
         model._frames = obj["frames"]
-        model.state_labels = list(obj["state_labels"])
-        model.image_size = int(obj["image_size"])
         model._build_keys()
         return model
 
     def _check_fitted(self) -> None:
-        if not self._tensors:
+        if not self._t:
             raise RuntimeError("RetrievalModel has no transitions yet: call fit(dataset) first")
 
 
-def _stats(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and std per column; near-constant columns get std 1 (no explosion, no vanishing)."""
+def _pool(frames: np.ndarray, pool: int) -> np.ndarray:
+    """uint8 (N, S, S, 3) -> (N, pool * pool * 3) float32 block means in [0, 1]."""
+    x = torch.as_tensor(np.asarray(frames)).movedim(-1, -3).float().div(255.0)
+    return F.adaptive_avg_pool2d(x, pool).flatten(1).numpy()
+
+
+def _nearest(q: torch.Tensor, keys: torch.Tensor, chunk: int, k: int, rerank: int) -> torch.Tensor:
+    """Rows of the k nearest keys per query (B, k), nearest first: cdist per chunk, then the
+    candidates re-scored exactly (cdist may use a fast, slightly inexact formula)."""
+    best = []
+    for start in range(0, len(keys), chunk):
+        part = keys[start : start + chunk]
+        _, i = torch.cdist(q, part).topk(min(max(k, rerank), len(part)), dim=1, largest=False)
+        best.append(i + start)
+    cand = torch.cat(best, 1)
+    exact = (q[:, None, :] - keys[cand]).pow(2).sum(-1)
+    order = torch.argsort(exact, dim=1, stable=True)[:, : min(k, cand.shape[1])]
+    return cand.gather(1, order)
+
+
+def _std(x: np.ndarray) -> np.ndarray:
+    """Std per column; near-constant columns get 1 (no explosion, no vanishing)."""
     std = x.std(0)
-    return x.mean(0), np.where(std < 1e-6, 1.0, std)
+    return np.where(std < 1e-6, 1.0, std)

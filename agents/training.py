@@ -36,7 +36,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.tensorboard import SummaryWriter
 from tqdm.auto import tqdm
 
-from embodied.agents.nets import load_checkpoint, save_checkpoint
+from embodied.agents.nets import load_checkpoint, resolve_device, save_checkpoint
 from embodied.checkpoints import write_trained_on
 from embodied.dataset import Dataset, read_manifest
 from embodied.results import write_atomic
@@ -223,7 +223,7 @@ def train_world_model(
     set_torch_threads(agent_cfg.get("torch_threads"))
     wm_yaml = OmegaConf.to_yaml(wm_cfg, resolve=True)
     cls = get_class(wm_cfg._target_)
-    device = str(wm_cfg.get("device", "cpu"))
+    device = str(resolve_device(wm_cfg.get("device", "cpu")))  # "auto": CUDA when present
     step = 0
     if (out / CHECKPOINT).exists():
         ckpt = load_checkpoint(out / CHECKPOINT, FORMAT)
@@ -248,6 +248,8 @@ def train_world_model(
     else:
         torch.manual_seed(seed)
         kwargs = {"seed": seed} if _accepts(cls, "seed") and "seed" not in wm_cfg else {}
+        if "device" in wm_cfg:
+            kwargs["device"] = device
         model = instantiate(wm_cfg, **kwargs)
     summary: dict[str, Any] = {"out_dir": str(out), "steps": steps, "interrupted": False}
     done = step >= steps and (out / CHECKPOINT).exists()

@@ -36,20 +36,41 @@ class Imagination:
 
 @runtime_checkable
 class WorldModel(Protocol):
-    """One protocol for learned models and simulators alike (see docs/architecture.md)."""
+    """One protocol for learned models and simulators alike (see docs/architecture.md).
+
+    Optional methods, looked up with ``getattr`` (a model without them is still a WorldModel):
+
+    - ``observe(belief, action, obs) -> (belief, z)``: filtering, see ``FilteringWorldModel``.
+    - ``train_state() -> dict`` / ``load_train_state(dict)``: exact resumption of training.
+    - ``attach(env)``: simulators read the episode's env after each reset.
+    - ``reseed(seed)``: per-episode randomness of a stochastic model.
+    - ``load(path, device)`` (classmethod): what ``save`` wrote, on ``device``.
+    """
 
     family: str
-    obs_mode: str
+    obs_mode: str  # "state" | "pixels" | "state+pixels": what encode/observe consume
 
-    def fit(self, dataset: Dataset, steps: int, **kwargs: Any) -> dict[str, list[float]]: ...
+    def fit(self, dataset: Dataset, steps: int, **kwargs: Any) -> dict[str, list[float]]:
+        """Train ``steps`` more steps (continuing); per-step loss terms by name."""
 
-    def encode(self, obs: Any) -> torch.Tensor: ...
+    def encode(self, obs: Any) -> torch.Tensor:
+        """One observation (or a batch) -> planner latents (B, Z), from that observation alone."""
 
     def step(
         self, z: torch.Tensor, action: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Batched: (z', reward, p_fail) for (B, Z) latents and (B, 4) actions."""
 
-    def imagine(self, obs0: Any, actions: np.ndarray, env: gymnasium.Env) -> Imagination: ...
+    def imagine(self, obs0: Any, actions: np.ndarray, env: gymnasium.Env) -> Imagination:
+        """Open-loop prediction of ``len(actions)`` steps after ``obs0`` (video metrics)."""
 
     def save(self, path: str) -> None: ...
+
+
+@runtime_checkable
+class FilteringWorldModel(WorldModel, Protocol):
+    """A world model whose planner state carries the episode so far, not one observation."""
+
+    def observe(self, belief: Any, action: np.ndarray, obs: Any) -> tuple[Any, torch.Tensor]:
+        """Fold the action just taken and the observation it led to into ``belief`` (None at an
+        episode's start: the action is then ignored); returns the new belief and z (B, Z)."""

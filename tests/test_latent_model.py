@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 from omegaconf import OmegaConf
-from toy_world import SIZE, SpaceOnlyEnv, obs_of, toy_episodes, write_toy
+from toy_world import PROPRIO, SIZE, SpaceOnlyEnv, obs_of, toy_episodes, write_toy
 
 from embodied.agents.latent_model import LatentModel
 from embodied.agents.mpc import make_policy
@@ -16,7 +16,18 @@ from embodied.agents.training import train_world_model
 from embodied.dataset import Dataset
 from embodied.protocols import WorldModel
 
-TINY = dict(image_size=SIZE, depth=4, embed_dim=16, hidden=64, seq_len=4, lr=2e-3, probe_depth=4)
+TINY = dict(
+    image_size=SIZE,
+    depth=4,
+    embed_dim=16,
+    hidden=64,
+    history=2,
+    seq_len=4,
+    lr=2e-3,
+    probe_depth=4,
+    proprio_labels=PROPRIO,
+    reward_labels=[],  # the toy's hand is 2-d, its goal 3-d: test_frame_inputs covers them
+)
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +44,7 @@ def trained(toy_dir):
 
 def test_loss_falls(trained):
     _, losses = trained
-    for key in ("loss", "reward_mse", "probe"):
+    for key in ("loss", "reward_mse", "proprio_mse", "probe"):
         assert np.mean(losses[key][-15:]) < 0.7 * np.mean(losses[key][:15]), key
 
 
@@ -55,9 +66,9 @@ def test_probe_never_trains_the_encoder(toy_dir):
     model.encoder.zero_grad(set_to_none=True)
     before = [p.detach().clone() for p in model.encoder.parameters()]
     probe_before = [p.detach().clone() for p in model.probe.parameters()]
-    x = torch.rand(2, 3, 3, SIZE, SIZE) - 0.5
+    x = torch.rand(3, 6, SIZE, SIZE) - 0.5  # 2-frame histories
     model.train()
-    model._probe_step(x, model.encoder(x))
+    model._probe_step(x[:, -3:], model.encoder(x))
     assert all(p.grad is None for p in model.encoder.parameters())
     assert all(torch.equal(a, b) for a, b in zip(before, model.encoder.parameters(), strict=True))
     assert not all(
@@ -74,10 +85,10 @@ def test_encode_and_step_are_batched(trained):
         "pixels": np.stack([e.pixels[0] for e in eps]),
     }
     z = model.encode(batch)
-    assert z.shape == (3, 16 + 3)
+    assert z.shape == (3, 16 + 2 + 3)  # embedding, proprioception, goal
     torch.testing.assert_close(z[1:2], model.encode(obs_of(eps[1])))
     z2, reward, p_fail = model.step(z.repeat(4, 1), torch.rand(12, 4) * 2 - 1)
-    assert z2.shape == (12, 19) and reward.shape == p_fail.shape == (12,)
+    assert z2.shape == (12, 21) and reward.shape == p_fail.shape == (12,)
     assert torch.all((p_fail >= 0) & (p_fail <= 1))
     torch.testing.assert_close(z2[:, -3:], z.repeat(4, 1)[:, -3:])  # the goal is carried
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 from omegaconf import OmegaConf
-from toy_world import SIZE, SpaceOnlyEnv, obs_of, toy_episodes, write_toy
+from toy_world import PROPRIO, SIZE, SpaceOnlyEnv, obs_of, toy_episodes, write_toy
 
 from embodied.agents.mpc import make_policy
 from embodied.agents.pixel_model import PixelModel, sample_windows
@@ -17,7 +17,16 @@ from embodied.dataset import Dataset, Episode
 from embodied.protocols import WorldModel
 
 TINY = dict(
-    image_size=SIZE, depth=4, embed_dim=32, deter=32, stoch=4, hidden=32, seq_len=4, lr=3e-3
+    image_size=SIZE,
+    depth=4,
+    embed_dim=32,
+    deter=32,
+    stoch=4,
+    hidden=32,
+    seq_len=4,
+    lr=3e-3,
+    proprio_labels=PROPRIO,
+    reward_labels=[],  # the toy's hand is 2-d, its goal 3-d: test_frame_inputs covers them
 )
 
 
@@ -35,7 +44,7 @@ def trained(toy_dir):
 
 def test_loss_falls(trained):
     _, losses = trained
-    for key in ("loss", "recon", "reward_mse"):
+    for key in ("loss", "recon", "reward_mse", "proprio_mse"):
         assert np.mean(losses[key][-15:]) < 0.7 * np.mean(losses[key][:15]), key
     assert len(losses["loss"]) == 120
 
@@ -130,7 +139,7 @@ def test_resuming_from_train_state_continues_exactly(toy_dir, tmp_path):
 
 
 def test_pixels_only_and_bad_input_errors(toy_dir):
-    model = PixelModel(**TINY, goal_labels=[])
+    model = PixelModel(**{**TINY, "proprio_labels": [], "goal_labels": []})
     assert model.obs_mode == "pixels"
     model.fit(Dataset.load(toy_dir), 1)
     assert model.encode(toy_episodes(1)[0].pixels[0]).shape == (1, 36)
@@ -140,6 +149,8 @@ def test_pixels_only_and_bad_input_errors(toy_dir):
         PixelModel(**{**TINY, "image_size": 32}).fit(Dataset.load(toy_dir), 1)
     with pytest.raises(ValueError, match="valid labels"):
         PixelModel(**TINY, goal_labels=["goal_x"]).fit(Dataset.load(toy_dir), 1)
+    with pytest.raises(ValueError, match="valid labels"):
+        PixelModel(**{**TINY, "proprio_labels": ["elbow"]}).fit(Dataset.load(toy_dir), 1)
 
 
 def test_agent_config_trains_and_plans(toy_dir, tmp_path):

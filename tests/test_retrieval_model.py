@@ -1,114 +1,101 @@
-"""The retrieval world model: exact recall of stored transitions, batching, save/load, imagine."""
+"""The retrieval world model: exact recall of stored transitions, batching, save/load, imagine.
+
+The toy frame world (tests/toy_world.py): the hand carries a drawn cup towards a target pixel;
+the model reads the hand (proprioception), the goal and the frame.
+"""
 
 from __future__ import annotations
 
-import gymnasium
+from importlib.resources import files
+
 import numpy as np
 import pytest
 import torch
 from omegaconf import OmegaConf
-from toy_world import write_toy
+from toy_world import PROPRIO, SpaceOnlyEnv, obs_of, toy_episodes, write_toy
 
+from embodied.agents.mpc import make_policy
 from embodied.agents.retrieval_model import RetrievalModel
 from embodied.agents.training import train_world_model
-from embodied.dataset import Dataset, Episode
+from embodied.dataset import Dataset
 from embodied.protocols import WorldModel
 
-LABELS = ["cup_x", "cup_y", "cup_z", "target_x", "target_y", "target_z"]
-SIZE = 8
-
-
-def toy_episodes(n: int = 6, steps: int = 12, seed: int = 0) -> list[Episode]:
-    """A point (the 'cup') moved by the first two action entries towards a fixed target."""
-    rng = np.random.default_rng(seed)
-    episodes = []
-    for i in range(n):
-        state = np.zeros((steps + 1, len(LABELS)), np.float32)
-        state[0, :2] = rng.uniform(-0.5, 0.5, 2)
-        state[:, 3:5] = rng.uniform(-0.5, 0.5, 2)
-        action = rng.uniform(-1, 1, (steps, 4)).astype(np.float32)
-        for t in range(steps):
-            state[t + 1, :2] = state[t, :2] + 0.1 * action[t, :2]
-        reward = -np.linalg.norm(state[1:, :2] - state[1:, 3:5], axis=1)
-        dropped = np.zeros(steps, bool)
-        dropped[-1] = i % 3 == 0
-        reward[dropped] -= 100.0
-        pixels = rng.integers(0, 256, (steps + 1, SIZE, SIZE, 3), dtype=np.uint8)
-        episodes.append(
-            Episode(
-                state=state,
-                pixels=pixels,
-                action=action,
-                reward=reward,
-                dropped=dropped,
-                success=np.zeros(steps, bool),
-                terminated=dropped.copy(),
-                physics={},
-                seed=i,
-            )
-        )
-    return episodes
+GOAL = ["target_x", "target_y"]
+TINY = dict(frame_dims=6, pool=4, proprio_labels=PROPRIO, goal_labels=GOAL, reward_labels=PROPRIO)
 
 
 @pytest.fixture(scope="module")
-def toy_dir(tmp_path_factory):
-    return write_toy(tmp_path_factory.mktemp("toy"), toy_episodes(), labels=LABELS, size=SIZE)
+def dataset(tmp_path_factory):
+    return Dataset.load(write_toy(tmp_path_factory.mktemp("toy"), toy_episodes()))
 
 
-class FakeEnv:
-    """Just enough env for ``imagine`` and ``make_policy``: an action space and ``render_state``."""
-
-    action_space = gymnasium.spaces.Box(-1.0, 1.0, (4,), np.float32)
-    image_size = SIZE
-
-    def __init__(self):
-        self.unwrapped = self
-        self.rendered: list[np.ndarray] = []
-
-    def render_state(self, state: np.ndarray, size: int = SIZE) -> np.ndarray:
-        self.rendered.append(np.array(state))
-        return np.full((size, size, 3), int(abs(state[0]) * 100) % 256, np.uint8)
+def stored_queries(model: RetrievalModel, ds: Dataset) -> tuple[torch.Tensor, dict]:
+    """Every stored transition's latent, encoded as an observation would be."""
+    st, px = ds.transitions("state"), ds.transitions("pixels")
+    z = model.encode({"state": st["obs"], "pixels": px["obs"]})
+    z_next = model.encode({"state": st["next_obs"], "pixels": px["next_obs"]})
+    return z, {**st, "z_next": z_next}
 
 
 @pytest.mark.parametrize("mode", ["delta", "next"])
-def test_a_stored_query_returns_its_stored_outcome(toy_dir, mode):
-    ds = Dataset.load(toy_dir)
-    model = RetrievalModel(mode=mode)
-    model.fit(ds, steps=1)
-    tr = ds.transitions("state")
-    z, a = torch.as_tensor(tr["obs"]), torch.as_tensor(tr["action"])
-    z2, reward, p_fail = model.step(z, a)
+def test_a_stored_query_returns_its_stored_outcome(dataset, mode):
+    model = RetrievalModel(mode=mode, fail_neighbours=1, **TINY)
+    model.fit(dataset, steps=1)
+    assert isinstance(model, WorldModel) and model.obs_mode == "state+pixels"
+    z, tr = stored_queries(model, dataset)
+    z2, reward, p_fail = model.step(z, torch.as_tensor(tr["action"]))
     assert z2.shape == z.shape and reward.shape == p_fail.shape == (len(z),)
-    expected = torch.as_tensor(tr["next_obs"])
-    if mode == "next":
-        assert torch.equal(z2, expected)
-    else:
-        torch.testing.assert_close(z2, expected, atol=1e-6, rtol=0)
+    torch.testing.assert_close(z2, tr["z_next"], atol=1e-5, rtol=0)
     ok = ~tr["dropped"]
-    np.testing.assert_allclose(reward.numpy()[ok], tr["reward"][ok], rtol=1e-6)
+    # the toy's reward is a function of the hand relative to the goal: recalled exactly
+    np.testing.assert_allclose(reward.numpy()[ok], tr["reward"][ok], rtol=1e-5)
     assert np.array_equal(p_fail.numpy(), tr["dropped"].astype(np.float32))
     # the failure penalty is the planner's: a failed step's reward stays in the ordinary range
     assert reward.min() >= tr["reward"][ok].min()
 
 
-def test_delta_mode_applies_the_remembered_change_where_the_query_is(toy_dir):
-    ds = Dataset.load(toy_dir)
-    model = RetrievalModel(mode="delta")
-    model.fit(ds, steps=1)
-    tr = ds.transitions("state")
-    z = torch.as_tensor(tr["obs"][:5]).clone()
-    z[:, 3:5] += 0.01  # a slightly different target: still the same nearest transitions
-    z2, _, _ = model.step(z, torch.as_tensor(tr["action"][:5]))
-    torch.testing.assert_close(z2 - z, torch.as_tensor(tr["next_obs"][:5] - tr["obs"][:5]))
+def test_p_fail_is_the_failed_share_of_the_nearest_transitions(dataset):
+    model = RetrievalModel(fail_neighbours=5, **TINY)
+    model.fit(dataset, steps=1)
+    z, tr = stored_queries(model, dataset)
+    a = torch.as_tensor(tr["action"])
+    _, _, p_fail = model.step(z, a)
+    rows = model.neighbours(z, a)
+    assert rows.shape == (len(z), 5) and torch.equal(rows[:, 0], torch.arange(len(z)))
+    expected = torch.as_tensor(tr["dropped"], dtype=torch.float32)[rows].mean(1)
+    torch.testing.assert_close(p_fail, expected)
+    dropped = torch.as_tensor(tr["dropped"])
+    assert p_fail[dropped].min() >= 0.2 and p_fail[dropped].mean() > p_fail[~dropped].mean()
 
 
-def test_batched_queries_match_one_by_one_and_chunking(toy_dir):
-    ds = Dataset.load(toy_dir)
-    whole, chunked = RetrievalModel(), RetrievalModel(chunk=7)
-    whole.fit(ds, 1)
-    chunked.fit(ds, 1)
+def test_delta_mode_applies_the_remembered_change_where_the_query_is(dataset):
+    model = RetrievalModel(mode="delta", **TINY)
+    model.fit(dataset, steps=1)
+    z, tr = stored_queries(model, dataset)
+    q = z[:5].clone()
+    q[:, -2:] += 0.01  # another goal: not part of the key, the same neighbours
+    z2, _, _ = model.step(q, torch.as_tensor(tr["action"][:5]))
+    torch.testing.assert_close(z2 - q, tr["z_next"][:5] - z[:5], atol=1e-5, rtol=0)
+
+
+def test_the_neighbours_own_reward_without_reward_labels(dataset):
+    model = RetrievalModel(**{**TINY, "reward_labels": []})
+    model.fit(dataset, steps=1)
+    z, tr = stored_queries(model, dataset)
+    q = z.clone()
+    q[:, -2:] = 0.0  # the query's goal is ignored: the stored reward comes back
+    _, reward, _ = model.step(q, torch.as_tensor(tr["action"]))
+    ok = ~tr["dropped"]
+    np.testing.assert_allclose(reward.numpy()[ok], tr["reward"][ok], rtol=1e-5)
+
+
+def test_batched_queries_match_one_by_one_and_chunking(dataset):
+    whole, chunked = RetrievalModel(**TINY), RetrievalModel(chunk=7, **TINY)
+    whole.fit(dataset, 1)
+    chunked.fit(dataset, 1)
     gen = torch.Generator().manual_seed(0)
-    z = torch.randn(33, len(LABELS), generator=gen) * 0.3
+    z, _ = stored_queries(whole, dataset)
+    z = z[:33] + torch.randn(33, z.shape[1], generator=gen) * 0.05
     a = torch.rand(33, 4, generator=gen) * 2 - 1
     batch = whole.step(z, a)
     single = [
@@ -118,52 +105,50 @@ def test_batched_queries_match_one_by_one_and_chunking(toy_dir):
         assert torch.equal(x, y) and torch.equal(x, c)
 
 
-def test_save_load_round_trip_predicts_identically(toy_dir, tmp_path):
-    model = RetrievalModel()
-    model.fit(Dataset.load(toy_dir), 1)
-    assert isinstance(model, WorldModel)
+def test_save_load_round_trip_predicts_identically(dataset, tmp_path):
+    model = RetrievalModel(**TINY)
+    model.fit(dataset, 1)
     model.save(str(tmp_path / "m.pt"))
     loaded = RetrievalModel.load(str(tmp_path / "m.pt"))
-    z = torch.randn(10, len(LABELS))
+    obs = obs_of(toy_episodes(1, seed=8)[0], 2)
+    z = model.encode(obs)
+    assert torch.equal(z, loaded.encode(obs))
     a = torch.rand(10, 4) * 2 - 1
-    for x, y in zip(model.step(z, a), loaded.step(z, a), strict=True):
+    for x, y in zip(model.step(z.repeat(10, 1), a), loaded.step(z.repeat(10, 1), a), strict=True):
         assert torch.equal(x, y)
 
 
-def test_imagine_replays_stored_frames_or_renders_retrieved_states(toy_dir):
-    ep = toy_episodes()[1]
-    with_pixels = RetrievalModel(mode="next")
-    with_pixels.fit(Dataset.load(toy_dir), 1)
-    env = FakeEnv()
-    imag = with_pixels.imagine(ep.state[0], ep.action[:5], env)
+def test_imagine_replays_the_stored_frames_and_cup(dataset):
+    ep = dataset.episodes[1]
+    model = RetrievalModel(mode="next", **TINY)
+    model.fit(dataset, 1)
+    imag = model.imagine(obs_of(ep, 0), ep.action[:5], SpaceOnlyEnv())
     assert imag.frames_kind == "retrieved"
-    assert np.array_equal(imag.frames, ep.pixels[1:6]) and not env.rendered
-    np.testing.assert_allclose(imag.cup_pos, ep.state[1:6, :3])
-
-    states_only = RetrievalModel(mode="next")
-    states_only.fit(Dataset.load(toy_dir, obs_modes=["state"]), 1)
-    imag = states_only.imagine(ep.state[0], ep.action[:5], env)
-    assert imag.frames.shape == (5, SIZE, SIZE, 3) and imag.frames_kind == "retrieved"
-    np.testing.assert_allclose(np.stack(env.rendered), ep.state[1:6])
+    assert np.array_equal(imag.frames, ep.pixels[1:6])
+    assert imag.cup_pos is None  # the toy's state has no cup_z: no 3-d cup to report
 
 
-def test_bad_mode_names_the_valid_ones():
+def test_bad_settings_name_the_valid_ones(dataset):
     with pytest.raises(ValueError, match="delta"):
         RetrievalModel(mode="nearest")
+    with pytest.raises(ValueError, match="goal_labels"):
+        RetrievalModel(**{**TINY, "reward_labels": ["hand_x"]})
+    with pytest.raises(ValueError, match="proprio_labels"):
+        RetrievalModel(**{**TINY, "reward_labels": ["cup_x", "cup_y"]})
     with pytest.raises(RuntimeError, match="fit"):
-        RetrievalModel().step(torch.zeros(1, 6), torch.zeros(1, 4))
+        RetrievalModel(**TINY).step(torch.zeros(1, 10), torch.zeros(1, 4))
+    with pytest.raises(ValueError, match="valid labels"):
+        RetrievalModel(**{**TINY, "proprio_labels": ["elbow"], "reward_labels": []}).fit(dataset)
 
 
-def test_agent_config_trains_and_plans(toy_dir, tmp_path):
-    from importlib.resources import files
-
-    from embodied.agents.mpc import make_policy
-
+def test_agent_config_trains_and_plans(tmp_path):
     cfg = OmegaConf.load(str(files("embodied.configs") / "agent" / "retrieval.yaml"))
-    out = train_world_model(cfg, toy_dir, tmp_path, steps=2, progress=False)
+    cfg.world_model = OmegaConf.merge(cfg.world_model, TINY)
+    data = write_toy(tmp_path / "data", toy_episodes())
+    out = train_world_model(cfg, data, tmp_path / "model", steps=2, progress=False)
     assert out["step"] == 2
-    env = FakeEnv()
-    policy = make_policy(cfg, tmp_path, env, seed=0)
+    env = SpaceOnlyEnv()
+    policy = make_policy(cfg, tmp_path / "model", env, seed=0)
     policy.reset(env)
-    action = policy.act(toy_episodes()[0].state[0])
+    action = policy.act(obs_of(toy_episodes(1)[0]))
     assert action.shape == (4,) and np.all(np.abs(action) <= 1)

@@ -2,7 +2,8 @@
 
 A 3x3 red 'cup' moves by the first two action entries on a 16x16 frame with a green target
 pixel; reward is minus its distance to the target. With ``drops``, a grip below -0.8 (after
-step 4) ends the episode with a drop, so failure heads have something to learn.
+step 4) ends the episode with a drop, so failure heads have something to learn. The 'hand'
+(proprioception, ``PROPRIO``) holds the cup: its entries follow the cup's; only the cup is drawn.
 """
 
 from __future__ import annotations
@@ -14,7 +15,9 @@ import numpy as np
 
 from embodied.dataset import Episode, write_dataset
 
-LABELS = ["cup_x", "cup_y", "target_x", "target_y", "target_z"]
+LABELS = ["cup_x", "cup_y", "target_x", "target_y", "target_z", "hand_x", "hand_y"]
+PROPRIO = ["hand_x", "hand_y"]
+CUP = [0, 1]  # the cup's entries of the state vector
 SIZE = 16
 
 
@@ -38,6 +41,7 @@ def toy_episodes(n: int = 8, steps: int = 12, seed: int = 0, drops: bool = True)
         action = rng.uniform(-1, 1, (steps, 4)).astype(np.float32)
         for t in range(steps):
             state[t + 1, :2] = np.clip(state[t, :2] + 0.15 * action[t, :2], -1, 1)
+        state[:, 5:7] = state[:, :2]
         dropped = np.zeros(steps, bool)
         t_end = steps
         if drops:
