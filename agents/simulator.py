@@ -58,13 +58,26 @@ class SimulatorModel:
         """Take the episode's model (oracle) or the nominal one; called after env.reset."""
         self.env = env.unwrapped  # type: ignore[assignment]
         source = self.env.model if self.family == "oracle" else self.env.nominal_model()
-        self.model = copy.copy(source)
+        self.env_substeps = self.env.n_substeps
+        # The joint springs rest where the episode's start put the arm (the env sets them so);
+        # a nominal model rests at the keyframe, 2 rad away: read the posture off the start.
+        self.rest_qpos = self.env.data.qpos[self.env._arm_qpos].copy()
+        self._set_model(self.at_rest(copy.copy(source)))
         self.datas = [mujoco.MjData(self.model) for _ in range(self.threads)]
         self.nstate = mujoco.mj_stateSize(self.model, STATE_SPEC)
         self.nu = self.model.nu
         self._lo = self.model.actuator_ctrlrange[:3, 0]
         self._hi = self.model.actuator_ctrlrange[:3, 1]
-        self._substeps = self.env.n_substeps
+
+    def at_rest(self, model: mujoco.MjModel) -> mujoco.MjModel:
+        """``model`` with its arm springs at the observed start posture."""
+        model.qpos_spring[self._attached()._arm_qpos] = self.rest_qpos
+        return model
+
+    def _set_model(self, model: mujoco.MjModel) -> None:
+        """Plan in ``model`` (owned by this simulator), at the planning timestep if one is set."""
+        self.model = model
+        self._substeps = self.env_substeps
         if self.timestep is not None:
             self._substeps = max(1, int(round(CONTROL_DT / self.timestep)))
             self.model.opt.timestep = CONTROL_DT / self._substeps
@@ -75,7 +88,7 @@ class SimulatorModel:
     def encode(self, obs: Any) -> torch.Tensor:
         env = self._attached()
         state = np.empty(self.nstate)
-        mujoco.mj_getState(env.model, env.data, state, STATE_SPEC)
+        mujoco.mj_getState(self.model, env.data, state, STATE_SPEC)  # same sizes
         return torch.as_tensor(np.concatenate([state, env.data.ctrl])[None])
 
     @property
