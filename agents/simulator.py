@@ -62,7 +62,8 @@ class SimulatorModel:
         # The joint springs rest where the episode's start put the arm (the env sets them so);
         # a nominal model rests at the keyframe, 2 rad away: read the posture off the start.
         self.rest_qpos = self.env.data.qpos[self.env._arm_qpos].copy()
-        self._set_model(self.at_rest(copy.copy(source)))
+        model = copy.copy(source)
+        self._set_model(model if self.family == "oracle" else self.at_rest(model))
         self.datas = [mujoco.MjData(self.model) for _ in range(self.threads)]
         self.nstate = mujoco.mj_stateSize(self.model, STATE_SPEC)
         self.nu = self.model.nu
