@@ -60,6 +60,7 @@ class SysIDModel(SimulatorModel):
         window: int = 4,
         population: int = 16,
         elites: int = 4,
+        iterations: int = 1,
         min_std: float = 0.03,
         drift: float = 0.05,
         threads: int = 1,
@@ -76,14 +77,15 @@ class SysIDModel(SimulatorModel):
                 f"prior must name work parameters to identify; unknown {unknown}, "
                 f"valid: {list(WORK_PARAMS)}"
             )
-        if window < 1 or not 1 <= elites <= population:
+        if window < 1 or iterations < 1 or not 1 <= elites <= population:
             raise ValueError(
-                f"need window >= 1 and 1 <= elites <= population; got {window}, {elites}, "
-                f"{population}"
+                f"need window >= 1, iterations >= 1 and 1 <= elites <= population; got "
+                f"{window}, {iterations}, {elites}, {population}"
             )
         self.names = tuple(prior)
         self.prior_std = np.array([float(prior[n]) for n in self.names])
         self.window, self.population, self.elites = int(window), int(population), int(elites)
+        self.iterations = int(iterations)
         self.min_std, self.drift = float(min_std), float(drift)
         self.reseed(seed)
 
@@ -117,28 +119,29 @@ class SysIDModel(SimulatorModel):
 
     # ------------------------------------------------------------------ identification
     def _refit(self) -> None:
-        """One CEM iteration over log-parameters on the last ``window`` transitions."""
+        """``iterations`` CEM iterations over log-parameters on the last ``window`` transitions."""
         recent = self.history[-(self.window + 1) :]
         zs = np.stack([z for _, z, _ in recent])
         starts, ends = zs[:-1, : self.nstate], zs[1:, : self.nstate]
         controls = zs[1:, self.nstate :]  # what was applied during each step
         touches = np.stack([t for _, _, t in recent[1:]])
         k, m = len(starts), self.population
-        cands = self.mean + self.std * self.rng.standard_normal((m, len(self.names)))
-        cands[0] = self.mean
-        models = [self._model_at(c) for c in cands]
-        states, sensors = rollout.rollout(
-            [model for model in models for _ in range(k)],
-            self.datas,
-            np.tile(starts, (m, 1)),
-            np.tile(controls[:, None, :], (m, 1, 1)),
-            nstep=self.env_substeps,
-        )
-        loss = self._loss(states[:, -1], sensors[:, -1], ends, touches).reshape(m, k).sum(1)
-        elite = cands[np.argsort(loss)[: self.elites]]
-        self.mean = elite.mean(0)
-        spread = np.sqrt(elite.var(0) + self.drift**2)
-        self.std = np.clip(spread, self.min_std, self.prior_std)
+        for _ in range(self.iterations):
+            cands = self.mean + self.std * self.rng.standard_normal((m, len(self.names)))
+            cands[0] = self.mean
+            models = [self._model_at(c) for c in cands]
+            states, sensors = rollout.rollout(
+                [model for model in models for _ in range(k)],
+                self.datas,
+                np.tile(starts, (m, 1)),
+                np.tile(controls[:, None, :], (m, 1, 1)),
+                nstep=self.env_substeps,
+            )
+            loss = self._loss(states[:, -1], sensors[:, -1], ends, touches).reshape(m, k).sum(1)
+            elite = cands[np.argsort(loss)[: self.elites]]
+            self.mean = elite.mean(0)
+            spread = np.sqrt(elite.var(0) + self.drift**2)
+            self.std = np.clip(spread, self.min_std, self.prior_std)
         self.refits += 1
         self._set_model(self._model_at(self.mean))
 
