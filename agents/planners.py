@@ -178,19 +178,20 @@ class ICEM(CEM):
         self.noise_beta, self.keep_elites = noise_beta, keep_elites
         self.population_decay = population_decay
         self.kept: torch.Tensor | None = None
-        # power-law amplitudes over the horizon's frequencies; the zero frequency as the lowest
+        # Power-law amplitudes over the horizon's frequencies (the zero frequency as the
+        # lowest), turned once into a linear map from white coefficients (real and imaginary
+        # parts; DC and Nyquist have none imaginary) to time samples: sampling is one matmul.
+        k = self.horizon // 2 + 1
         freqs = torch.fft.rfftfreq(self.horizon)
-        if self.horizon > 1:
-            freqs[0] = freqs[1]
-        else:
-            freqs[0] = 1.0
-        amp = freqs ** (-noise_beta / 2)
-        # variance of one irfft sample: DC and Nyquist count once, the other bins four times
-        weight = torch.full_like(amp, 4.0)
-        weight[0] = 1.0
-        if self.horizon % 2 == 0 and self.horizon > 1:
-            weight[-1] = 1.0
-        self._amp = (amp / ((weight * amp**2).sum().sqrt() / self.horizon)).to(self.device)
+        freqs[0] = freqs[1] if self.horizon > 1 else 1.0
+        amp = torch.diag(freqs ** (-noise_beta / 2)).to(torch.complex64)
+        imag = torch.fft.irfft(1j * amp, n=self.horizon)
+        imag[0] = 0.0
+        if self.horizon % 2 == 0:
+            imag[-1] = 0.0
+        basis = torch.cat([torch.fft.irfft(amp, n=self.horizon), imag])  # (2k, H)
+        self._basis = (basis / basis.pow(2).sum(0).mean().sqrt()).to(self.device)
+        self._coefficients = 2 * k
 
     def reset(self) -> None:
         super().reset()
@@ -198,14 +199,11 @@ class ICEM(CEM):
 
     def _coloured(self, n: int) -> torch.Tensor:
         """(n, H, A) unit-variance noise, correlated in time with spectrum 1 / f^beta."""
-        shape = (n, self.action_dim, len(self._amp))
-        real = torch.randn(shape, generator=self.generator, device=self.device)
-        imag = torch.randn(shape, generator=self.generator, device=self.device)
-        imag[..., 0] = 0.0
-        if self.horizon % 2 == 0:
-            imag[..., -1] = 0.0
-        spectrum = torch.complex(real, imag) * self._amp
-        return torch.fft.irfft(spectrum, n=self.horizon).transpose(1, 2)
+        shape = (n * self.action_dim, self._coefficients)
+        white = torch.randn(shape, generator=self.generator, device=self.device)
+        # one 2-D product: a batched one spins up the thread pool for a few hundred flops
+        noise = (white @ self._basis).reshape(n, self.action_dim, self.horizon)
+        return noise.transpose(1, 2)
 
     def optimise(
         self, step_fn: StepFn, z0: torch.Tensor, prior: torch.Tensor | None = None

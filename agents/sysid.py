@@ -167,7 +167,29 @@ class SysIDModel(SimulatorModel):
 
 
 class SysIDAgent(MPCAgent):
-    """The MPC agent whose episodes record what its model identified."""
+    """The MPC agent whose episodes record what its model identified.
+
+    For its first ``probe_steps`` steps it holds still (the grip it has) while the model
+    identifies: planning in a model still at nominal physics is what drops a heavy cup.
+    """
+
+    def __init__(self, world_model: SysIDModel, planner: Any, probe_steps: int = 0):
+        super().__init__(world_model, planner)
+        if probe_steps < 0:
+            raise ValueError(f"probe_steps must be >= 0; got {probe_steps}")
+        self.probe_steps = int(probe_steps)
+
+    def reset(self, env: gymnasium.Env) -> None:
+        super().reset(env)
+        self.steps = 0
+
+    def act(self, obs: Any) -> np.ndarray:
+        self.steps += 1
+        if self.steps > self.probe_steps:
+            return super().act(obs)
+        with torch.inference_mode():
+            self.world_model.encode(obs)
+        return self.last_action
 
     def episode_record(self) -> dict[str, float]:
         return self.world_model.estimates()
@@ -178,4 +200,4 @@ def make_policy(
 ) -> SysIDAgent:
     """The ``policy`` factory of configs/agent/sysid.yaml: the MPC policy, with its record."""
     agent = make_mpc_policy(agent_cfg, checkpoint_dir, env, seed)
-    return SysIDAgent(agent.world_model, agent.planner)
+    return SysIDAgent(agent.world_model, agent.planner, int(agent_cfg.get("probe_steps", 0)))
