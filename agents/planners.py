@@ -1,4 +1,4 @@
-"""CEM and MPPI over action sequences, for any batched ``step_fn(z, a) -> (z', reward, p_fail)``.
+"""CEM, iCEM and MPPI over action sequences for any batched ``step_fn(z, a) -> (z2, r, p_fail)``.
 
 Every candidate sequence is evaluated by ``particles`` copies at once: the batch has
 ``population * particles`` rows, row ``p * particles + k`` being particle k of candidate p, in
@@ -86,20 +86,31 @@ class Planner:
 
     @torch.no_grad()
     def cost(self, step_fn: StepFn, z0: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
-        """Expected cost (N,) of N candidate sequences (N, H, A) from one start latent z0."""
+        """Expected cost (N,) of N candidate sequences (N, H, A) from one start latent z0.
+
+        A ``step_fn`` that also has ``rollout(z0, actions) -> (reward, p_fail)``, each (B, H),
+        is asked for the whole horizon in one call (the simulator: one ``mujoco.rollout``
+        instead of H); otherwise it is stepped H times.
+        """
         n, h = actions.shape[:2]
         k = self.particles
-        z = z0.reshape(1, -1).expand(n * k, -1)
         acts = actions.repeat_interleave(k, dim=0)  # row p*k + j: particle j of candidate p
-        ret = torch.zeros(n * k, device=z.device)
-        fail = torch.zeros(n * k, device=z.device)
-        alive = torch.ones(n * k, device=z.device)
-        for t in range(h):
-            z, reward, p_fail = step_fn(z, acts[:, t])
-            ret += alive * reward + (1.0 - alive) * self.dead_reward
-            fail += alive * p_fail
-            alive = alive * (1.0 - p_fail)
-        cost = -ret + self.failure_penalty * fail
+        whole = getattr(step_fn, "rollout", None)
+        if whole is not None:
+            reward, p_fail = whole(z0, acts)
+        else:
+            z = z0.reshape(1, -1).expand(n * k, -1)
+            rewards, fails = [], []
+            for t in range(h):
+                z, r, p = step_fn(z, acts[:, t])
+                rewards.append(r)
+                fails.append(p)
+            reward, p_fail = torch.stack(rewards, 1), torch.stack(fails, 1)
+        reward, p_fail = reward.to(self.device), p_fail.to(self.device)
+        # survival before each step: S_0 = 1, S_{t+1} = S_t (1 - p_t)
+        alive = torch.cumprod(torch.cat([torch.ones_like(p_fail[:, :1]), 1 - p_fail[:, :-1]], 1), 1)
+        ret = (alive * reward + (1.0 - alive) * self.dead_reward).sum(1)
+        cost = -ret + self.failure_penalty * (alive * p_fail).sum(1)
         return cost.reshape(n, k).mean(1)
 
     def plan(
@@ -138,6 +149,91 @@ class CEM(Planner):
             mean = self.momentum * mean + (1 - self.momentum) * elite.mean(0)
             std = (self.momentum * std + (1 - self.momentum) * new_std).clamp(min=self.min_std)
         return mean
+
+
+class ICEM(CEM):
+    """CEM improved as in iCEM (Pinneri et al. 2020): coloured noise, kept elites, the best plan.
+
+    Samples are power-law ("coloured") noise in time, ``noise_beta`` 0 white, 2 brown: smooth
+    sequences whose low frequencies move the plan as a whole. A fraction ``keep_elites`` of the
+    elites joins the next iteration's candidates, and after a step the last elites, shifted by
+    one step, join the first; the population shrinks by ``population_decay`` per iteration.
+    The plan executed and warm-started is the best candidate ever scored, not the elites' mean
+    (which may sit between two good plans and be worse than both: a grip halfway released).
+    """
+
+    def __init__(
+        self,
+        noise_beta: float = 2.0,
+        keep_elites: float = 0.3,
+        population_decay: float = 1.0,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if noise_beta < 0 or not 0 <= keep_elites <= 1 or population_decay < 1:
+            raise ValueError(
+                "need noise_beta >= 0, keep_elites in [0, 1], population_decay >= 1; got "
+                f"{noise_beta}, {keep_elites}, {population_decay}"
+            )
+        self.noise_beta, self.keep_elites = noise_beta, keep_elites
+        self.population_decay = population_decay
+        self.kept: torch.Tensor | None = None
+        # Power-law amplitudes over the horizon's frequencies (the zero frequency as the
+        # lowest), turned once into a linear map from white coefficients (real and imaginary
+        # parts; DC and Nyquist have none imaginary) to time samples: sampling is one matmul.
+        k = self.horizon // 2 + 1
+        freqs = torch.fft.rfftfreq(self.horizon)
+        freqs[0] = freqs[1] if self.horizon > 1 else 1.0
+        amp = torch.diag(freqs ** (-noise_beta / 2)).to(torch.complex64)
+        imag = torch.fft.irfft(1j * amp, n=self.horizon)
+        imag[0] = 0.0
+        if self.horizon % 2 == 0:
+            imag[-1] = 0.0
+        basis = torch.cat([torch.fft.irfft(amp, n=self.horizon), imag])  # (2k, H)
+        self._basis = (basis / basis.pow(2).sum(0).mean().sqrt()).to(self.device)
+        self._coefficients = 2 * k
+
+    def reset(self) -> None:
+        super().reset()
+        self.kept = None
+
+    def _coloured(self, n: int) -> torch.Tensor:
+        """(n, H, A) unit-variance noise, correlated in time with spectrum 1 / f^beta."""
+        shape = (n * self.action_dim, self._coefficients)
+        white = torch.randn(shape, generator=self.generator, device=self.device)
+        # one 2-D product: a batched one spins up the thread pool for a few hundred flops
+        noise = (white @ self._basis).reshape(n, self.action_dim, self.horizon)
+        return noise.transpose(1, 2)
+
+    def optimise(
+        self, step_fn: StepFn, z0: torch.Tensor, prior: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        mean = self._initial_mean(prior)
+        std = torch.full_like(mean, self.init_std)
+        kept = None
+        if self.kept is not None:  # last step's elites, one step on
+            fill = mean[-1:].expand(len(self.kept), 1, -1)
+            kept = torch.cat([self.kept[:, 1:], fill], 1)
+        best, best_cost = mean, float("inf")
+        n_keep = int(round(self.keep_elites * self.elites))
+        for i in range(self.iterations):
+            n = max(self.elites, int(self.population / self.population_decay**i))
+            actions = mean + std * self._coloured(n)
+            actions[0] = mean
+            if kept is not None and len(kept):
+                actions = torch.cat([actions, kept])
+            actions = torch.maximum(torch.minimum(actions, self.high), self.low)
+            cost = self.cost(step_fn, z0, actions)
+            order = torch.topk(cost, self.elites, largest=False).indices
+            elite = actions[order]
+            if float(cost[order[0]]) < best_cost:
+                best, best_cost = elite[0], float(cost[order[0]])
+            new_std = elite.std(0, unbiased=False) if self.elites > 1 else std
+            mean = self.momentum * mean + (1 - self.momentum) * elite.mean(0)
+            std = (self.momentum * std + (1 - self.momentum) * new_std).clamp(min=self.min_std)
+            kept = elite[:n_keep]
+        self.kept = kept
+        return best
 
 
 class MPPI(Planner):

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from mujoco import rollout
 
-from embodied.envs.arm import MAX_DELTA, ArmEnv
+from embodied.envs.arm import CONTROL_DT, MAX_DELTA, ArmEnv
 from embodied.protocols import Imagination
 
 FAMILIES = ("oracle", "nominal")
@@ -36,10 +36,19 @@ class SimulatorModel:
 
     obs_mode = "state"
 
-    def __init__(self, family: str = "oracle", threads: int = 1, device: str = "cpu"):
+    def __init__(
+        self,
+        family: str = "oracle",
+        threads: int = 1,
+        timestep: float | None = None,
+        device: str = "cpu",
+    ):
         if family not in FAMILIES:
             raise ValueError(f"unknown simulator family {family!r}; valid: {list(FAMILIES)}")
+        if timestep is not None and not 0 < timestep <= CONTROL_DT:
+            raise ValueError(f"timestep must be in (0, {CONTROL_DT}] s or null; got {timestep}")
         self.family = family
+        self.timestep = timestep  # planning integration step; None: the env's own
         self.threads = int(threads)  # one per eval worker; raise it when planning alone
         self.device = device
         self.env: ArmEnv | None = None
@@ -49,13 +58,30 @@ class SimulatorModel:
         """Take the episode's model (oracle) or the nominal one; called after env.reset."""
         self.env = env.unwrapped  # type: ignore[assignment]
         source = self.env.model if self.family == "oracle" else self.env.nominal_model()
-        self.model = copy.copy(source)
+        self.env_substeps = self.env.n_substeps
+        # The joint springs rest where the episode's start put the arm (the env sets them so);
+        # a nominal model rests at the keyframe, 2 rad away: read the posture off the start.
+        self.rest_qpos = self.env.data.qpos[self.env._arm_qpos].copy()
+        model = copy.copy(source)
+        self._set_model(model if self.family == "oracle" else self.at_rest(model))
         self.datas = [mujoco.MjData(self.model) for _ in range(self.threads)]
         self.nstate = mujoco.mj_stateSize(self.model, STATE_SPEC)
         self.nu = self.model.nu
         self._lo = self.model.actuator_ctrlrange[:3, 0]
         self._hi = self.model.actuator_ctrlrange[:3, 1]
-        self._substeps = self.env.n_substeps
+
+    def at_rest(self, model: mujoco.MjModel) -> mujoco.MjModel:
+        """``model`` with its arm springs at the observed start posture."""
+        model.qpos_spring[self._attached()._arm_qpos] = self.rest_qpos
+        return model
+
+    def _set_model(self, model: mujoco.MjModel) -> None:
+        """Plan in ``model`` (owned by this simulator), at the planning timestep if one is set."""
+        self.model = model
+        self._substeps = self.env_substeps
+        if self.timestep is not None:
+            self._substeps = max(1, int(round(CONTROL_DT / self.timestep)))
+            self.model.opt.timestep = CONTROL_DT / self._substeps
 
     def fit(self, dataset: Any, steps: int = 0, **kwargs: Any) -> dict[str, list[float]]:
         return {}  # nothing to learn
@@ -63,17 +89,54 @@ class SimulatorModel:
     def encode(self, obs: Any) -> torch.Tensor:
         env = self._attached()
         state = np.empty(self.nstate)
-        mujoco.mj_getState(env.model, env.data, state, STATE_SPEC)
+        mujoco.mj_getState(self.model, env.data, state, STATE_SPEC)  # same sizes
         return torch.as_tensor(np.concatenate([state, env.data.ctrl])[None])
 
+    @property
+    def step(self) -> SimulatorStep:
+        """``step(z, action)`` for one control step, with ``.rollout`` for a whole horizon."""
+        return SimulatorStep(self)
+
     @torch.no_grad()
-    def step(
+    def step_batch(
         self, z: torch.Tensor, action: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One control step for a batch: (next z, reward, failing now)."""
         states, sensors = self._advance(z.cpu().numpy(), action.cpu().numpy())
         reward, _, failing = self._attached().score(sensors)
         return (
             torch.as_tensor(states),
+            torch.as_tensor(reward, dtype=torch.float32),
+            torch.as_tensor(failing, dtype=torch.float32),
+        )
+
+    @torch.no_grad()
+    def rollout(self, z0: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(reward, failing), each (N, H), of N action sequences (N, H, 4) from one z0.
+
+        The servo targets follow from the actions alone, so the controls of every substep are
+        known beforehand and the whole horizon is one ``mujoco.rollout`` call.
+        """
+        z0 = z0.cpu().numpy().reshape(-1)
+        acts = np.clip(actions.cpu().numpy().astype(np.float64), -1.0, 1.0)
+        n, h = acts.shape[:2]
+        ctrl = np.tile(z0[self.nstate :], (n, 1))
+        controls = np.empty((n, h, self.nu))
+        for t in range(h):
+            ctrl[:, :3] = np.clip(ctrl[:, :3] + MAX_DELTA * acts[:, t, :3], self._lo, self._hi)
+            ctrl[:, 6] = acts[:, t, 3]
+            controls[:, t] = ctrl
+        _, sensors = rollout.rollout(
+            self.model,
+            self.datas,
+            np.tile(z0[: self.nstate], (n, 1)),
+            np.repeat(controls, self._substeps, axis=1),
+            nstep=h * self._substeps,
+        )
+        reward, _, failing = self._attached().score(
+            sensors[:, self._substeps - 1 :: self._substeps]
+        )
+        return (
             torch.as_tensor(reward, dtype=torch.float32),
             torch.as_tensor(failing, dtype=torch.float32),
         )
@@ -123,3 +186,18 @@ class SimulatorModel:
             nstep=self._substeps,
         )
         return np.concatenate([states[:, -1], ctrl], axis=1), sensors[:, -1]
+
+
+class SimulatorStep:
+    """A simulator's step function as the planners take it: callable, and whole-horizon."""
+
+    def __init__(self, model: SimulatorModel):
+        self.model = model
+
+    def __call__(
+        self, z: torch.Tensor, action: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return self.model.step_batch(z, action)
+
+    def rollout(self, z0: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.model.rollout(z0, actions)

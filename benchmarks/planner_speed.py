@@ -1,10 +1,12 @@
 """Median milliseconds per MPC action for each world-model family and planner, beside the floor.
 
 The floor is the same planner (same horizon, population, particles, iterations) with a model that
-predicts nothing, instantly (``zero_cost_step``): the planner's own overhead. A model's arithmetic
-does not depend on its weights, so by default each learned family is fitted for one step on a
-tiny freshly collected dataset; ``--checkpoints ROOT`` times trained models instead
-(``ROOT/<agent>/model.pt``, the layout ``embodied-train`` writes under ``models/<Task>/``).
+predicts nothing, instantly (``zero_cost_step``): the planner's own overhead. For the simulators
+(``oracle``, ``nominal``, ``sysid``) a third column times bare ``mujoco.rollout`` doing the same
+physics steps (iterations x population x horizon control steps, one call per iteration). A
+model's arithmetic does not depend on its weights, so by default each learned family is fitted
+for one step on a tiny freshly collected dataset; ``--checkpoints ROOT`` times trained models
+instead (``ROOT/<agent>/model.pt``, the layout ``embodied-train`` writes under ``models/<Task>/``).
 
     python benchmarks/planner_speed.py                       # every MPC/simulator agent config
     python benchmarks/planner_speed.py --agents state --actions 50
@@ -18,21 +20,23 @@ import time
 from pathlib import Path
 
 import gymnasium
+import mujoco
 import numpy as np
 import torch
 from hydra import compose, initialize_config_module
 from hydra.utils import get_class, instantiate
+from mujoco import rollout
 from omegaconf import DictConfig, OmegaConf
 
 import embodied.configs
 from embodied.agents.mpc import MPCAgent, load_world_model
 from embodied.agents.planners import zero_cost_step
+from embodied.agents.simulator import STATE_SPEC
 from embodied.agents.training import MODES, set_torch_threads
 from embodied.collect import collect
 from embodied.dataset import Dataset
 
-PLANNERS = {"CEM": "embodied.agents.planners.CEM", "MPPI": "embodied.agents.planners.MPPI"}
-CEM_ONLY = ("elites", "momentum")
+PLANNERS = ("cem", "icem", "mppi")  # configs/planner/<name>.yaml
 
 
 def agent_names() -> list[str]:
@@ -46,12 +50,30 @@ def agent_names() -> list[str]:
 
 
 def planner_cfg(agent: DictConfig, name: str) -> DictConfig:
-    cfg = OmegaConf.to_container(agent.planner, resolve=True)
-    cfg["_target_"] = PLANNERS[name]
-    if name != "CEM":
-        for key in CEM_ONLY:
-            cfg.pop(key, None)
-    return OmegaConf.create(cfg)
+    """configs/planner/<name>.yaml with the agent's values of the keys it shares."""
+    cfg = OmegaConf.load(Path(embodied.configs.__file__).parent / "planner" / f"{name}.yaml")
+    for key, value in OmegaConf.to_container(agent.planner, resolve=True).items():
+        if key in cfg and key != "_target_":
+            cfg[key] = value
+    return cfg
+
+
+def bare_rollout_ms(model: object, planner: DictConfig, actions: int) -> float | None:
+    """Median ms of the physics alone: mujoco.rollout over what one action's planning steps."""
+    if not hasattr(model, "rollout"):
+        return None
+    n, steps = int(planner.population), int(planner.horizon) * model._substeps
+    state = np.empty(model.nstate)
+    mujoco.mj_getState(model.model, model.env.data, state, STATE_SPEC)
+    states = np.tile(state, (n, 1))
+    control = np.tile(model.env.data.ctrl, (n, steps, 1))
+    times = []
+    for _ in range(actions):
+        start = time.perf_counter()
+        for _ in range(int(planner.iterations)):
+            rollout.rollout(model.model, model.datas, states, control, nstep=steps)
+        times.append(time.perf_counter() - start)
+    return 1000 * float(np.median(times))
 
 
 def build_model(agent: DictConfig, data_dir: str, checkpoints: str | None) -> object:
@@ -70,8 +92,9 @@ def time_agent(agent: DictConfig, env_cfg: DictConfig, model: object, actions: i
     space = env.action_space
     out = {}
     for name in PLANNERS:
+        cfg = planner_cfg(agent, name)
         planner = instantiate(
-            planner_cfg(agent, name),
+            cfg,
             action_dim=int(np.prod(space.shape)),
             action_low=space.low,
             action_high=space.high,
@@ -98,7 +121,8 @@ def time_agent(agent: DictConfig, env_cfg: DictConfig, model: object, actions: i
             if terminated or truncated:
                 obs, _ = env.reset(options={"shift": "id"})
                 policy.reset(env)
-        out[name] = (1000 * float(np.median(times)), 1000 * float(np.median(floor)))
+        bare = bare_rollout_ms(model, cfg, actions)
+        out[name] = (1000 * float(np.median(times)), 1000 * float(np.median(floor)), bare)
     env.close()
     return out
 
@@ -128,12 +152,19 @@ def main() -> None:
                 collect(cfg.env.id, data_dir, episodes=3, seed=0, progress=False)
             model = build_model(agent, data_dir, args.checkpoints)
             cls = get_class(agent.world_model._target_).__name__
-            for planner, (ms, floor) in time_agent(agent, cfg.env, model, args.actions).items():
-                rows.append((name, cls, planner, ms, floor, torch.get_num_threads()))
+            for planner, times in time_agent(agent, cfg.env, model, args.actions).items():
+                rows.append((name, cls, planner, *times, torch.get_num_threads()))
     print(f"\nmedian ms per MPC action, {args.env}, {args.actions} actions each")
-    print(f"{'agent':<10} {'model':<16} {'planner':<7} {'ms/action':>10} {'floor ms':>9} threads")
-    for name, cls, planner, ms, floor, threads in rows:
-        print(f"{name:<10} {cls:<16} {planner:<7} {ms:>10.1f} {floor:>9.2f} {threads:>7}")
+    print(
+        f"{'agent':<10} {'model':<16} {'planner':<7} {'ms/action':>10} {'floor ms':>9} "
+        f"{'rollout ms':>10} threads"
+    )
+    for name, cls, planner, ms, floor, bare, threads in rows:
+        physics = "-" if bare is None else f"{bare:.1f}"
+        print(
+            f"{name:<10} {cls:<16} {planner:<7} {ms:>10.1f} {floor:>9.2f} {physics:>10} "
+            f"{threads:>7}"
+        )
 
 
 if __name__ == "__main__":

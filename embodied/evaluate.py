@@ -170,6 +170,10 @@ def run_episode(
         "time_to_success": time_to_success,
         "physics_error": any(flags["physics_error"]),
     }
+    record = getattr(policy, "episode_record", None)
+    if record is not None:  # what the policy inferred (sysid: physics), beside the truth
+        row["estimates"] = record()
+        row["truth"] = {k: info["physics"][k] for k in row["estimates"]}
     return row, {k: np.asarray(v) for k, v in flags.items()}
 
 

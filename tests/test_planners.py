@@ -1,4 +1,4 @@
-"""CEM and MPPI: they find the optimum of toy quadratic models, respect bounds, avoid failure."""
+"""CEM, iCEM and MPPI find the optimum of toy quadratic models, respect bounds, avoid failure."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import torch
 from omegaconf import OmegaConf
 
 from embodied.agents.mpc import MPCAgent, make_policy
-from embodied.agents.planners import CEM, MPPI, zero_cost_step
+from embodied.agents.planners import CEM, ICEM, MPPI, zero_cost_step
 
-PLANNERS = [CEM, MPPI]
+PLANNERS = [CEM, ICEM, MPPI]
 GOAL = torch.tensor([0.5, -0.4, 0.3])
 
 
@@ -23,7 +23,7 @@ def reach_step(z: torch.Tensor, a: torch.Tensor):
 
 def make(cls, **kw):
     args = dict(horizon=3, population=128, iterations=5, particles=1, seed=0)
-    if cls is CEM:
+    if cls in (CEM, ICEM):
         args["elites"] = 16
     args.update(kw)
     return cls(**args)
@@ -151,3 +151,72 @@ def test_make_policy_requires_a_trained_model(tmp_path):
     with pytest.raises(ValueError, match="checkpoint_dir"):
         make_policy(cfg, None, env, seed=0)
     env.close()
+
+
+def test_icem_noise_is_unit_variance_and_coloured():
+    white = make(ICEM, horizon=16, noise_beta=0.0, action_dim=2)._coloured(4000)
+    brown = make(ICEM, horizon=16, noise_beta=2.0, action_dim=2)._coloured(4000)
+    for noise in (white, brown):
+        assert noise.shape == (4000, 16, 2)
+        assert abs(float(noise.var()) - 1.0) < 0.1
+
+    def lag1(x):
+        return float((x[:, 1:] * x[:, :-1]).mean() / x.var())
+
+    assert abs(lag1(white)) < 0.05 and lag1(brown) > 0.5  # brown noise: smooth in time
+
+
+def test_icem_keeps_shifted_elites_and_returns_its_best_candidate():
+    scored = []
+
+    class Recording(ICEM):
+        def cost(self, step_fn, z0, actions):
+            cost = super().cost(step_fn, z0, actions)
+            scored.append((actions.clone(), cost))
+            return cost
+
+    def step(z, a):
+        return z, -((a - 0.3) ** 2).sum(-1) - (a[:, 3] < 0.8).float(), torch.zeros(len(z))
+
+    planner = Recording(
+        horizon=3, population=20, elites=10, keep_elites=0.5, iterations=2, particles=1, seed=0
+    )
+    planner.plan(step, torch.zeros(2))
+    assert len(planner.kept) == 5
+    scored.clear()
+    planner.plan(step, torch.zeros(2))
+    assert len(scored[0][0]) == 20 + 5  # the population plus last step's 5 elites, shifted
+    actions = torch.cat([a for a, _ in scored])
+    costs = torch.cat([c for _, c in scored])
+    torch.testing.assert_close(planner.mean, actions[costs.argmin()])  # the best, not a mean
+    with pytest.raises(ValueError, match="keep_elites"):
+        ICEM(keep_elites=2.0)
+
+
+def test_whole_horizon_cost_equals_stepping():
+    whole_calls, step_calls = [], []
+
+    class Stepper:
+        def __call__(self, z, a):
+            step_calls.append(1)
+            return reach_step(z, a)
+
+        def rollout(self, z0, actions):
+            whole_calls.append(1)
+            z = z0.reshape(1, -1).expand(len(actions), -1)
+            rewards, fails = [], []
+            for t in range(actions.shape[1]):
+                z, r, p = reach_step(z, actions[:, t])
+                rewards.append(r)
+                fails.append(0.1 * torch.ones_like(r))
+            return torch.stack(rewards, 1), torch.stack(fails, 1)
+
+    def stepped(z, a):
+        z2, r, _ = reach_step(z, a)
+        return z2, r, 0.1 * torch.ones_like(r)
+
+    planner = make(CEM, horizon=4)
+    actions = torch.rand(7, 4, 4) * 2 - 1
+    whole = planner.cost(Stepper(), torch.zeros(3), actions)
+    torch.testing.assert_close(whole, planner.cost(stepped, torch.zeros(3), actions))
+    assert whole_calls == [1] and not step_calls

@@ -1,0 +1,203 @@
+"""``sysid``: MuJoCo at nominal physics that identifies the episode's work parameters online.
+
+The simulator starts at nominal training physics and, as the episode runs, fits the shift
+catalogue's work parameters (cup mass, grip force, actuator gain, joint damping, cup
+friction, ...) to the episode's own observed transitions: the last ``window`` steps are
+replayed in one batched ``mujoco.rollout`` under ``population`` candidate parameter sets (one
+MjModel each) and the candidates are scored by how far their predicted next states (joint
+positions and velocities, pad touch forces) land from the observed ones. One CEM iteration per
+step in log-parameter space, warm-started from the last estimate, refines the estimate while
+the episode goes on; the planner plans in the model at the current estimate.
+
+It never reads the episode's true physics: the observation (MuJoCo's full state, as
+``oracle`` and ``nominal`` encode it, and the touch readings of the state vector) and the
+controls it applied are all it fits to. The controls are read back from the state: the
+servo targets and the grip command are part of ``z``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import gymnasium
+import mujoco
+import numpy as np
+import torch
+from mujoco import rollout
+from omegaconf import DictConfig
+
+from embodied.agents.mpc import MPCAgent
+from embodied.agents.mpc import make_policy as make_mpc_policy
+from embodied.agents.simulator import SimulatorModel
+from embodied.envs.arm import STATE_LABELS
+from embodied.shifts import NOMINAL, build_model
+from embodied.shifts.catalogue import SHIFTS
+
+WORK_PARAMS = tuple(
+    p.name for s in SHIFTS.values() if s.kind == "work" for p in s.params if not p.integer
+)
+# prior spread (std of the log value) of each identified parameter
+DEFAULT_PRIOR = {
+    "cup_mass": 0.5,
+    "grip_force": 0.5,
+    "actuator_gain": 0.8,
+    "joint_damping": 1.5,
+    "cup_friction": 0.4,
+}
+TOUCH = [STATE_LABELS.index("touch_left"), STATE_LABELS.index("touch_right")]
+TOUCH_SCALE = 10.0  # the state vector reports min(touch, 50 N) / 10
+# error scales of the fit: 1 mm or mrad, 1 cm/s or 10 mrad/s, 0.1 N
+QPOS_SCALE, QVEL_SCALE, FORCE_SCALE = 1e-3, 1e-2, 0.1
+
+
+class SysIDModel(SimulatorModel):
+    """A simulator that fits its own work parameters to the episode; see the module docstring."""
+
+    def __init__(
+        self,
+        prior: Mapping[str, float] | None = None,
+        window: int = 4,
+        population: int = 16,
+        elites: int = 4,
+        iterations: int = 1,
+        min_std: float = 0.03,
+        drift: float = 0.05,
+        threads: int = 1,
+        timestep: float | None = None,
+        seed: int = 0,
+        device: str = "cpu",
+    ):
+        super().__init__(family="nominal", threads=threads, timestep=timestep, device=device)
+        self.family = "sysid"
+        prior = dict(DEFAULT_PRIOR if prior is None else prior)
+        unknown = sorted(set(prior) - set(WORK_PARAMS))
+        if unknown or not prior:
+            raise ValueError(
+                f"prior must name work parameters to identify; unknown {unknown}, "
+                f"valid: {list(WORK_PARAMS)}"
+            )
+        if window < 1 or iterations < 1 or not 1 <= elites <= population:
+            raise ValueError(
+                f"need window >= 1, iterations >= 1 and 1 <= elites <= population; got "
+                f"{window}, {iterations}, {elites}, {population}"
+            )
+        self.names = tuple(prior)
+        self.prior_std = np.array([float(prior[n]) for n in self.names])
+        self.window, self.population, self.elites = int(window), int(population), int(elites)
+        self.iterations = int(iterations)
+        self.min_std, self.drift = float(min_std), float(drift)
+        self.reseed(seed)
+
+    def reseed(self, seed: int) -> None:
+        self.rng = np.random.default_rng(seed)
+
+    # ------------------------------------------------------------------ protocol
+    def attach(self, env: gymnasium.Env) -> None:
+        """Start the episode at nominal physics and the prior spread; forget the last one."""
+        super().attach(env)  # family "nominal": the env's nominal model, never its own
+        self.mean = np.log([NOMINAL[n] for n in self.names])
+        self.std = self.prior_std.copy()
+        self.history: list[tuple[float, np.ndarray, np.ndarray]] = []  # (time, z, touch)
+        self.refits = 0
+
+    def encode(self, obs: Any) -> torch.Tensor:
+        """MuJoCo's state as the simulators encode it; a new observation refines the fit."""
+        z = super().encode(obs)
+        state = obs["state"] if isinstance(obs, dict) else obs
+        now = float(z[0, 0])  # the state's first entry is the simulation time
+        if not self.history or now > self.history[-1][0]:
+            touch = TOUCH_SCALE * np.asarray(state, np.float64)[TOUCH]
+            self.history.append((now, z[0].numpy().copy(), touch))
+            if len(self.history) >= 2:
+                self._refit()
+        return z
+
+    def estimates(self) -> dict[str, float]:
+        """The current estimate of each identified parameter (physical units)."""
+        return {n: float(v) for n, v in zip(self.names, np.exp(self.mean), strict=True)}
+
+    # ------------------------------------------------------------------ identification
+    def _refit(self) -> None:
+        """``iterations`` CEM iterations over log-parameters on the last ``window`` transitions."""
+        recent = self.history[-(self.window + 1) :]
+        zs = np.stack([z for _, z, _ in recent])
+        starts, ends = zs[:-1, : self.nstate], zs[1:, : self.nstate]
+        controls = zs[1:, self.nstate :]  # what was applied during each step
+        touches = np.stack([t for _, _, t in recent[1:]])
+        k, m = len(starts), self.population
+        for _ in range(self.iterations):
+            cands = self.mean + self.std * self.rng.standard_normal((m, len(self.names)))
+            cands[0] = self.mean
+            models = [self._model_at(c) for c in cands]
+            states, sensors = rollout.rollout(
+                [model for model in models for _ in range(k)],
+                self.datas,
+                np.tile(starts, (m, 1)),
+                np.tile(controls[:, None, :], (m, 1, 1)),
+                nstep=self.env_substeps,
+            )
+            loss = self._loss(states[:, -1], sensors[:, -1], ends, touches).reshape(m, k).sum(1)
+            elite = cands[np.argsort(loss)[: self.elites]]
+            self.mean = elite.mean(0)
+            spread = np.sqrt(elite.var(0) + self.drift**2)
+            self.std = np.clip(spread, self.min_std, self.prior_std)
+        self.refits += 1
+        self._set_model(self._model_at(self.mean))
+
+    def _loss(
+        self, pred: np.ndarray, sensors: np.ndarray, ends: np.ndarray, touches: np.ndarray
+    ) -> np.ndarray:
+        """Scaled squared error of each row's predicted next state against the observed one."""
+        k = len(ends)
+        reps = len(pred) // k
+        nq, nv = self.model.nq, self.model.nv
+        ends, touches = np.tile(ends, (reps, 1)), np.tile(touches, (reps, 1))
+        qpos = (pred[:, 1 : 1 + nq] - ends[:, 1 : 1 + nq]) / QPOS_SCALE
+        qvel = (pred[:, 1 + nq : 1 + nq + nv] - ends[:, 1 + nq : 1 + nq + nv]) / QVEL_SCALE
+        s = self._attached().sensors(sensors)
+        touch = np.stack([s["left_touch"][:, 0], s["right_touch"][:, 0]], 1)
+        seen = touches < 50.0  # the state vector saturates at 50 N
+        force = np.where(seen, (np.minimum(touch, 50.0) - touches) / FORCE_SCALE, 0.0)
+        return (qpos**2).sum(1) + (qvel**2).sum(1) + (force**2).sum(1)
+
+    def _model_at(self, log_values: np.ndarray) -> mujoco.MjModel:
+        values = np.exp(log_values)
+        return self.at_rest(build_model(dict(zip(self.names, values.tolist(), strict=True))))
+
+
+class SysIDAgent(MPCAgent):
+    """The MPC agent whose episodes record what its model identified.
+
+    For its first ``probe_steps`` steps it holds still (the grip it has) while the model
+    identifies: planning in a model still at nominal physics is what drops a heavy cup.
+    """
+
+    def __init__(self, world_model: SysIDModel, planner: Any, probe_steps: int = 0):
+        super().__init__(world_model, planner)
+        if probe_steps < 0:
+            raise ValueError(f"probe_steps must be >= 0; got {probe_steps}")
+        self.probe_steps = int(probe_steps)
+
+    def reset(self, env: gymnasium.Env) -> None:
+        super().reset(env)
+        self.steps = 0
+
+    def act(self, obs: Any) -> np.ndarray:
+        self.steps += 1
+        if self.steps > self.probe_steps:
+            return super().act(obs)
+        with torch.inference_mode():
+            self.world_model.encode(obs)
+        return self.last_action
+
+    def episode_record(self) -> dict[str, float]:
+        return self.world_model.estimates()
+
+
+def make_policy(
+    agent_cfg: DictConfig | dict, checkpoint_dir: Any, env: gymnasium.Env, seed: int
+) -> SysIDAgent:
+    """The ``policy`` factory of configs/agent/sysid.yaml: the MPC policy, with its record."""
+    agent = make_mpc_policy(agent_cfg, checkpoint_dir, env, seed)
+    return SysIDAgent(agent.world_model, agent.planner, int(agent_cfg.get("probe_steps", 0)))

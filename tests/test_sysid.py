@@ -1,0 +1,86 @@
+"""sysid identifies the work physics from its own transitions and never reads the true physics."""
+
+from __future__ import annotations
+
+import gymnasium
+import numpy as np
+import pytest
+from hydra import compose, initialize_config_module
+
+from embodied.agents.sysid import SysIDModel, make_policy
+
+HIDDEN = ("model", "physics", "explicit_physics")
+
+
+class Blind:
+    """The env as sysid may see it: every attribute but the MjModel and the physics dict."""
+
+    def __init__(self, env):
+        self._env = env
+
+    def __getattr__(self, name):
+        if name in HIDDEN:
+            raise AttributeError(f"sysid read the episode's true {name}")
+        return getattr(self._env, name)
+
+    @property
+    def unwrapped(self):
+        return self
+
+
+def sysid_config(**world_model):
+    with initialize_config_module("embodied.configs", version_base=None):
+        cfg = compose("train", overrides=["agent=sysid"]).agent
+    cfg.world_model.update(world_model)
+    return cfg
+
+
+def identify(split: str, seed: int, steps: int) -> tuple[dict[str, float], dict[str, float]]:
+    """sysid's estimates after ``steps`` of a scripted episode it watches through a blind view."""
+    env = gymnasium.make("embodied/CupCarry-v0", obs_mode="state", shift=split)
+    obs, info = env.reset(seed=seed)
+    policy = env.unwrapped.scripted_policy("cautious")
+    policy.reset(env)
+    model = SysIDModel(seed=0)
+    model.attach(Blind(env.unwrapped))
+    for _ in range(steps):
+        model.encode(obs)
+        obs, _, terminated, truncated, info = env.step(policy.act(obs))
+        assert not (terminated or truncated)
+    model.encode(obs)
+    env.close()
+    return model.estimates(), info["physics"]
+
+
+def test_estimates_grip_force_within_20_percent():
+    """A few seconds: 15 identifications over 4 transitions each. (Cup mass is not reliably
+    identified yet: it is left out, not loosened.)"""
+    estimates, truth = identify("ood-grip_force-3", seed=1, steps=15)
+    assert abs(estimates["grip_force"] / truth["grip_force"] - 1) < 0.2, (estimates, truth)
+    assert truth["grip_force"] == 1.5  # half the nominal 3 N: far outside 20% of nominal
+
+
+def test_acts_identically_without_access_to_the_true_physics():
+    """Two sysid agents, one attached to the env, one to a view hiding its model and physics."""
+    cfg = sysid_config()
+    cfg.planner.population, cfg.planner.horizon = 6, 3
+    cfg.world_model.population, cfg.world_model.elites = 6, 2
+    env = gymnasium.make("embodied/CupCarry-v0", obs_mode="state", shift="ood-grip_force-3")
+    obs, _ = env.reset(seed=0)
+    seeing, blind = make_policy(cfg, None, env, seed=3), make_policy(cfg, None, env, seed=3)
+    seeing.reset(env)
+    blind.reset(Blind(env.unwrapped))
+    for _ in range(6):
+        action = seeing.act(obs)
+        np.testing.assert_array_equal(action, blind.act(obs))
+        obs, *_ = env.step(action)
+    assert seeing.episode_record() == blind.episode_record()
+    assert seeing.world_model.refits == 5  # one per transition seen
+    env.close()
+
+
+def test_rejects_parameters_it_cannot_identify():
+    with pytest.raises(ValueError, match="valid: .*cup_mass"):
+        SysIDModel(prior={"cup_colour": 0.5})
+    with pytest.raises(ValueError, match="elites"):
+        SysIDModel(population=2, elites=4)
