@@ -28,7 +28,7 @@ from embodied.evaluate import EvalSettings, run_cell
 from embodied.executors import LocalExecutor
 from embodied.grid import Cell, expand
 
-SIMULATORS = ("oracle", "nominal")  # agents whose mujoco.rollout uses every core by default
+SIMULATORS = ("oracle", "nominal", "sysid")  # agents whose mujoco.rollout uses every core by default
 
 
 def grid(args: argparse.Namespace, run_dir: str) -> tuple[list[Cell], EvalSettings]:
@@ -38,6 +38,7 @@ def grid(args: argparse.Namespace, run_dir: str) -> tuple[list[Cell], EvalSettin
             overrides=[
                 f"agents=[{args.agent}]",
                 f"env={args.env}",
+                "shift=standard",  # the preset's own splits otherwise
                 f"episodes={args.episodes}",
                 f"run_dir={run_dir}",
                 "video.clips=0",
