@@ -7,9 +7,10 @@ actions), the three quantities that decide a cup task: the cup's position relati
 the ``train`` split and measured, per horizon, on ID and OOD rollouts: a latent that keeps the
 state gives a small error at every horizon; a latent that only keeps the look does not.
 
-For a model whose latent *is* the env's state vector (the ``state`` ensemble) the readout is
-exact: ``exact_readout``. Learned latents get a ridge-regression probe and a small MLP probe,
-both reported. Everything is deterministic for a seed.
+For a model whose latent *is* the env's state vector (the ``state`` ensemble, ``retrieval``) the
+readout is exact: ``exact_readout``; a simulator's latent is MuJoCo's own state, turned back into
+the env's state vector by ``simulator_states``. Learned latents get a ridge-regression probe and
+a small MLP probe, both reported. Everything is deterministic for a seed.
 """
 
 from __future__ import annotations
@@ -172,6 +173,30 @@ def errors(read: np.ndarray, truth: StateTargets, horizon: int) -> ProbeErrors:
         vel=np.linalg.norm(read[..., 3:6] - y[..., 3:6], axis=-1).mean(0),
         held=((read[..., 6] > 0.5) != (y[..., 6] > 0.5)).mean(0),
     )
+
+
+def simulator_states(model: Any, z: np.ndarray) -> np.ndarray:
+    """(..., D) env state vectors of a simulator's latents (..., nstate + nu): MuJoCo's physics
+    state then the controls (embodied.agents.simulator), set on scratch data of the model it is
+    attached to and read by the env's own ``state_vector``. Mocap bodies (the target) are not
+    physics state: they are the attached env's, which must still be at the clip's start."""
+    import mujoco
+
+    from embodied.agents.simulator import STATE_SPEC
+
+    env, nstate = model.env, model.nstate
+    if env is None:
+        raise RuntimeError("attach the simulator to the clip's env before reading its latents")
+    scratch = mujoco.MjData(model.model)
+    scratch.mocap_pos[:], scratch.mocap_quat[:] = env.data.mocap_pos, env.data.mocap_quat
+    flat = np.asarray(z, dtype=np.float64).reshape(-1, np.shape(z)[-1])
+    out = []
+    for row in flat:
+        mujoco.mj_setState(model.model, scratch, row[:nstate], STATE_SPEC)
+        scratch.ctrl[:] = row[nstate:]
+        mujoco.mj_forward(model.model, scratch)
+        out.append(env.state_vector(scratch))
+    return np.asarray(out, dtype=np.float64).reshape(*np.shape(z)[:-1], -1)
 
 
 def exact_readout(z: np.ndarray, labels: Sequence[str]) -> np.ndarray:
