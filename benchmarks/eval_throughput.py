@@ -28,7 +28,11 @@ from embodied.evaluate import EvalSettings, run_cell
 from embodied.executors import LocalExecutor
 from embodied.grid import Cell, expand
 
-SIMULATORS = ("oracle", "nominal", "sysid")  # agents whose mujoco.rollout uses every core by default
+SIMULATORS = (
+    "oracle",
+    "nominal",
+    "sysid",
+)  # agents whose mujoco.rollout uses every core by default
 
 
 def grid(args: argparse.Namespace, run_dir: str) -> tuple[list[Cell], EvalSettings]:

@@ -1,7 +1,8 @@
 """One cell of the grid: closed-loop episodes (embodied metrics) and open-loop video metrics.
 
 ``run_cell(cell, settings)`` returns the cell's results line: its names and split fields, the
-``embodied`` and ``video`` metrics, the ``videos`` it wrote and ``wall_s``. Every random draw
+``embodied`` and ``video`` metrics (with the state probes of embodied.metrics.probes), the
+``videos`` it wrote and ``wall_s``. Every random draw
 descends from the cell's seed through a numpy SeedSequence: the episode seeds, the policy's
 seed and the seeds of the held-out clips. The episode and clip seeds depend on the seed alone,
 not on the agent or the split, so every agent meets the same episodes, and a split differs
@@ -13,6 +14,7 @@ from __future__ import annotations
 import fnmatch
 import io
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +27,15 @@ import embodied
 from embodied import videos
 from embodied.atomic import write_atomic
 from embodied.grid import Cell
+from embodied.metrics.probes import (
+    PROBE_KINDS,
+    errors,
+    exact_readout,
+    open_loop_latents,
+    probe_errors,
+    simulator_states,
+    state_targets,
+)
 from embodied.metrics.stats import wilson
 from embodied.metrics.video import clip_metrics
 from embodied.registration import env_id
@@ -44,6 +55,7 @@ class EvalSettings:
     episodes: int
     video_clips: int = 0
     video_horizon: int = 0
+    probe_clips: int = 0  # train-split clips the learned state probes are fitted on; 0: no probes
     image_size: int = 64
     env_kwargs: dict[str, Any] = field(default_factory=dict)
     checkpoints: str | None = None  # <checkpoints>/<Task>/<agent name>/
@@ -59,6 +71,7 @@ class EvalSettings:
             ("episodes", self.episodes, 1),
             ("video.clips", self.video_clips, 0),
             ("video.horizon", self.video_horizon, 0),
+            ("video.probe_clips", self.probe_clips, 0),
             ("videos.scale", self.video_scale, 1),
             ("videos.fps", self.video_fps, 1),
             ("threads", self.threads, 1),
@@ -93,11 +106,13 @@ def wants_video(cell: Cell, settings: EvalSettings) -> bool:
     )
 
 
-def make_env(cell: Cell, settings: EvalSettings, obs_mode: str, render: bool = False):
+def make_env(
+    task: str, split: str, settings: EvalSettings, obs_mode: str, render: bool = False
+) -> gymnasium.Env:
     return gymnasium.make(
-        env_id(cell.task),
+        env_id(task),
         obs_mode=obs_mode,
-        shift=cell.split,
+        shift=split,
         image_size=settings.image_size,
         render_mode="rgb_array" if render else None,
         **settings.env_kwargs,
@@ -157,23 +172,24 @@ def run_episode(
             frames.append(env.render())
 
     start = (lambda obs, info: frames.append(env.render())) if frames is not None else None
-    rollout(env, policy, seed, record, on_reset=start)
+    last = rollout(env, policy, seed, record, on_reset=start)
+    slipped = last is not None and bool(last.info.get("slipped"))  # the arm envs' info has it
     row = {
         "seed": seed,
         "success": time_to_success is not None,
         "dropped": any(flags["dropped"]),
         # held to the end but slid too far in the hand: a failure apart from a drop (an env
         # that carries no cup may not say)
-        "slipped": bool(info.get("slipped", False)) and not any(flags["dropped"]),
+        "slipped": slipped and not any(flags["dropped"]),
         "return": total,
         "steps": steps,
         "time_to_success": time_to_success,
         "physics_error": any(flags["physics_error"]),
     }
     record = getattr(policy, "episode_record", None)
-    if record is not None:  # what the policy inferred (sysid: physics), beside the truth
+    if record is not None and last is not None:  # what the policy inferred, beside the truth
         row["estimates"] = record()
-        row["truth"] = {k: info["physics"][k] for k in row["estimates"]}
+        row["truth"] = {k: last.info["physics"][k] for k in row["estimates"]}
     return row, {k: np.asarray(v) for k, v in flags.items()}
 
 
@@ -237,26 +253,26 @@ def record_clip(env: gymnasium.Env, seed: int, horizon: int) -> tuple[list, list
 
 
 def collect_clips(
-    cell: Cell, settings: EvalSettings, candidates: list[int]
+    task: str, split: str, settings: EvalSettings, candidates: list[int], count: int
 ) -> dict[str, np.ndarray]:
-    """``video_clips`` H-step clips of the split by the scripted controller.
+    """``count`` H-step clips of (task, split) by the scripted controller.
 
     The clip runs on through a drop (what happens next is still physics worth predicting); a
     clip whose simulation diverges is replaced by the next candidate seed.
     """
-    env = make_env(cell, settings, "state+pixels")
+    env = make_env(task, split, settings, "state+pixels")
     horizon = settings.video_horizon
     out: dict[str, list] = {"seed": [], "state": [], "pixels": [], "action": []}
     try:
         for seed in candidates:
-            if len(out["seed"]) == settings.video_clips:
+            if len(out["seed"]) == count:
                 break
             states, frames, actions = record_clip(env, seed, horizon)
             if len(actions) == horizon:
                 for key, value in zip(out, (seed, states, frames, actions), strict=True):
                     out[key].append(value)
-        if len(out["seed"]) < settings.video_clips:
-            raise RuntimeError(f"{cell.task}/{cell.split}: too many held-out clips diverged")
+        if len(out["seed"]) < count:
+            raise RuntimeError(f"{task}/{split}: too many clips diverged")
         labels = list(env.unwrapped.state_labels)
     finally:
         env.close()
@@ -265,27 +281,35 @@ def collect_clips(
     return clips
 
 
-def heldout_clips(
-    cell: Cell, settings: EvalSettings, candidates: list[int]
-) -> dict[str, np.ndarray]:
-    """The cached clips of (task, split, seed), collected on first use.
+def cached_clips(path: Path, collect: Callable[[], dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """The clips stored at ``path``, collected and stored on first use.
 
     Workers may race to write the same file; the content is deterministic and the write
     atomic, so the race is harmless.
     """
-    path = heldout_path(settings, cell)
     if path.exists():
         with np.load(path) as data:
             return {k: data[k] for k in data.files}
-    clips = collect_clips(cell, settings, candidates)
+    clips = collect()
     buffer = io.BytesIO()
     np.savez_compressed(buffer, **clips)
     write_atomic(path, buffer.getvalue())
     return clips
 
 
-def model_obs(clips: dict[str, np.ndarray], i: int, obs_mode: str) -> Any:
-    """The first observation of clip ``i`` as a model of ``obs_mode`` consumes it."""
+def heldout_clips(
+    cell: Cell, settings: EvalSettings, candidates: list[int]
+) -> dict[str, np.ndarray]:
+    """The cached clips of (task, split, seed), collected on first use."""
+    return cached_clips(
+        heldout_path(settings, cell),
+        lambda: collect_clips(cell.task, cell.split, settings, candidates, settings.video_clips),
+    )
+
+
+def model_obs(clips: dict[str, np.ndarray], i: int | slice, obs_mode: str) -> Any:
+    """The first observation of clip ``i`` (or of a slice of clips, batched) as a model of
+    ``obs_mode`` consumes it."""
     state, pixels = clips["state"][i, 0], clips["pixels"][i, 0]
     if obs_mode == "state":
         return state
@@ -333,6 +357,78 @@ def video_metrics(
     return line, first
 
 
+# ----------------------------------------------------------------------------- probes
+PROBE_STREAM = 3  # cell_seeds spawns streams 0-2 of a seed; the probes' clips draw stream 3
+
+
+def probe_path(settings: EvalSettings, task: str) -> Path:
+    h, c, s = settings.video_horizon, settings.probe_clips, settings.image_size
+    return Path(settings.run_dir) / "heldout" / task / "train" / f"probe-c{c}-h{h}-s{s}.npz"
+
+
+def probe_clips(task: str, settings: EvalSettings) -> dict[str, np.ndarray]:
+    """``probe_clips`` clips of the task's ``train`` split that fit the learned probes: the same
+    for every cell of the task (seeds of no cell's), so collected once and cached on disk."""
+    count = settings.probe_clips
+    stream = np.random.SeedSequence(0, spawn_key=(PROBE_STREAM,))
+    seeds = [int(s) for s in stream.generate_state(CLIP_SPARES * count)]
+    return cached_clips(
+        probe_path(settings, task), lambda: collect_clips(task, "train", settings, seeds, count)
+    )
+
+
+def probe_latents(
+    world_model: Any, env: gymnasium.Env, clips: dict[str, np.ndarray]
+) -> tuple[np.ndarray, bool]:
+    """(N, H+1, Z): every clip's first observation encoded, then stepped open loop under its
+    actions; and whether these are env state vectors, to be read exactly.
+
+    A model bound to the episode's world (``attach``: the simulators) meets each clip's world
+    in turn, and its latent, MuJoCo's own state, is read back as the env's state vector there
+    and then. Any other model's latent is a state vector when it starts as the clip's own
+    (state, retrieval); else it is learned.
+    """
+    obs_mode = world_model.obs_mode
+    if getattr(world_model, "attach", None) is None:
+        obs0 = model_obs(clips, slice(None), obs_mode)
+        z, states = open_loop_latents(world_model, obs0, clips["action"]), clips["state"]
+        same = z.shape[-1] == states.shape[-1] and np.allclose(z[:, 0], states[:, 0], atol=1e-6)
+        return z, same
+    rows = []
+    for i, seed in enumerate(clips["seed"]):
+        env.reset(seed=int(seed))
+        world_model.attach(env)
+        obs0 = model_obs(clips, slice(i, i + 1), obs_mode)
+        z = open_loop_latents(world_model, obs0, clips["action"][i : i + 1])
+        rows.append(simulator_states(world_model, z))
+    return np.concatenate(rows), True
+
+
+def state_probes(
+    world_model: Any,
+    env: gymnasium.Env,
+    clips: dict[str, np.ndarray],
+    train_clips: Callable[[], dict[str, np.ndarray]],
+) -> dict[str, dict[str, list[float]]]:
+    """The results line's ``video.probe``: per readout kind, the per-horizon errors of the
+    state read from the model's open-loop latents on the cell's clips.
+
+    State-vector latents are read exactly; learned ones by linear and MLP probes fitted on the
+    model's own rollouts of ``train_clips()`` (called only then).
+    """
+    labels = env.unwrapped.state_labels
+    (z, exact), states = probe_latents(world_model, env, clips), clips["state"]
+    if exact:
+        truth = state_targets(states, labels)
+        return {"exact": errors(exact_readout(z, labels), truth, states.shape[1] - 1).to_dict()}
+    train = train_clips()
+    train_z, _ = probe_latents(world_model, env, train)
+    return {
+        kind: probe_errors(kind, train_z, train["state"], z, states, labels).to_dict()
+        for kind in PROBE_KINDS
+    }
+
+
 # ----------------------------------------------------------------------------- the cell
 def run_cell(cell: Cell, settings: EvalSettings) -> dict[str, Any]:
     """Evaluate one cell; returns its results line (``wall_s`` is the only timing field)."""
@@ -343,7 +439,7 @@ def run_cell(cell: Cell, settings: EvalSettings) -> dict[str, Any]:
     seeds = cell_seeds(cell.seed, settings.episodes, settings.video_clips)
     seed_torch(seeds.policy, settings.threads)
     record = wants_video(cell, settings)
-    env = make_env(cell, settings, agent_cfg.obs_mode, render=record)
+    env = make_env(cell.task, cell.split, settings, agent_cfg.obs_mode, render=record)
     written: dict[str, str] = {}
     try:
         ckpt = checkpoint_dir(settings, cell.task, agent_cfg.get("name", cell.agent))
@@ -361,6 +457,10 @@ def run_cell(cell: Cell, settings: EvalSettings) -> dict[str, Any]:
         if world_model is not None and settings.video_clips > 0 and settings.video_horizon > 0:
             clips = heldout_clips(cell, settings, seeds.clips)
             video, first = video_metrics(world_model, env, clips)
+            if settings.probe_clips > 0 and hasattr(world_model, "step"):
+                video["probe"] = state_probes(
+                    world_model, env, clips, lambda: probe_clips(cell.task, settings)
+                )
             if record and first is not None:
                 strip = videos.triptych(*first, scale=settings.video_scale)
                 written["imagination"] = _write(settings, cell, "imagination", strip)

@@ -101,3 +101,17 @@ def test_errors_are_per_horizon_and_bad_kinds_are_named():
     assert e.rel == pytest.approx([0.1] * 4) and np.all(e.vel == 0)
     with pytest.raises(ValueError, match="choose from \\('linear', 'mlp'\\)"):
         fit_probe("svm", states.reshape(-1, D), truth)
+
+
+def test_a_fit_is_reused_for_the_same_inputs_and_leaves_torchs_generator_alone():
+    rng = np.random.default_rng(3)
+    states = _states(rng, 20, 3).reshape(-1, D)
+    truth = state_targets(states, STATE_LABELS)
+    torch.manual_seed(7)
+    before = torch.random.get_rng_state()
+    probe = fit_probe("mlp", states, truth)
+    assert torch.equal(torch.random.get_rng_state(), before)
+    assert fit_probe("mlp", states.copy(), truth) is probe  # same content: no second fit
+    linear = fit_probe("linear", states, truth)
+    assert fit_probe("linear", states, truth) is linear is not probe
+    assert fit_probe("linear", states + 1e-9, truth) is not linear  # other content: fitted anew

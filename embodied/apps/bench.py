@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +27,7 @@ from embodied.collect import collect
 from embodied.dataset import Dataset
 from embodied.executors import LocalExecutor
 from embodied.registration import env_id
-from embodied.report import build_report
+from embodied.report import browser, build_report
 
 
 def stage(name: str, started: float) -> None:
@@ -132,6 +133,22 @@ def main() -> None:
     cli.run("embodied-bench", "bench", hydra_main)
 
 
+def browser_check(html_path: Path) -> None:
+    """The report measured in headless Chromium, its screenshot kept beside it, where Chromium
+    is installed; what it finds (or a failure to run) is printed, never fatal: the report is
+    written already."""
+    if browser.find_chromium() is None:
+        print("browser check: skipped, no Chromium on PATH")
+        return
+    try:
+        g = browser.check(html_path)
+    except (browser.BrowserError, OSError, subprocess.SubprocessError) as err:
+        print(f"browser check: failed to run: {err}")
+        return
+    found = "; ".join(g.problems) or "no overlaps, no wrapped headline cells"
+    print(f"browser check at {g.width} px: {found}; screenshot {g.screenshot}")
+
+
 def bench(cfg: DictConfig) -> None:
     started = time.perf_counter()
     agents = check_grid(cfg).agents  # unknown agents, tasks, splits fail before any work
@@ -166,6 +183,7 @@ def bench(cfg: DictConfig) -> None:
     paths = build_report(cfg.run_dir, min_episodes=int(cfg.report.min_episodes))
     headline = paths.markdown.read_text().split("\n## ")[1] if paths.markdown else ""
     print("\n## " + headline.strip())
+    browser_check(Path(paths.html))
     print(f"\nembodied-bench: done in {time.perf_counter() - started:.0f} s")
     print(f"report: {Path(paths.html).resolve()}\n        {Path(paths.markdown).resolve()}")
 

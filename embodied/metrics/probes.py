@@ -7,13 +7,15 @@ actions), the three quantities that decide a cup task: the cup's position relati
 the ``train`` split and measured, per horizon, on ID and OOD rollouts: a latent that keeps the
 state gives a small error at every horizon; a latent that only keeps the look does not.
 
-For a model whose latent *is* the env's state vector (the ``state`` ensemble) the readout is
-exact: ``exact_readout``. Learned latents get a ridge-regression probe and a small MLP probe,
-both reported. Everything is deterministic for a seed.
+For a model whose latent *is* the env's state vector (the ``state`` ensemble, ``retrieval``) the
+readout is exact: ``exact_readout``; a simulator's latent is MuJoCo's own state, turned back into
+the env's state vector by ``simulator_states``. Learned latents get a ridge-regression probe and
+a small MLP probe, both reported. Everything is deterministic for a seed.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -113,10 +115,11 @@ class MLPProbe:
         gen = torch.Generator().manual_seed(seed)
         self.z_mean, self.z_std = z.mean(0), z.std(0) + 1e-8
         self.y_mean, self.y_std = y[:, :6].mean(0), y[:, :6].std(0) + 1e-8
-        torch.manual_seed(seed)
-        self.net = torch.nn.Sequential(
-            torch.nn.Linear(z.shape[1], 64), torch.nn.Tanh(), torch.nn.Linear(64, 7)
-        ).double()
+        with torch.random.fork_rng(devices=[]):  # seeded init, the global generator untouched
+            torch.manual_seed(seed)
+            self.net = torch.nn.Sequential(
+                torch.nn.Linear(z.shape[1], 64), torch.nn.Tanh(), torch.nn.Linear(64, 7)
+            ).double()
         x = torch.as_tensor((z - self.z_mean) / self.z_std)
         target = torch.as_tensor((y[:, :6] - self.y_mean) / self.y_std)
         held = torch.as_tensor(y[:, 6])
@@ -138,17 +141,31 @@ class MLPProbe:
         return np.concatenate([reg, 1.0 / (1.0 + np.exp(-out[:, 6:]))], 1)
 
 
+FITS_KEPT = 8  # fitted probes a process keeps, by content of what they were fitted on
+_fitted: dict[str, Probe] = {}
+
+
 def fit_probe(kind: str, z: np.ndarray, targets: StateTargets, seed: int = 0) -> Probe:
-    """A probe of ``kind`` ('linear' or 'mlp') fitted on (N, Z) latents."""
+    """A probe of ``kind`` ('linear' or 'mlp') fitted on (N, Z) latents.
+
+    Every cell of an agent and task fits the same probe on the same train latents (an MLP
+    takes seconds), so a fit is kept for reuse, keyed by a digest of its very inputs.
+    """
+    if kind not in PROBE_KINDS:
+        raise ValueError(f"unknown probe kind {kind!r}; choose from {PROBE_KINDS}")
     z = np.asarray(z, dtype=np.float64).reshape(-1, np.shape(z)[-1])
     y = targets.matrix()
     if len(z) != len(y):
         raise ValueError(f"{len(z)} latents for {len(y)} targets")
-    if kind == "linear":
-        return LinearProbe.fit(z, y)
-    if kind == "mlp":
-        return MLPProbe(z, y, seed=seed)
-    raise ValueError(f"unknown probe kind {kind!r}; choose from {PROBE_KINDS}")
+    digest = hashlib.sha256(f"{kind} {seed} {z.shape}".encode())
+    for array in (z, y):
+        digest.update(np.ascontiguousarray(array).tobytes())
+    key = digest.hexdigest()
+    if key not in _fitted:
+        _fitted[key] = LinearProbe.fit(z, y) if kind == "linear" else MLPProbe(z, y, seed=seed)
+        while len(_fitted) > FITS_KEPT:
+            del _fitted[next(iter(_fitted))]  # the oldest
+    return _fitted[key]
 
 
 @dataclass
@@ -172,6 +189,30 @@ def errors(read: np.ndarray, truth: StateTargets, horizon: int) -> ProbeErrors:
         vel=np.linalg.norm(read[..., 3:6] - y[..., 3:6], axis=-1).mean(0),
         held=((read[..., 6] > 0.5) != (y[..., 6] > 0.5)).mean(0),
     )
+
+
+def simulator_states(model: Any, z: np.ndarray) -> np.ndarray:
+    """(..., D) env state vectors of a simulator's latents (..., nstate + nu): MuJoCo's physics
+    state then the controls (embodied.agents.simulator), set on scratch data of the model it is
+    attached to and read by the env's own ``state_vector``. Mocap bodies (the target) are not
+    physics state: they are the attached env's, which must still be at the clip's start."""
+    import mujoco
+
+    from embodied.agents.simulator import STATE_SPEC
+
+    env, nstate = model.env, model.nstate
+    if env is None:
+        raise RuntimeError("attach the simulator to the clip's env before reading its latents")
+    scratch = mujoco.MjData(model.model)
+    scratch.mocap_pos[:], scratch.mocap_quat[:] = env.data.mocap_pos, env.data.mocap_quat
+    flat = np.asarray(z, dtype=np.float64).reshape(-1, np.shape(z)[-1])
+    out = []
+    for row in flat:
+        mujoco.mj_setState(model.model, scratch, row[:nstate], STATE_SPEC)
+        scratch.ctrl[:] = row[nstate:]
+        mujoco.mj_forward(model.model, scratch)
+        out.append(env.state_vector(scratch))
+    return np.asarray(out, dtype=np.float64).reshape(*np.shape(z)[:-1], -1)
 
 
 def exact_readout(z: np.ndarray, labels: Sequence[str]) -> np.ndarray:
