@@ -186,9 +186,9 @@ def run_episode(
         "time_to_success": time_to_success,
         "physics_error": any(flags["physics_error"]),
     }
-    record = getattr(policy, "episode_record", None)
-    if record is not None and last is not None:  # what the policy inferred, beside the truth
-        row["estimates"] = record()
+    inferred = getattr(policy, "episode_record", None)
+    if inferred is not None and last is not None:  # what the policy inferred, beside the truth
+        row["estimates"] = inferred()
         row["truth"] = {k: last.info["physics"][k] for k in row["estimates"]}
     return row, {k: np.asarray(v) for k, v in flags.items()}
 
