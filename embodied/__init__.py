@@ -11,7 +11,7 @@ gl.prepare()
 
 from embodied.registration import TASKS, register_all  # noqa: E402
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 __all__ = ["TASKS", "__version__", "register_all"]
 
 register_all()

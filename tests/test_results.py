@@ -5,6 +5,7 @@ import json
 
 import pytest
 
+import embodied
 from embodied.atomic import write_atomic
 from embodied.grid import Cell
 from embodied.report import load_run
@@ -64,7 +65,7 @@ def test_config_and_version_sit_beside_the_results(tmp_path):
     store.write_version()
     assert (tmp_path / "config.yaml").read_text() == "episodes: 3\n"
     version = json.loads((tmp_path / "version.json").read_text())
-    assert version["embodied-ood"] == "0.1.0" and "mujoco" in version
+    assert version["embodied-ood"] == embodied.__version__ and "mujoco" in version
     assert not list(tmp_path.glob(".*.tmp"))
 
 
