@@ -76,6 +76,7 @@ def settings_from(cfg: DictConfig, agents: dict[str, dict[str, Any]]) -> EvalSet
         episodes=int(cfg.episodes),
         video_clips=int(cfg.video.clips),
         video_horizon=int(cfg.video.horizon),
+        probe_clips=int(cfg.video.probe_clips),
         image_size=int(cfg.env.image_size),
         env_kwargs=OmegaConf.to_container(cfg.env.kwargs, resolve=True),
         checkpoints=str(Path(cfg.checkpoints).resolve()) if cfg.checkpoints else None,
