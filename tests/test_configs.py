@@ -13,6 +13,7 @@ import pytest
 from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 
+from embodied.apps.eval import load_agents, settings_from
 from embodied.grid import Cell, expand
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -186,3 +187,16 @@ def test_every_preset_gives_a_whole_grid(app, preset):
     assert {c.seed for c in cells} == set(p.eval_seeds) and cfg.episodes == p.eval_episodes
     if app == "embodied-bench":
         assert list(cfg.agents) == list(p.agents)
+
+
+def test_the_preset_budget_reaches_the_eval_settings():
+    """Every budget key of the preset arrives in the settings the cells run with (probe_clips
+    was once configured but never passed on)."""
+    _, cfg = cells_of("embodied-eval preset=quick agents=[state]")
+    settings = settings_from(cfg, load_agents(["state"], cfg))
+    assert settings.probe_clips == QUICK.probe_clips > 0
+    assert (settings.video_clips, settings.video_horizon) == (
+        QUICK.video_clips,
+        QUICK.video_horizon,
+    )
+    assert settings.episodes == QUICK.eval_episodes
