@@ -19,6 +19,7 @@ from embodied.grid import Cell, expand
 ROOT = Path(__file__).resolve().parents[1]
 PRESETS = {p.stem: OmegaConf.load(p) for p in (ROOT / "configs" / "preset").glob("*.yaml")}
 QUICK, SMOKE, FULL = PRESETS["quick"], PRESETS["smoke"], PRESETS["full"]
+STANDARD_PRESET = PRESETS["standard"]
 STANDARD = [
     "id",
     "ood-cup_mass-3",
@@ -83,6 +84,12 @@ EXPECTED = {
     ),
     "embodied-bench": (QUICK.agents, QUICK.tasks, QUICK.splits, QUICK.eval_seeds),
     "embodied-bench preset=smoke": (SMOKE.agents, SMOKE.tasks, SMOKE.splits, SMOKE.eval_seeds),
+    "embodied-bench preset=standard": (
+        STANDARD_PRESET.agents,
+        ["Reach", "CupPush", "CupCarry", "CupPickPlace"],
+        STANDARD,
+        STANDARD_PRESET.eval_seeds,
+    ),
     "embodied-bench preset=full executor=ray executor.address=auto": (
         FULL.agents,
         FULL.tasks,
