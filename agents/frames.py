@@ -22,7 +22,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from embodied.agents.nets import Normalizer, load_checkpoint, resolve_device, save_checkpoint
+from embodied.agents.nets import MLP, Normalizer, load_checkpoint, resolve_device, save_checkpoint
 from embodied.dataset import Dataset
 
 GOAL_LABELS = ("target_x", "target_y", "target_z")
@@ -175,6 +175,29 @@ def hand_columns(
     if bad:
         raise ValueError(f"reward_labels {bad} must be among proprio_labels {list(proprio_labels)}")
     return [list(proprio_labels).index(label) for label in reward_labels]
+
+
+class GoalHeads(nn.Module):
+    """Reward and failure logit (..., 2) of a predicted step towards the goal.
+
+    With the hand's geometry relative to the goal (``rel_dim`` > 0) the reward reads only that
+    geometry and the goal, as the task's reward is a function of them: a head that also reads
+    the latent features was fooled by plans leading out of the data's region (measured on
+    CupCarry: predicted reward -0.06 where the truth was -0.47). The failure logit needs what
+    only the frames show (the cup in the hand) and reads everything.
+    """
+
+    def __init__(self, feat_dim: int, goal_dim: int, rel_dim: int, hidden: int):
+        super().__init__()
+        self.geometric = rel_dim > 0
+        reward_in = goal_dim + rel_dim if self.geometric else feat_dim + goal_dim
+        self.reward = MLP(reward_in, 1, (hidden, hidden))
+        self.failure = MLP(feat_dim + goal_dim + rel_dim, 1, (hidden, hidden))
+
+    def forward(self, feat: torch.Tensor, goal: torch.Tensor, rel: torch.Tensor) -> torch.Tensor:
+        reward_in = torch.cat([goal, rel] if self.geometric else [feat, goal], -1)
+        fail_in = torch.cat([feat, goal, rel], -1)
+        return torch.cat([self.reward(reward_in), self.failure(fail_in)], -1)
 
 
 class FrameModel(nn.Module):

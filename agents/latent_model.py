@@ -40,6 +40,7 @@ from embodied.agents.frames import (
     HAND_LABELS,
     PROPRIO_LABELS,
     FrameModel,
+    GoalHeads,
     frames_of,
     head_losses,
     masked_mse,
@@ -54,7 +55,7 @@ class LatentModel(FrameModel):
     """Encoder over a frame history + proprioception, predictor in embedding space, EMA target."""
 
     family = "latent"
-    FORMAT = "embodied-latent-model/2"
+    FORMAT = "embodied-latent-model/3"
 
     def __init__(
         self,
@@ -118,8 +119,8 @@ class LatentModel(FrameModel):
         self.encoder = ConvEncoder(image_size, embed_dim, depth, channels=3 * history)
         self.target = copy.deepcopy(self.encoder).requires_grad_(False)
         self.predictor = MLP(state_dim + action_dim, state_dim, (hidden, hidden), layer_norm=True)
-        head_in = 2 * state_dim + self.goal.dim + self.relative_dim  # no action: see _heads
-        self.head = MLP(head_in, 2, (hidden, hidden))  # reward, failure logit
+        # no action: see _heads
+        self.head = GoalHeads(2 * state_dim, self.goal.dim, self.relative_dim, hidden)
         self.probe = ConvDecoder(embed_dim, image_size, probe_depth)
         self._finish(device)
         self._optimizer: torch.optim.Optimizer | None = None
@@ -282,9 +283,9 @@ class LatentModel(FrameModel):
         """Reward and failure logit (B, 2) of a transition x -> x2 towards the goal, with the
         predicted hand's geometry relative to the goal. Not the action (as in the state model):
         a planner must move the predicted state to earn reward, not find actions the head
-        overrates."""
+        overrates. The reward reads the geometry alone (``GoalHeads``)."""
         rel = self._relative(x2[:, self.embed_dim :], goal)
-        return self.head(torch.cat([x, x2, goal, rel], -1))
+        return self.head(torch.cat([x, x2], -1), goal, rel)
 
     def _encode_history(self, history: np.ndarray, obs: Any) -> torch.Tensor:
         """Frame histories (B, K, S, S, 3) and the latest observation -> [e, p, g] (B, Z)."""

@@ -39,6 +39,7 @@ from embodied.agents.frames import (
     HAND_LABELS,
     PROPRIO_LABELS,
     FrameModel,
+    GoalHeads,
     frames_of,
     head_losses,
     masked_mse,
@@ -62,7 +63,7 @@ class PixelModel(FrameModel):
     """Recurrent state-space model over frames + proprioception, goal-conditioned heads."""
 
     family = "pixel"
-    FORMAT = "embodied-pixel-model/2"
+    FORMAT = "embodied-pixel-model/3"
 
     def __init__(
         self,
@@ -122,8 +123,7 @@ class PixelModel(FrameModel):
         self.post = MLP(deter + obs_dim, 2 * stoch, (hidden,))
         self.decoder = ConvDecoder(feat, image_size, depth)
         self.proprio_decoder = MLP(feat, max(self.proprio.dim, 1), (hidden,))
-        head_in = feat + self.goal.dim + self.relative_dim
-        self.head = MLP(head_in, 2, (hidden, hidden))  # reward, failure logit
+        self.head = GoalHeads(feat, self.goal.dim, self.relative_dim, hidden)
         self._finish(device)
         self._generator = torch.Generator(device=self.device).manual_seed(seed)
         self._optimizer: torch.optim.Optimizer | None = None
@@ -153,9 +153,9 @@ class PixelModel(FrameModel):
 
     def _heads(self, feat: torch.Tensor, goal: torch.Tensor) -> torch.Tensor:
         """Reward and failure logit (..., 2) from [h, s], the goal and the geometry of the
-        predicted hand relative to the goal."""
+        predicted hand relative to the goal (the reward from the geometry alone)."""
         proprio = self.proprio_decoder(feat)[..., : self.proprio.dim]
-        return self.head(torch.cat([feat, goal, self._relative(proprio, goal)], -1))
+        return self.head(feat, goal, self._relative(proprio, goal))
 
     # -- training -------------------------------------------------------------------------
     def fit(self, dataset: Dataset, steps: int, **kwargs: Any) -> dict[str, list[float]]:

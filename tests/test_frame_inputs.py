@@ -12,7 +12,7 @@ import pytest
 import torch
 from toy_world import CUP, PROPRIO, SIZE, SpaceOnlyEnv, draw, obs_of, toy_episodes, write_toy
 
-from embodied.agents.frames import StateEntries, sample_windows
+from embodied.agents.frames import GoalHeads, StateEntries, sample_windows
 from embodied.agents.latent_model import LatentModel
 from embodied.agents.mpc import MPCAgent
 from embodied.agents.nets import resolve_device
@@ -78,6 +78,28 @@ def test_pure_pixels_reads_no_state(family, dataset):
     ep = toy_episodes(1, seed=4)[0]
     z = model.encode(ep.pixels[2])
     assert z.shape[0] == 1 and torch.equal(model.encode(obs_of(ep, 2)), z)
+
+
+def test_reward_reads_only_the_hand_geometry_and_goal():
+    """With the hand's geometry the reward cannot be bought by latent features off the data;
+    the failure logit still reads them (the cup is only in the frames). Without it (pure
+    pixels), the reward reads the features."""
+    torch.manual_seed(0)
+    feat, goal, rel = torch.randn(5, 6), torch.randn(5, 2), torch.randn(5, 3)
+    heads = GoalHeads(6, 2, 3, hidden=8)
+    out, moved = heads(feat, goal, rel), heads(feat + 3.0, goal, rel)
+    assert torch.equal(moved[:, 0], out[:, 0]) and not torch.allclose(moved[:, 1], out[:, 1])
+    assert not torch.allclose(heads(feat, goal, rel + 1.0)[:, 0], out[:, 0])
+    pixels_only = GoalHeads(6, 0, 0, hidden=8)
+    none = goal[:, :0]
+    assert not torch.allclose(pixels_only(feat + 3.0, none, none), pixels_only(feat, none, none))
+
+
+@pytest.mark.parametrize("family", ["pixel", "latent"])
+def test_models_use_the_geometric_reward(family, dataset):
+    assert build(family, dataset).head.geometric
+    bare = build(family, dataset, proprio_labels=[], goal_labels=[], reward_labels=[])
+    assert not bare.head.geometric
 
 
 def test_state_entries_read_only_their_labels(dataset):
