@@ -107,7 +107,7 @@ class SysIDModel(SimulatorModel):
         state = obs["state"] if isinstance(obs, dict) else obs
         now = float(z[0, 0])  # the state's first entry is the simulation time
         if not self.history or now > self.history[-1][0]:
-            touch = TOUCH_SCALE * np.asarray(state, np.float64)[TOUCH]
+            touch = TOUCH_SCALE * np.ravel(np.asarray(state, np.float64))[TOUCH]  # (S,) or (1, S)
             self.history.append((now, z[0].numpy().copy(), touch))
             if len(self.history) >= 2:
                 self._refit()

@@ -205,3 +205,17 @@ def test_a_state_model_is_read_exactly_from_its_own_rollout(state_model):
     assert finite_per_horizon(probe)
     assert probe["rel"][0] == probe["vel"][0] == 0.0
     assert max(probe["rel"][1:]) > 0.0  # its own predictions, not the truth
+
+
+def test_the_identifying_simulator_is_probed_like_the_others():
+    """sysid encodes the batch of one that the probes hand every simulator (it once indexed
+    that batch as a single state vector and failed the quick bench's sysid cells)."""
+    from embodied.agents.sysid import SysIDModel
+
+    env = make_env("CupCarry", "id", settings("unused"), "state")
+    try:
+        probe = state_probes(SysIDModel(), env, clips_of("id"), train_clips=_no_train)
+    finally:
+        env.close()
+    assert set(probe) == {"exact"} and finite_per_horizon(probe["exact"])
+    assert probe["exact"]["rel"][0] == 0.0
