@@ -79,6 +79,20 @@ def _yerr(rates: list[Rate]) -> np.ndarray:
     return np.array([lo, hi])
 
 
+def _rate_bars(ax, x: np.ndarray, rates: list[Rate], width: float, colour: str, label: str):
+    """Bars of rates with their Wilson intervals as whiskers; a rate of no episodes draws 0."""
+    ax.bar(
+        x,
+        [r.value if r.n else 0.0 for r in rates],
+        width,
+        color=colour,
+        label=label,
+        yerr=_yerr(rates),
+        capsize=3,
+        ecolor="black",
+    )
+
+
 def tell_at_a_glance(s: Summary) -> Plot:
     """Per agent, success ID/OOD beside PSNR ID/OOD: the OOD tell without reading a number."""
     title = "The tell at a glance: success and PSNR, ID vs OOD"
@@ -98,16 +112,7 @@ def tell_at_a_glance(s: Summary) -> Plot:
     for i, cls in enumerate(("id", "ood")):
         label, _, colour = CLASS_STYLE[cls]
         rates = [getattr(r, cls).success for r in rows]
-        ax_s.bar(
-            x + (i - 0.5) * width,
-            [r.value if r.n else 0.0 for r in rates],
-            width,
-            color=colour,
-            label=label,
-            yerr=_yerr(rates),
-            capsize=3,
-            ecolor="black",
-        )
+        _rate_bars(ax_s, x + (i - 0.5) * width, rates, width, colour, label)
         psnr = [getattr(r, cls).psnr if getattr(r, cls).video_cells else 0.0 for r in rows]
         ax_p.bar(x + (i - 0.5) * width, psnr, width, color=colour, label=label)
     names = [r.agent for r in rows]
@@ -203,17 +208,7 @@ def drop_rates(s: Summary) -> Plot:
         rates = [s.by_class[a][k].drop for a in s.agents]
         if not any(r.n for r in rates):
             continue
-        heights = [r.value if r.n else 0.0 for r in rates]
-        ax.bar(
-            x + (i - 1) * width,
-            heights,
-            width,
-            color=colour,
-            label=lbl,
-            yerr=_yerr(rates),
-            capsize=3,
-            ecolor="black",
-        )
+        _rate_bars(ax, x + (i - 1) * width, rates, width, colour, lbl)
         drawn = True
     if not drawn:
         return Plot("drop_rates", title, "No cell has episodes to count drops in.", None)
