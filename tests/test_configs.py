@@ -5,6 +5,7 @@ win over them. The command lines are read from README.md and the configs' commen
 documented one without an expectation here fails.
 """
 
+import inspect
 import re
 import shlex
 from pathlib import Path
@@ -13,6 +14,7 @@ import pytest
 from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 
+from embodied.agents.planners import CEM, Planner
 from embodied.apps.eval import load_agents, settings_from
 from embodied.grid import Cell, expand
 
@@ -207,3 +209,34 @@ def test_the_preset_budget_reaches_the_eval_settings():
         QUICK.video_horizon,
     )
     assert settings.episodes == QUICK.eval_episodes
+
+
+# The CEM blocks the learned agents spelled out inline before they used configs/planner/cem.yaml.
+INLINE_PLANNERS = {
+    "state": dict(horizon=8, population=64, elites=8, iterations=2, particles=1, init_std=0.5,
+                  failure_penalty=200.0),
+    "pixel": dict(horizon=10, population=128, elites=12, iterations=3, particles=1, init_std=0.5,
+                  failure_penalty=100.0),
+    "latent": dict(horizon=10, population=128, elites=12, iterations=3, particles=1,
+                   init_std=0.5, failure_penalty=100.0),
+    "retrieval": dict(horizon=10, population=64, elites=8, iterations=3, particles=1,
+                      init_std=0.5, failure_penalty=100.0),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("agent", sorted(INLINE_PLANNERS))
+def test_the_planner_group_gives_each_agent_the_planner_it_wrote_inline(agent):
+    """Same class, same values; what the inline block left out, CEM's constructor defaulted
+    to, and the group now gives exactly those defaults."""
+    planner = load_agents([agent], OmegaConf.create())[agent]["planner"]
+    assert planner.pop("_target_") == "embodied.agents.planners.CEM"
+    inline = INLINE_PLANNERS[agent]
+    assert {k: planner[k] for k in inline} == inline
+    defaults = {
+        name: p.default
+        for cls in (CEM, Planner)
+        for name, p in inspect.signature(cls.__init__).parameters.items()
+        if p.default is not inspect.Parameter.empty
+    }
+    added = {k: v for k, v in planner.items() if k not in inline}
+    assert added == {k: defaults[k] for k in added} == {"min_std": 0.05, "momentum": 0.1}

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from importlib.resources import files
-
 import numpy as np
 import pytest
 import torch
@@ -13,6 +11,7 @@ from toy_world import PROPRIO, SIZE, SpaceOnlyEnv, obs_of, toy_episodes, write_t
 from embodied.agents.latent_model import LatentModel
 from embodied.agents.mpc import make_policy
 from embodied.agents.training import train_world_model
+from embodied.apps.eval import load_agents
 from embodied.dataset import Dataset
 from embodied.protocols import WorldModel
 
@@ -126,7 +125,7 @@ def test_resuming_from_train_state_continues_exactly(toy_dir, tmp_path):
 
 
 def test_agent_config_trains_and_plans(toy_dir, tmp_path):
-    cfg = OmegaConf.load(str(files("embodied.configs") / "agent" / "latent.yaml"))
+    cfg = OmegaConf.create(load_agents(["latent"], OmegaConf.create())["latent"])
     cfg.world_model = OmegaConf.merge(cfg.world_model, TINY)
     cfg.planner.population, cfg.planner.elites = 16, 4
     out = train_world_model(cfg, toy_dir, tmp_path, steps=2, progress=False)

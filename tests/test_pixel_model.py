@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from importlib.resources import files
-
 import numpy as np
 import pytest
 import torch
@@ -13,6 +11,7 @@ from toy_world import PROPRIO, SIZE, SpaceOnlyEnv, obs_of, toy_episodes, write_t
 from embodied.agents.mpc import make_policy
 from embodied.agents.pixel_model import PixelModel, sample_windows
 from embodied.agents.training import train_world_model
+from embodied.apps.eval import load_agents
 from embodied.dataset import Dataset, Episode
 from embodied.protocols import WorldModel
 
@@ -154,7 +153,7 @@ def test_pixels_only_and_bad_input_errors(toy_dir):
 
 
 def test_agent_config_trains_and_plans(toy_dir, tmp_path):
-    cfg = OmegaConf.load(str(files("embodied.configs") / "agent" / "pixel.yaml"))
+    cfg = OmegaConf.create(load_agents(["pixel"], OmegaConf.create())["pixel"])
     cfg.world_model = OmegaConf.merge(cfg.world_model, TINY)
     cfg.planner.population, cfg.planner.elites = 16, 4
     out = train_world_model(cfg, toy_dir, tmp_path, steps=2, progress=False)

@@ -10,6 +10,7 @@ from omegaconf import OmegaConf
 
 from embodied.agents.mpc import MPCAgent, make_policy
 from embodied.agents.planners import CEM, ICEM, MPPI, zero_cost_step
+from embodied.apps.eval import load_agents
 
 PLANNERS = [CEM, ICEM, MPPI]
 GOAL = torch.tensor([0.5, -0.4, 0.3])
@@ -142,9 +143,7 @@ def test_mpc_agent_attaches_and_acts_within_bounds():
 
 
 def test_make_policy_requires_a_trained_model(tmp_path):
-    cfg = OmegaConf.load(
-        __import__("embodied.configs", fromlist=["x"]).__path__[0] + "/agent/state.yaml"
-    )
+    cfg = OmegaConf.create(load_agents(["state"], OmegaConf.create())["state"])
     env = gymnasium.make("embodied/CupCarry-v0", obs_mode="state")
     with pytest.raises(FileNotFoundError, match="embodied-train agent=state"):
         make_policy(cfg, tmp_path, env, seed=0)

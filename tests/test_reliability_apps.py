@@ -13,7 +13,6 @@ import os
 import shutil
 import subprocess
 import sys
-from importlib import resources
 from pathlib import Path
 
 import gymnasium
@@ -25,14 +24,13 @@ from embodied.agents import training
 from embodied.agents.mpc import make_policy
 from embodied.apps import cli
 from embodied.apps import train as train_app
-from embodied.apps.eval import evaluate
+from embodied.apps.eval import evaluate, load_agents
 from embodied.checkpoints import TRAINED_ON
 from embodied.collect import collect
 from embodied.dataset import MANIFEST, Dataset, DatasetError, read_manifest
 from embodied.results import ResultsStore, write_atomic
 
 BIN = Path(sys.executable).parent
-CONFIGS = resources.files("embodied.configs")
 
 
 def app(name: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
@@ -136,7 +134,7 @@ def trained(tmp_path_factory):
         progress=False,
         env_kwargs={"max_episode_steps": 20},
     )
-    agent = OmegaConf.load(CONFIGS / "agent" / "state.yaml")
+    agent = OmegaConf.create(load_agents(["state"], OmegaConf.create())["state"])
     agent.world_model.update(members=2, hidden=[16], head_hidden=[16], batch_size=16)
     out = run / "models" / "CupCarry" / "state"
     training.train_world_model(agent, data, out, steps=10, progress=False, log_every=5)
@@ -175,7 +173,7 @@ def test_a_dataset_of_another_task_is_refused(trained, tmp_path):
 @pytest.mark.smoke
 def test_a_family_that_needs_pixels_refuses_a_state_only_dataset(trained, tmp_path):
     run, _ = trained
-    pixel = OmegaConf.load(CONFIGS / "agent" / "pixel.yaml")
+    pixel = OmegaConf.create(load_agents(["pixel"], OmegaConf.create())["pixel"])
     out = tmp_path / "model"
     with pytest.raises(DatasetError, match=r"has no \['pixels'\] observations; it holds \['st"):
         training.train_world_model(pixel, run / "data" / "CupCarry" / "train", out, steps=5)
@@ -227,7 +225,7 @@ def test_make_policy_refuses_foreign_truncated_and_empty_checkpoints(trained, tm
     carry = gymnasium.make("embodied/CupCarry-v0")
     assert make_policy(agent, ckpt, carry, seed=0).world_model.family == "state"
 
-    retrieval = OmegaConf.load(CONFIGS / "agent" / "retrieval.yaml")
+    retrieval = OmegaConf.create(load_agents(["retrieval"], OmegaConf.create())["retrieval"])
     bare = tmp_path / "bare"  # no record beside the model: the file format still tells
     bare.mkdir()
     shutil.copy(ckpt / training.MODEL_FILE, bare)

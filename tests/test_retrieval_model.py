@@ -6,8 +6,6 @@ the model reads the hand (proprioception), the goal and the frame.
 
 from __future__ import annotations
 
-from importlib.resources import files
-
 import numpy as np
 import pytest
 import torch
@@ -17,6 +15,7 @@ from toy_world import PROPRIO, SpaceOnlyEnv, obs_of, toy_episodes, write_toy
 from embodied.agents.mpc import make_policy
 from embodied.agents.retrieval_model import RetrievalModel
 from embodied.agents.training import train_world_model
+from embodied.apps.eval import load_agents
 from embodied.dataset import Dataset
 from embodied.protocols import WorldModel
 
@@ -142,7 +141,7 @@ def test_bad_settings_name_the_valid_ones(dataset):
 
 
 def test_agent_config_trains_and_plans(tmp_path):
-    cfg = OmegaConf.load(str(files("embodied.configs") / "agent" / "retrieval.yaml"))
+    cfg = OmegaConf.create(load_agents(["retrieval"], OmegaConf.create())["retrieval"])
     cfg.world_model = OmegaConf.merge(cfg.world_model, TINY)
     data = write_toy(tmp_path / "data", toy_episodes())
     out = train_world_model(cfg, data, tmp_path / "model", steps=2, progress=False)
