@@ -14,7 +14,6 @@ on the finger pads, frame positions and orientations), never the observation vec
 from __future__ import annotations
 
 import numbers
-from collections import deque
 from collections.abc import Mapping
 from typing import Any
 
@@ -23,13 +22,13 @@ import mujoco
 import numpy as np
 from gymnasium import spaces
 
-from embodied.shifts import NOMINAL, build_model, resolve_physics, start_physics
+from embodied.envs.scene import ARM_JOINTS, SCENE, build_model
+from embodied.shifts import NOMINAL, Effect, Episode, resolve_physics, start_effects, start_physics
 
 OBS_MODES = ("state", "pixels", "state+pixels")
 CONTROL_DT = 0.05
 MAX_DELTA = 0.03  # metres of servo-target motion per control step at |a| = 1 (0.6 m/s)
 TOUCH_MIN = 0.05  # newtons on a pad for it to count as touching the cup
-ARM_JOINTS = tuple(f"joint{i}" for i in range(1, 8))
 RESET_OPTIONS = ("shift", "physics")
 # MuJoCo's own divergence checks: each resets the MjData to qpos0 and counts a warning.
 DIVERGED = tuple(
@@ -191,8 +190,7 @@ class ArmEnv(gymnasium.Env):
         }[obs_mode]
         self.state_labels = STATE_LABELS
         self.target = np.zeros(3)
-        self._action_queue: deque[np.ndarray] = deque()
-        self._noise_rng = np.random.default_rng(0)
+        self._effects: list[Effect] = []  # the episode-stage shifts in force (catalogue)
         self._t = 0
         self._slipped = False
         self._episode_seed: int | None = None
@@ -210,7 +208,6 @@ class ArmEnv(gymnasium.Env):
         )
         self._cup_qpos = m.jnt_qposadr[m.joint("cup").id]
         self._cup_dof = m.jnt_dofadr[m.joint("cup").id]
-        self._cup_body = m.body("cup").id
         self._target_mocap = m.body_mocapid[m.body("target").id]
         self._ee_site = m.site("ee").id
         self.pad_half_height = float(m.geom("left_pad").size[2])  # vertical, hand pointing down
@@ -258,20 +255,17 @@ class ArmEnv(gymnasium.Env):
         self.data.qpos[:] = self._home
 
         task_rng = np.random.default_rng(np.random.SeedSequence([episode_seed, 7_001]))
-        self._noise_rng = np.random.default_rng(np.random.SeedSequence([episode_seed, 7_002]))
         self._episode_seed = episode_seed
         self._t = 0
         self._fail_streak = 0
         self._success_streak = 0
         self._slipped = False
-        self._push = self._push_schedule()
         self._setup_episode(task_rng)
         rest_posture = self.model.qpos_spring.copy()
         copy_model_into(self.model, build_model(self.physics))
         self.model.qpos_spring[:] = rest_posture
-        # a delayed arm keeps doing what it did before the episode: hold still, same grip
-        self._latency = int(round(self.physics.get("action_latency", 0.0)))
-        self._action_queue = deque(self.hold_action() for _ in range(self._latency))
+        episode = Episode(self.model, SCENE, episode_seed, self.hold_action())
+        self._effects = start_effects(self.physics, episode)
         self.data.mocap_pos[self._target_mocap] = self.target
         mujoco.mj_forward(self.model, self.data)
         info = self._info(success=False, failed=False, physics_error=False)
@@ -281,23 +275,10 @@ class ArmEnv(gymnasium.Env):
         """Place the arm, cup and target; the task's job."""
         raise NotImplementedError
 
-    def _push_schedule(self) -> tuple[int, int, np.ndarray] | None:
-        force = float(self.physics.get("push_force", 0.0))
-        if force <= 0.0:
-            return None
-        start = int(round(self.physics.get("push_time", 1.0) / self.model.opt.timestep))
-        angle = float(self.physics.get("push_angle", 0.0))
-        vec = force * np.array([np.cos(angle), np.sin(angle), 0.0])
-        return start, start + int(round(0.1 / self.model.opt.timestep)), vec
-
     def step(self, action: Any) -> tuple[Any, float, bool, bool, dict[str, Any]]:
         action = np.clip(check_action(action), -1.0, 1.0)
-        noise = self.physics.get("action_noise", 0.0)
-        if noise > 0.0:
-            action = np.clip(action + noise * self._noise_rng.standard_normal(4), -1.0, 1.0)
-        if self._latency:
-            self._action_queue.append(action)
-            action = self._action_queue.popleft()
+        for effect in self._effects:  # noise, latency
+            action = effect.action(action)
         self.data.ctrl[:3] = np.clip(
             self.data.ctrl[:3] + MAX_DELTA * action[:3], self._servo_lo, self._servo_hi
         )
@@ -345,15 +326,15 @@ class ArmEnv(gymnasium.Env):
 
     def _advance(self) -> None:
         m, d = self.model, self.data
-        if self._push is None:
+        hooks = [e for e in self._effects if e.per_substep]  # a push
+        if not hooks:
             mujoco.mj_step(m, d, nstep=self.n_substeps)
-        else:
-            start, stop, vec = self._push
-            step0 = self._t * self.n_substeps
-            for k in range(self.n_substeps):
-                on = start <= step0 + k < stop
-                d.xfrc_applied[self._cup_body, :3] = vec if on else 0.0
-                mujoco.mj_step(m, d)
+            return
+        step0 = self._t * self.n_substeps
+        for k in range(self.n_substeps):
+            for effect in hooks:
+                effect.substep(d, step0 + k)
+            mujoco.mj_step(m, d)
 
     # How many consecutive control steps success / failure must last before they count.
     success_hold = 1

@@ -1,8 +1,14 @@
 """Shifts, checked against MuJoCo's own state: which fields each changes and by how much, paired
 draws, errors that name the valid choices, a cup that really slips, and look vs work in the env."""
 
+import ast
 import colorsys
+import copy
 import math
+import re
+import subprocess
+import sys
+from pathlib import Path
 
 import gymnasium
 import mujoco
@@ -12,21 +18,21 @@ import pytest
 import embodied  # noqa: F401  (registers the envs)
 from embodied.apps.shifts import catalogue_table
 from embodied.apps.shifts import main as shifts_main
+from embodied.envs.arm import MAX_DELTA
+from embodied.envs.scene import SCENE, build_model
 from embodied.shifts import (
     NOMINAL,
     PARAMS,
     SHIFTS,
-    build_model,
     parse_split,
     resolve_physics,
     start_physics,
     valid_splits,
 )
-from embodied.shifts.model import scene_xml
 from embodied.shifts.splits import ALL_SHIFTS, LOOK_SHIFTS, OOD_SHIFTS
 
-MODEL_SHIFTS = [n for n, s in SHIFTS.items() if not s.fields[0].startswith("env:")]
-ENV_SHIFTS = [n for n, s in SHIFTS.items() if s.fields[0].startswith("env:")]
+MODEL_SHIFTS = [n for n, s in SHIFTS.items() if s.start_effect is None]
+ENV_SHIFTS = [n for n, s in SHIFTS.items() if s.start_effect is not None]
 GRASP_SHIFTS = ("cup_mass", "cup_friction", "grip_force")
 
 
@@ -69,7 +75,7 @@ def nominal() -> mujoco.MjModel:
 
 
 def test_nominal_model_is_the_xml_bit_for_bit(nominal):
-    assert changed(nominal, mujoco.MjModel.from_xml_string(scene_xml())) == set()
+    assert changed(nominal, mujoco.MjModel.from_xml_string(SCENE.xml)) == set()
 
 
 def test_catalogue_values_are_valid_ood_monotone_and_outside_id():
@@ -142,7 +148,7 @@ def test_work_shifts_change_fields_by_the_documented_amount(nominal):
 
 
 def test_mass_edit_in_place_matches_a_model_compiled_with_that_mass():
-    spec = mujoco.MjSpec.from_string(scene_xml())
+    spec = mujoco.MjSpec.from_string(SCENE.xml)
     spec.geom("cup").mass = 0.45
     compiled, edited = model_fields(spec.compile()), model_fields(build_model({"cup_mass": 0.45}))
     for name, value in compiled.items():
@@ -184,6 +190,88 @@ def test_build_model_is_a_pure_function_of_the_dict():
     build_model(resolve_physics("ood-cup_size-2", 3))  # other models in between
     assert changed(first, build_model(physics)) == set()
     assert build_model(physics) is not build_model(physics)
+
+
+# ----------------------------------------------------------------- each shift's own writer
+
+
+@pytest.mark.parametrize("shift", [n for n, s in SHIFTS.items() if s.start_effect is None])
+def test_a_shift_writer_writes_the_fields_it_claims_at_its_severity(nominal, shift):
+    """The writer on the Shift itself, called alone on the scene: at severity 3 (or the middle of
+    its look range) it moves the fields it claims and, but for what MuJoCo derives, no other."""
+    s, values = SHIFTS[shift], NOMINAL | shifted_values(shift)
+    if s.edit_spec is not None:
+        spec = mujoco.MjSpec.from_string(SCENE.xml)
+        s.edit_spec(spec, values, SCENE)
+        m = spec.compile()
+    else:
+        m = copy.copy(nominal)
+        s.write_model(m, values, SCENE)
+    diff = changed(nominal, m)
+    assert set(s.fields) <= diff <= set(s.fields) | set(s.derived), (shift, diff)
+
+
+def trace(physics: dict[str, float], field: str, steps: int = 12) -> np.ndarray:
+    """MuJoCo's ``field`` ("data.ctrl") after reset and after each step of a Reach episode under
+    ``physics``, with the same actions every time."""
+    env = gymnasium.make("embodied/Reach-v0", physics=QUIET | physics)
+    env.reset(seed=3)
+    read = lambda: getattr(env.unwrapped.data, field.removeprefix("data.")).copy()  # noqa: E731
+    rows = [read()]
+    for t in range(steps):
+        env.step(ACTIONS[t % len(ACTIONS)] * [0.3, 0.3, 0.3, 0.5])
+        rows.append(read())
+    env.close()
+    return np.array(rows)
+
+
+QUIET = {"action_noise": 0.0, "action_latency": 0.0, "push_force": 0.0}
+
+
+def check_action_noise(field: str) -> None:
+    std = PARAMS["action_noise"].severities[2]
+    noisy, clean = trace({"action_noise": std}, field, 60), trace({}, field, 60)
+
+    def actions(ctrl: np.ndarray) -> np.ndarray:  # what reached the servos and the grip
+        return np.column_stack([np.diff(ctrl[:, :3], axis=0) / MAX_DELTA, ctrl[1:, 6]])
+
+    applied = actions(noisy)
+    noise = (applied - actions(clean))[np.abs(applied) < 1.0]  # the entries left unclipped
+    assert len(noise) > 200 and abs(noise.std() / std - 1.0) < 0.2  # measured: 0.91
+
+
+def check_action_latency(field: str) -> None:
+    steps = int(PARAMS["action_latency"].severities[2])
+    late, clean = trace({"action_latency": steps}, field), trace({}, field)
+    np.testing.assert_array_equal(late[: steps + 1], np.tile(clean[0], (steps + 1, 1)))  # held
+    np.testing.assert_array_equal(late[steps:], clean[:-steps])
+
+
+def check_push(field: str) -> None:
+    force = PARAMS["push_force"].severities[2]
+    push = {"push_force": force, "push_time": 0.3, "push_angle": 0.5}
+    cup = build_model(NOMINAL).body("cup").id
+    pushed, clean = trace(push, field)[:, cup], trace({}, field)[:, cup]
+    on = [7, 8]  # after control steps 7 and 8 (25 x 2 ms each), inside [0.3 s, 0.4 s)
+    expected = force * np.array([np.cos(0.5), np.sin(0.5), 0.0, 0.0, 0.0, 0.0])
+    np.testing.assert_array_equal(pushed[on], [expected, expected])
+    assert not np.delete(pushed, on, axis=0).any() and not clean.any()
+
+
+EPISODE_CHECKS = {
+    "action_noise": check_action_noise,
+    "action_latency": check_action_latency,
+    "push": check_push,
+}
+
+
+@pytest.mark.parametrize("shift", ENV_SHIFTS)
+def test_an_episode_shift_writes_the_mjdata_field_it_claims_at_its_severity(shift):
+    """Through the env, read back from MjData: noise and latency reach data.ctrl (the servo
+    targets and the grip), a push reaches data.xfrc_applied of the cup, at severity 3."""
+    (field,) = SHIFTS[shift].fields
+    assert field.startswith("data.")
+    EPISODE_CHECKS[shift](field)  # a new episode shift needs a check here
 
 
 # ----------------------------------------------------------------- splits and draws
@@ -426,3 +514,46 @@ def test_the_command_prints_every_shift_and_resolves_a_split(capsys):
     shifts_main(["--splits"])
     assert set(capsys.readouterr().out.split()) == set(valid_splits())
     assert len(OOD_SHIFTS) * 5 + len(LOOK_SHIFTS) + 7 == len(valid_splits())
+
+
+# ----------------------------------------------------------------- one place for each thing
+
+CORE = Path(__file__).resolve().parents[1] / "embodied"
+# The package glue may name the envs: __init__ sets up rendering (embodied.envs.gl) before
+# MuJoCo renders, registration names the tasks by entry-point string for gymnasium.
+GLUE = {CORE / "__init__.py", CORE / "registration.py"}
+ENVS_NAME = re.compile(r"embodied\.envs(\.\w+)*(:\w+)?")
+
+
+def envs_references(path: Path) -> list[str]:
+    """Where a module imports embodied.envs or names it as a module string (resources.files,
+    import_module); docstrings may mention it."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found += [a.name for a in node.names if a.name.startswith("embodied.envs")]
+        elif isinstance(node, ast.ImportFrom):
+            names = [f"{node.module}.{a.name}" for a in node.names]
+            found += [n for n in names if n.startswith("embodied.envs")]
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+            found += [node.value] if ENVS_NAME.fullmatch(node.value) else []
+    return found
+
+
+def test_the_core_neither_imports_nor_reads_the_envs():
+    modules = sorted(set(CORE.rglob("*.py")) - GLUE)
+    assert CORE / "shifts" / "model.py" in modules and len(modules) > 20
+    assert envs_references(CORE / "registration.py")  # the check does see a reference
+    assert {
+        str(p.relative_to(CORE)): envs_references(p) for p in modules if envs_references(p)
+    } == {}
+    # and at run time: the shifts import no env module and build nothing without a scene
+    code = (
+        "import sys; from embodied.shifts import NOMINAL, build_model\n"
+        "print(sorted(m for m in sys.modules if m.startswith('embodied.envs')))\n"
+        "try: build_model(NOMINAL)\nexcept ValueError as err: print(err)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    loaded, error = out.stdout.splitlines()
+    assert loaded == "['embodied.envs', 'embodied.envs.gl']"
+    assert "no scene to build" in error

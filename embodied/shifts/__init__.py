@@ -1,7 +1,9 @@
-"""Shifts: the catalogue of work and look changes, splits with paired draws, and model building.
+"""Shifts: the catalogue of work and look changes (each with its writer), splits with paired
+draws, and model building for a scene the env hands over.
 
 physics = resolve_physics("ood-cup_mass-3", seed)   # every parameter in force, by name
-model = build_model(physics)                         # the MjModel for those values
+model = build_model(physics, scene)                  # the MjModel for those values
+effects = start_effects(physics, episode)            # what acts while the episode runs
 """
 
 from embodied.shifts.catalogue import (
@@ -12,7 +14,8 @@ from embodied.shifts.catalogue import (
     Shift,
     validate_physics,
 )
-from embodied.shifts.model import build_model
+from embodied.shifts.model import build_model, start_effects, use_scene
+from embodied.shifts.scene import Effect, Episode, Scene
 from embodied.shifts.splits import (
     Split,
     parse_split,
@@ -26,14 +29,19 @@ __all__ = [
     "NOMINAL",
     "PARAMS",
     "SHIFTS",
+    "Effect",
+    "Episode",
     "Param",
+    "Scene",
     "Shift",
     "Split",
     "build_model",
     "parse_split",
     "resolve_physics",
+    "start_effects",
     "start_physics",
     "stream_rng",
+    "use_scene",
     "valid_splits",
     "validate_physics",
 ]

@@ -9,15 +9,31 @@ severity means one physical value ("ood-cup_mass-3" is a 0.40 kg cup), while the
 split does not name keep their paired in-distribution draws. Parameters with no OOD values
 (``push_time``, ``push_angle``) keep their ID draw under every split. Look shifts have no
 severities: ``look-<shift>`` draws from a wide ``look_range`` well away from the ID range.
+
+Each shift also carries its writer, so it is declared and applied here and nowhere else. A writer
+acts at one of three stages: ``edit_spec`` changes the MjSpec before it compiles (geometry,
+cached per value), ``write_model`` writes fields of the compiled MjModel, ``start_effect``
+starts an :class:`~embodied.shifts.scene.Effect` that acts while the episode runs (episode
+effects act in catalogue order: noise before latency, so the noisy command is what is delayed).
+Writers name scene elements by role; the env's :class:`~embodied.shifts.scene.Scene` maps the
+roles to names, so nothing here knows the scene's assets.
 """
 
+import colorsys
 import math
 import numbers
-from collections.abc import Mapping
+from collections import deque
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
+import mujoco
+import numpy as np
+
+from embodied.shifts.scene import Effect, Episode, Scene
+
 ShiftKind = Literal["work", "look", "both"]
+Physics = Mapping[str, float]  # every parameter by name
 INF = math.inf
 
 
@@ -60,8 +76,21 @@ class Shift:
     kind: ShiftKind
     description: str
     params: tuple[Param, ...]
-    fields: tuple[str, ...]  # MjModel fields written ("opt.gravity"), or "env: ..." effects
+    # MjModel fields written ("opt.gravity"), or MjData fields its effect writes ("data.ctrl")
+    fields: tuple[str, ...]
     derived: tuple[str, ...] = ()  # fields MuJoCo recomputes from the written ones
+    # its writer, exactly one of the three (module docstring)
+    edit_spec: Callable[[mujoco.MjSpec, Physics, Scene], None] | None = None
+    write_model: Callable[[mujoco.MjModel, Physics, Scene], None] | None = None
+    start_effect: Callable[[Physics, Episode], Effect | None] | None = None
+
+    def __post_init__(self) -> None:
+        writers = (self.edit_spec, self.write_model, self.start_effect)
+        if sum(w is not None for w in writers) != 1:
+            raise ValueError(
+                f"shift {self.name!r} needs exactly one writer: edit_spec, write_model or "
+                "start_effect"
+            )
 
     @property
     def work(self) -> bool:
@@ -96,6 +125,134 @@ def _sev(*values: float) -> tuple[float, ...]:
     return tuple(float(v) for v in values)
 
 
+# ----------------------------------------------------------------- writers
+
+
+def _ids(model: mujoco.MjModel | mujoco.MjSpec, kind: str, scene: Scene, role: str) -> list:
+    """The elements of ``kind`` ("body", "pair", ...) that play ``role`` in the scene."""
+    return [getattr(model, kind)(name) for name in scene[role]]
+
+
+def _scale_cup(spec: mujoco.MjSpec, p: Physics, scene: Scene) -> None:
+    for geom in _ids(spec, "geom", scene, "cup_geom"):
+        geom.size = np.asarray(geom.size) * p["cup_size"]
+        geom.mass = geom.mass * p["cup_size"] ** 3  # constant density
+
+
+def _cup_mass(m: mujoco.MjModel, p: Physics, scene: Scene) -> None:
+    ratio = p["cup_mass"] / NOMINAL["cup_mass"]  # of the mass the geometry stage left
+    for body in _ids(m, "body", scene, "cup_body"):
+        m.body_mass[body.id] *= ratio
+        m.body_inertia[body.id] *= ratio
+
+
+def _cup_friction(m: mujoco.MjModel, p: Physics, scene: Scene) -> None:
+    for pair in _ids(m, "pair", scene, "pad_pairs"):
+        m.pair_friction[pair.id, 0:2] = p["cup_friction"]
+
+
+def _table_friction(m: mujoco.MjModel, p: Physics, scene: Scene) -> None:
+    for pair in _ids(m, "pair", scene, "table_pair"):
+        m.pair_friction[pair.id, 0:2] = p["table_friction"]
+
+
+def _grip_force(m: mujoco.MjModel, p: Physics, scene: Scene) -> None:
+    for actuator in _ids(m, "actuator", scene, "grip"):
+        m.actuator_gainprm[actuator.id, 0] = p["grip_force"]
+
+
+def _actuator_gain(m: mujoco.MjModel, p: Physics, scene: Scene) -> None:
+    for actuator in _ids(m, "actuator", scene, "servos"):
+        m.actuator_gainprm[actuator.id, 0] *= p["actuator_gain"]  # kp
+        m.actuator_biasprm[actuator.id, 1:3] *= p["actuator_gain"]  # -kp, -kv
+
+
+def _joint_damping(m: mujoco.MjModel, p: Physics, scene: Scene) -> None:
+    for joint in _ids(m, "joint", scene, "arm_joints"):
+        m.dof_damping[joint.dofadr[0]] = p["joint_damping"]
+
+
+def _gravity(m: mujoco.MjModel, p: Physics, scene: Scene) -> None:
+    m.opt.gravity[2] = -p["gravity"]
+
+
+def _cup_colour(m: mujoco.MjModel, p: Physics, scene: Scene) -> None:
+    if p["cup_hue"] == 0.0:  # the HSV round trip is not bit-exact: nominal stays the XML's
+        return
+    for geom in _ids(m, "geom", scene, "cup_geom"):
+        h, s, v = colorsys.rgb_to_hsv(*(float(c) for c in m.geom_rgba[geom.id, :3]))
+        m.geom_rgba[geom.id, :3] = colorsys.hsv_to_rgb((h + p["cup_hue"]) % 1.0, s, v)
+
+
+def _table_colour(m: mujoco.MjModel, p: Physics, scene: Scene) -> None:
+    if p["table_tint"] == 0.0:
+        return
+    tint = np.array(colorsys.hsv_to_rgb(p["table_hue"], 1.0, 1.0))
+    for material in _ids(m, "material", scene, "table_material"):
+        m.mat_rgba[material.id, :3] = (1.0 - p["table_tint"]) + p["table_tint"] * tint
+
+
+def _light(m: mujoco.MjModel, p: Physics, scene: Scene) -> None:
+    for light in _ids(m, "light", scene, "key_light"):
+        m.light_diffuse[light.id] *= p["light_level"]
+
+
+def _camera_jitter(m: mujoco.MjModel, p: Physics, scene: Scene) -> None:
+    for camera in _ids(m, "camera", scene, "camera"):
+        m.cam_pos[camera.id] += [p["camera_dx"], p["camera_dy"], p["camera_dz"]]
+
+
+class _Noise(Effect):
+    def __init__(self, std: float, seed: int) -> None:
+        self.std = std
+        self.rng = np.random.default_rng(np.random.SeedSequence([seed, 7_002]))
+
+    def action(self, action: np.ndarray) -> np.ndarray:
+        return np.clip(action + self.std * self.rng.standard_normal(action.shape), -1.0, 1.0)
+
+
+def _action_noise(p: Physics, episode: Episode) -> Effect | None:
+    return _Noise(p["action_noise"], episode.seed) if p["action_noise"] > 0.0 else None
+
+
+class _Delay(Effect):
+    def __init__(self, steps: int, hold: np.ndarray) -> None:
+        self.queue = deque(hold.copy() for _ in range(steps))
+
+    def action(self, action: np.ndarray) -> np.ndarray:
+        self.queue.append(action)
+        return self.queue.popleft()
+
+
+def _action_latency(p: Physics, episode: Episode) -> Effect | None:
+    # a delayed arm keeps doing what it did before the episode: hold still, same grip
+    steps = int(round(p["action_latency"]))
+    return _Delay(steps, episode.hold) if steps else None
+
+
+class _Shove(Effect):
+    per_substep = True
+
+    def __init__(self, bodies: list[int], steps: range, force: np.ndarray) -> None:
+        self.bodies, self.steps, self.force = bodies, steps, force
+
+    def substep(self, data: mujoco.MjData, step: int) -> None:
+        data.xfrc_applied[self.bodies, :3] = self.force if step in self.steps else 0.0
+
+
+def _push(p: Physics, episode: Episode) -> Effect | None:
+    if p["push_force"] <= 0.0:
+        return None
+    dt = episode.model.opt.timestep
+    start = int(round(p["push_time"] / dt))
+    force = p["push_force"] * np.array([np.cos(p["push_angle"]), np.sin(p["push_angle"]), 0.0])
+    bodies = [b.id for b in _ids(episode.model, "body", episode.scene, "cup_body")]
+    return _Shove(bodies, range(start, start + int(round(0.1 / dt))), force)
+
+
+# ----------------------------------------------------------------- the catalogue
+
+
 _WORK = (
     Shift(
         name="cup_mass",
@@ -114,6 +271,7 @@ _WORK = (
         ),
         fields=("body_mass", "body_inertia"),
         derived=MASS_DERIVED,
+        write_model=_cup_mass,
     ),
     Shift(
         name="cup_friction",
@@ -129,6 +287,7 @@ _WORK = (
             ),
         ),
         fields=("pair_friction",),
+        write_model=_cup_friction,
     ),
     Shift(
         name="table_friction",
@@ -144,6 +303,7 @@ _WORK = (
             ),
         ),
         fields=("pair_friction",),
+        write_model=_table_friction,
     ),
     Shift(
         name="grip_force",
@@ -160,6 +320,7 @@ _WORK = (
             ),
         ),
         fields=("actuator_gainprm",),
+        write_model=_grip_force,
     ),
     Shift(
         name="actuator_gain",
@@ -176,6 +337,7 @@ _WORK = (
             ),
         ),
         fields=("actuator_gainprm", "actuator_biasprm"),
+        write_model=_actuator_gain,
     ),
     Shift(
         name="joint_damping",
@@ -192,6 +354,7 @@ _WORK = (
             ),
         ),
         fields=("dof_damping",),
+        write_model=_joint_damping,
     ),
     Shift(
         name="gravity",
@@ -209,6 +372,23 @@ _WORK = (
             ),
         ),
         fields=("opt.gravity",),
+        write_model=_gravity,
+    ),
+    Shift(
+        name="action_noise",
+        kind="work",
+        description="std of Gaussian noise added to each action (action units, before clipping)",
+        params=(
+            Param(
+                "action_noise",
+                nominal=0.0,
+                id_range=(0.0, 0.02),
+                severities=_sev(0.1, 0.2, 0.3, 0.45, 0.6),
+                valid=(0.0, INF),
+            ),
+        ),
+        fields=("data.ctrl",),
+        start_effect=_action_noise,
     ),
     Shift(
         name="action_latency",
@@ -225,22 +405,8 @@ _WORK = (
                 unit="steps",
             ),
         ),
-        fields=("env: delays actions",),
-    ),
-    Shift(
-        name="action_noise",
-        kind="work",
-        description="std of Gaussian noise added to each action (action units, before clipping)",
-        params=(
-            Param(
-                "action_noise",
-                nominal=0.0,
-                id_range=(0.0, 0.02),
-                severities=_sev(0.1, 0.2, 0.3, 0.45, 0.6),
-                valid=(0.0, INF),
-            ),
-        ),
-        fields=("env: perturbs actions",),
+        fields=("data.ctrl",),
+        start_effect=_action_latency,
     ),
     Shift(
         name="push",
@@ -264,7 +430,8 @@ _WORK = (
                 unit="rad",
             ),
         ),
-        fields=("env: applies xfrc_applied to the cup",),
+        fields=("data.xfrc_applied",),
+        start_effect=_push,
     ),
 )
 
@@ -284,6 +451,7 @@ _LOOK = (
             ),
         ),
         fields=("geom_rgba",),
+        write_model=_cup_colour,
     ),
     Shift(
         name="table_colour",
@@ -307,6 +475,7 @@ _LOOK = (
             ),
         ),
         fields=("mat_rgba",),
+        write_model=_table_colour,
     ),
     Shift(
         name="light",
@@ -323,6 +492,7 @@ _LOOK = (
             ),
         ),
         fields=("light_diffuse",),
+        write_model=_light,
     ),
     Shift(
         name="camera_jitter",
@@ -341,6 +511,7 @@ _LOOK = (
             for axis in "xyz"
         ),
         fields=("cam_pos",),
+        write_model=_camera_jitter,
     ),
 )
 
@@ -361,14 +532,17 @@ _BOTH = (
         ),
         fields=("geom_size", "body_mass", "body_inertia"),
         derived=MASS_DERIVED + ("geom_rbound", "geom_aabb", "dof_length", "stat.meansize"),
+        edit_spec=_scale_cup,
     ),
 )
 
 SHIFTS: dict[str, Shift] = {s.name: s for s in _WORK + _LOOK + _BOTH}
 PARAMS: dict[str, Param] = {p.name: p for s in SHIFTS.values() for p in s.params}
 NOMINAL: dict[str, float] = {name: float(p.nominal) for name, p in PARAMS.items()}
-# The parameters that change the model's geometry: build_model rebuilds through MjSpec for them.
-GEOMETRY_PARAMS: tuple[str, ...] = ("cup_size",)
+# The parameters that change the geometry: build_model compiles (and caches) a base per value.
+GEOMETRY_PARAMS: tuple[str, ...] = tuple(
+    p.name for s in SHIFTS.values() if s.edit_spec is not None for p in s.params
+)
 
 
 def validate_physics(values: Mapping[str, object]) -> dict[str, float]:

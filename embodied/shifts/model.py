@@ -1,46 +1,56 @@
-"""Build the MjModel for a physics dict: geometry through MjSpec (cached), the rest in place.
+"""Build the MjModel for a physics dict in a scene, and start the effects of an episode.
 
-``build_model`` is a pure function of the dict: the same values give the same model, so
-``info["physics"]`` reproduces an episode. A compiled base model is cached per geometry
-(``cup_size``); every call copies it (~0.1 ms) and writes the remaining parameters into the copy.
-After a mass change ``mj_setConst`` recomputes the constants MuJoCo derives from masses, so the
-copy matches a model compiled from XML with that mass.
+``build_model`` is a pure function of the dict (and the scene): the same values give the same
+model, so ``info["physics"]`` reproduces an episode. A compiled base is cached per geometry
+(the shifts with an ``edit_spec`` writer: ``cup_size``); every call copies it (~0.1 ms) and
+each shift's ``write_model`` writes its fields into the copy, work shifts first. When the
+masses moved, ``mj_setConst`` then recomputes the constants MuJoCo derives from them, so the
+copy matches a model compiled from XML with those masses; the look shifts write last.
+
+The scene comes from the env package (``embodied.envs.scene`` registers its own with
+:func:`use_scene` and passes it explicitly); this module never reads a scene asset.
 """
 
-import colorsys
 import copy
 import threading
 from collections.abc import Mapping
 from functools import lru_cache
-from importlib import resources
 
 import mujoco
 import numpy as np
 
-from embodied.shifts.catalogue import GEOMETRY_PARAMS, NOMINAL, validate_physics
-
-ARM_JOINTS = tuple(f"joint{i}" for i in range(1, 8))
-SERVOS = ("x", "y", "z")
-PAD_PAIRS = ("cup_left_pad", "cup_right_pad")
-
-
-def scene_xml() -> str:
-    """The packaged MJCF scene."""
-    return resources.files("embodied.envs").joinpath("assets/arm.xml").read_text()
-
+from embodied.shifts.catalogue import GEOMETRY_PARAMS, NOMINAL, SHIFTS, validate_physics
+from embodied.shifts.scene import Effect, Episode, Scene
 
 _SCRATCH_LOCK = threading.Lock()  # guards the scratch MjData that mj_setConst writes into
+_DEFAULT_SCENE: list[Scene] = []  # what build_model builds when it is given no scene
+
+
+def use_scene(scene: Scene) -> None:
+    """Make ``scene`` the one ``build_model(physics)`` builds when it is given none."""
+    _DEFAULT_SCENE[:] = [scene]
+
+
+def _scene(scene: Scene | None) -> Scene:
+    if scene is not None:
+        return scene
+    if not _DEFAULT_SCENE:
+        raise ValueError(
+            "no scene to build: pass scene= or import the env package that registers one "
+            "(embodied.envs.scene)"
+        )
+    return _DEFAULT_SCENE[0]
 
 
 @lru_cache(maxsize=8)
-def _base_model(cup_size: float) -> tuple[mujoco.MjModel, mujoco.MjData]:
-    """The compiled scene at this geometry (nominal cup mass scaled by size^3) and a scratch
-    MjData for it (creating one costs more than the rest of build_model); never handed out."""
-    spec = mujoco.MjSpec.from_string(scene_xml())
-    if cup_size != NOMINAL["cup_size"]:
-        cup = spec.geom("cup")
-        cup.size = np.asarray(cup.size) * cup_size
-        cup.mass = cup.mass * cup_size**3
+def _base_model(scene: Scene, geometry: tuple[float, ...]) -> tuple[mujoco.MjModel, mujoco.MjData]:
+    """The compiled scene at this geometry and a scratch MjData for it (creating one costs more
+    than the rest of build_model); never handed out."""
+    spec = mujoco.MjSpec.from_string(scene.xml)
+    values = {**NOMINAL, **dict(zip(GEOMETRY_PARAMS, geometry, strict=True))}
+    for shift in SHIFTS.values():
+        if shift.edit_spec is not None:
+            shift.edit_spec(spec, values, scene)
     model = spec.compile()
     return model, mujoco.MjData(model)
 
@@ -53,47 +63,39 @@ def _sequential_sum(values: np.ndarray) -> float:
     return total
 
 
-def _rotate_hue(rgb: np.ndarray, turns: float) -> list[float]:
-    h, s, v = colorsys.rgb_to_hsv(*(float(c) for c in rgb))
-    return list(colorsys.hsv_to_rgb((h + turns) % 1.0, s, v))
-
-
-def build_model(physics: Mapping[str, float]) -> mujoco.MjModel:
-    """A fresh MjModel with every parameter in ``physics`` applied (missing ones are nominal)."""
+def build_model(physics: Mapping[str, float], scene: Scene | None = None) -> mujoco.MjModel:
+    """A fresh MjModel of ``scene`` (default: the registered one) with every parameter in
+    ``physics`` applied (missing ones are nominal)."""
+    scene = _scene(scene)
     p = {**NOMINAL, **validate_physics(physics)}
-    base, scratch = _base_model(*(p[name] for name in GEOMETRY_PARAMS))
+    base, scratch = _base_model(scene, tuple(p[name] for name in GEOMETRY_PARAMS))
     m = copy.copy(base)
-
-    cup = m.body("cup").id
-    ratio = p["cup_mass"] / NOMINAL["cup_mass"]
-    if ratio != 1.0:
-        m.body_mass[cup] = base.body_mass[cup] * ratio
-        m.body_inertia[cup] = base.body_inertia[cup] * ratio
-        with _SCRATCH_LOCK:
-            mujoco.mj_setConst(m, scratch)
-        # The compiler's means, which mj_setConst leaves alone (the solver scales by meaninertia).
-        m.stat.meanmass = _sequential_sum(m.body_mass[1:]) / (m.nbody - 1)
-        m.stat.meaninertia = _sequential_sum(m.dof_M0) / m.nv
-
-    for name in PAD_PAIRS:
-        m.pair_friction[m.pair(name).id, 0:2] = p["cup_friction"]
-    m.pair_friction[m.pair("cup_table").id, 0:2] = p["table_friction"]
-    m.actuator_gainprm[m.actuator("grip").id, 0] = p["grip_force"]
-    for name in SERVOS:
-        a = m.actuator(name).id
-        m.actuator_gainprm[a, 0] *= p["actuator_gain"]
-        m.actuator_biasprm[a, 1:3] *= p["actuator_gain"]
-    for name in ARM_JOINTS:
-        m.dof_damping[m.joint(name).dofadr[0]] = p["joint_damping"]
-    m.opt.gravity[2] = -p["gravity"]
-
-    if p["cup_hue"] != 0.0:
-        g = m.geom("cup").id
-        m.geom_rgba[g, :3] = _rotate_hue(base.geom_rgba[g, :3], p["cup_hue"])
-    if p["table_tint"] != 0.0:
-        tint = np.array(colorsys.hsv_to_rgb(p["table_hue"], 1.0, 1.0))
-        mat = m.material("table").id
-        m.mat_rgba[mat, :3] = (1.0 - p["table_tint"]) + p["table_tint"] * tint
-    m.light_diffuse[m.light("key").id] *= p["light_level"]
-    m.cam_pos[m.camera("fixed").id] += [p["camera_dx"], p["camera_dy"], p["camera_dz"]]
+    writers = [s for s in SHIFTS.values() if s.write_model is not None]
+    for shift in (s for s in writers if s.work):
+        shift.write_model(m, p, scene)
+    if not (
+        np.array_equal(m.body_mass, base.body_mass)
+        and np.array_equal(m.body_inertia, base.body_inertia)
+    ):
+        _set_mass_constants(m, scratch)
+    # The look last: mj_setConst would fold a moved camera into its constants, and a look shift
+    # moves its own fields only.
+    for shift in (s for s in writers if not s.work):
+        shift.write_model(m, p, scene)
     return m
+
+
+def _set_mass_constants(m: mujoco.MjModel, scratch: mujoco.MjData) -> None:
+    """What MuJoCo derives from the masses, recomputed after they moved."""
+    with _SCRATCH_LOCK:
+        mujoco.mj_setConst(m, scratch)
+    # The compiler's means, which mj_setConst leaves alone (the solver scales by meaninertia).
+    m.stat.meanmass = _sequential_sum(m.body_mass[1:]) / (m.nbody - 1)
+    m.stat.meaninertia = _sequential_sum(m.dof_M0) / m.nv
+
+
+def start_effects(physics: Mapping[str, float], episode: Episode) -> list[Effect]:
+    """The effects of the episode-stage shifts that ``physics`` moves, in catalogue order."""
+    p = {**NOMINAL, **validate_physics(physics)}
+    effects = (s.start_effect(p, episode) for s in SHIFTS.values() if s.start_effect)
+    return [e for e in effects if e is not None]
