@@ -23,7 +23,14 @@ import numpy as np
 from gymnasium import spaces
 
 from embodied.envs.scene import ARM_JOINTS, SCENE, build_model
-from embodied.shifts import NOMINAL, Effect, Episode, resolve_physics, start_effects, start_physics
+from embodied.shifts import (
+    NOMINAL,
+    Effect,
+    EpisodeStart,
+    resolve_physics,
+    start_effects,
+    start_physics,
+)
 
 OBS_MODES = ("state", "pixels", "state+pixels")
 CONTROL_DT = 0.05
@@ -264,7 +271,7 @@ class ArmEnv(gymnasium.Env):
         rest_posture = self.model.qpos_spring.copy()
         copy_model_into(self.model, build_model(self.physics))
         self.model.qpos_spring[:] = rest_posture
-        episode = Episode(self.model, SCENE, episode_seed, self.hold_action())
+        episode = EpisodeStart(self.model, SCENE, episode_seed, self.hold_action())
         self._effects = start_effects(self.physics, episode)
         self.data.mocap_pos[self._target_mocap] = self.target
         mujoco.mj_forward(self.model, self.data)

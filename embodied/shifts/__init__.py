@@ -15,7 +15,7 @@ from embodied.shifts.catalogue import (
     validate_physics,
 )
 from embodied.shifts.model import build_model, start_effects, use_scene
-from embodied.shifts.scene import Effect, Episode, Scene
+from embodied.shifts.scene import Effect, EpisodeStart, Scene
 from embodied.shifts.splits import (
     Split,
     parse_split,
@@ -30,7 +30,7 @@ __all__ = [
     "PARAMS",
     "SHIFTS",
     "Effect",
-    "Episode",
+    "EpisodeStart",
     "Param",
     "Scene",
     "Shift",

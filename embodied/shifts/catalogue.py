@@ -30,7 +30,7 @@ from typing import Literal
 import mujoco
 import numpy as np
 
-from embodied.shifts.scene import Effect, Episode, Scene
+from embodied.shifts.scene import Effect, EpisodeStart, Scene
 
 ShiftKind = Literal["work", "look", "both"]
 Physics = Mapping[str, float]  # every parameter by name
@@ -82,7 +82,7 @@ class Shift:
     # its writer, exactly one of the three (module docstring)
     edit_spec: Callable[[mujoco.MjSpec, Physics, Scene], None] | None = None
     write_model: Callable[[mujoco.MjModel, Physics, Scene], None] | None = None
-    start_effect: Callable[[Physics, Episode], Effect | None] | None = None
+    start_effect: Callable[[Physics, EpisodeStart], Effect | None] | None = None
 
     def __post_init__(self) -> None:
         writers = (self.edit_spec, self.write_model, self.start_effect)
@@ -211,7 +211,7 @@ class _Noise(Effect):
         return np.clip(action + self.std * self.rng.standard_normal(action.shape), -1.0, 1.0)
 
 
-def _action_noise(p: Physics, episode: Episode) -> Effect | None:
+def _action_noise(p: Physics, episode: EpisodeStart) -> Effect | None:
     return _Noise(p["action_noise"], episode.seed) if p["action_noise"] > 0.0 else None
 
 
@@ -224,7 +224,7 @@ class _Delay(Effect):
         return self.queue.popleft()
 
 
-def _action_latency(p: Physics, episode: Episode) -> Effect | None:
+def _action_latency(p: Physics, episode: EpisodeStart) -> Effect | None:
     # a delayed arm keeps doing what it did before the episode: hold still, same grip
     steps = int(round(p["action_latency"]))
     return _Delay(steps, episode.hold) if steps else None
@@ -240,7 +240,7 @@ class _Shove(Effect):
         data.xfrc_applied[self.bodies, :3] = self.force if step in self.steps else 0.0
 
 
-def _push(p: Physics, episode: Episode) -> Effect | None:
+def _push(p: Physics, episode: EpisodeStart) -> Effect | None:
     if p["push_force"] <= 0.0:
         return None
     dt = episode.model.opt.timestep

@@ -20,7 +20,7 @@ import mujoco
 import numpy as np
 
 from embodied.shifts.catalogue import GEOMETRY_PARAMS, NOMINAL, SHIFTS, validate_physics
-from embodied.shifts.scene import Effect, Episode, Scene
+from embodied.shifts.scene import Effect, EpisodeStart, Scene
 
 _SCRATCH_LOCK = threading.Lock()  # guards the scratch MjData that mj_setConst writes into
 _DEFAULT_SCENE: list[Scene] = []  # what build_model builds when it is given no scene
@@ -94,7 +94,7 @@ def _set_mass_constants(m: mujoco.MjModel, scratch: mujoco.MjData) -> None:
     m.stat.meaninertia = _sequential_sum(m.dof_M0) / m.nv
 
 
-def start_effects(physics: Mapping[str, float], episode: Episode) -> list[Effect]:
+def start_effects(physics: Mapping[str, float], episode: EpisodeStart) -> list[Effect]:
     """The effects of the episode-stage shifts that ``physics`` moves, in catalogue order."""
     p = {**NOMINAL, **validate_physics(physics)}
     effects = (s.start_effect(p, episode) for s in SHIFTS.values() if s.start_effect)

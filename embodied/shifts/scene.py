@@ -27,7 +27,7 @@ class Scene:
 
 
 @dataclass(frozen=True)
-class Episode:
+class EpisodeStart:
     """What an episode-stage writer may read as the episode starts (after the task's setup)."""
 
     model: mujoco.MjModel
