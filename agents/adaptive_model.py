@@ -101,10 +101,15 @@ class AdaptiveModel(StateModel):
         return data
 
     # -- context --------------------------------------------------------------------------
-    def _embed(self, feats: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """(..., K, F) normalised features, (..., K) validity -> (..., C) masked mean embedding."""
-        h = self.context_net(feats) * mask.unsqueeze(-1)
+    @staticmethod
+    def _pool(h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """(..., K, C) per-transition embeddings, (..., K) validity -> (..., C) masked mean."""
+        h = h * mask.unsqueeze(-1)
         return h.sum(-2) / mask.sum(-1, keepdim=True).clamp(min=1.0)
+
+    def _embed(self, feats: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """(..., K, F) normalised features, (..., K) validity -> (..., C) context."""
+        return self._pool(self.context_net(feats), mask)
 
     def _train_context(self, data: dict[str, torch.Tensor], idx: torch.Tensor) -> torch.Tensor:
         if "context" not in data:  # every transition's features, fixed once normalisers are
@@ -120,8 +125,7 @@ class AdaptiveModel(StateModel):
         mask = ((prev >= 0) & recent).to(data["state"].dtype)
         # embed each distinct transition once: far fewer rows than E * B * K
         rows, inverse = torch.unique(prev.clamp(min=0), return_inverse=True)
-        h = self.context_net(data["context"][rows])[inverse] * mask.unsqueeze(-1)
-        return h.sum(-2) / mask.sum(-1, keepdim=True).clamp(min=1.0)
+        return self._pool(self.context_net(data["context"][rows])[inverse], mask)
 
     def _plan_context(self, rows: int) -> torch.Tensor:
         if self._context is None:
