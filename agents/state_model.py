@@ -71,6 +71,8 @@ class StateModel(nn.Module):
 
     family = "state"
     obs_mode = "state"
+    checkpoint_format = FORMAT
+    context_dim = 0  # width of a per-sample context the dynamics and failure head also read
 
     def __init__(
         self,
@@ -139,14 +141,18 @@ class StateModel(nn.Module):
         self.register_buffer("constant", torch.zeros(state_dim, dtype=torch.bool))
         self.register_buffer("reward_range", torch.tensor([-1e9, 1e9]))
         self.dynamics = EnsembleMLP(
-            self.members, state_dim + action_dim, 2 * state_dim, c["hidden"], c["act"]
+            self.members,
+            state_dim + action_dim + self.context_dim,
+            2 * state_dim,
+            c["hidden"],
+            c["act"],
         )
         self.gauss = GaussianHead(state_dim, c["max_logvar"], c["min_logvar"])
         self.relative = RelativeGeometry(self.state_labels, c["relative_groups"])
         feat = state_dim + self.relative.dim
         self.feature_norm = Normalizer(feat)
         self.reward_head = MLP(feat, 1, c["head_hidden"], c["act"])
-        self.fail_head = MLP(2 * feat, 1, c["head_hidden"], c["act"])
+        self.fail_head = MLP(2 * feat + self.context_dim, 1, c["head_hidden"], c["act"])
 
     @torch.no_grad()
     def _fit_normalisers(self, data: dict[str, torch.Tensor]) -> None:
@@ -200,13 +206,14 @@ class StateModel(nn.Module):
             idx = torch.as_tensor(self._rng.integers(0, n, size=(e, bs)), device=self.device)
             s, s2, a = data["state"][idx], data["next"][idx], data["action"][idx]
             target = self.delta_norm(s2 - s)
-            mean, logvar = self._dynamics(self.state_norm(s), a)
+            ctx = self._train_context(data, idx)
+            mean, logvar = self._dynamics(self.state_norm(s), a, ctx)
             keep = ~self.constant
             nll = gaussian_nll(mean, logvar, target)[..., keep].mean()
             mse = ((mean - target) ** 2)[..., keep].mean()
             f, f2 = self._features(s), self._features(s2)
             reward = self.reward_head(f2)[..., 0]
-            fail_logit = self.fail_head(torch.cat([f, f2], -1))[..., 0]
+            fail_logit = self._fail_logit(f, f2, ctx)
             ok = 1.0 - data["dropped"][idx]
             reward_mse = ((reward - data["reward"][idx]) ** 2 * ok).sum() / ok.sum().clamp(min=1.0)
             fail_bce = F.binary_cross_entropy_with_logits(fail_logit, data["dropped"][idx])
@@ -236,10 +243,28 @@ class StateModel(nn.Module):
         self._rng.bit_generator.state = state["rng"]
         self.generator.set_state(state["generator"])
 
+    # -- context hooks (none here; agents/adaptive_model.py conditions on the episode) ----
+    def _train_context(
+        self, data: dict[str, torch.Tensor], idx: torch.Tensor
+    ) -> torch.Tensor | None:
+        """The (E, B, context_dim) context of the sampled transitions ``idx``; None: no context."""
+        return None
+
+    def _plan_context(self, rows: int) -> torch.Tensor | None:
+        """The (rows, context_dim) context of ``step``'s batch; None: no context."""
+        return None
+
     # -- prediction -----------------------------------------------------------------------
-    def _dynamics(self, s_norm: torch.Tensor, a: torch.Tensor):
+    def _dynamics(self, s_norm: torch.Tensor, a: torch.Tensor, ctx: torch.Tensor | None = None):
         """(E, B, D) normalised states and (E, B, A) actions -> mean, logvar of normalised delta."""
-        return self.gauss(self.dynamics(torch.cat([s_norm, a], -1)))
+        parts = [s_norm, a] if ctx is None else [s_norm, a, ctx]
+        return self.gauss(self.dynamics(torch.cat(parts, -1)))
+
+    def _fail_logit(
+        self, f: torch.Tensor, f2: torch.Tensor, ctx: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        parts = [f, f2] if ctx is None else [f, f2, ctx]
+        return self.fail_head(torch.cat(parts, -1))[..., 0]
 
     def _features(self, s: torch.Tensor) -> torch.Tensor:
         return self.feature_norm(torch.cat([s, self.relative(s)], -1))
@@ -250,7 +275,9 @@ class StateModel(nn.Module):
 
     def _check_built(self) -> None:
         if not self.built:
-            raise RuntimeError("StateModel has not been fitted or loaded yet; call fit or load")
+            raise RuntimeError(
+                f"{type(self).__name__} has not been fitted or loaded yet; call fit or load"
+            )
 
     def encode(self, obs: Any) -> torch.Tensor:
         """The raw state vector(s) as a (B, D) tensor; accepts a state+pixels dict too."""
@@ -263,7 +290,9 @@ class StateModel(nn.Module):
         """TS-inf step: row b uses member b % E. Returns z' (B, D), reward (B,), p_fail (B,)."""
         self._check_built()
         b, e, d = z.shape[0], self.members, self.state_dim
-        x = torch.cat([self.state_norm(z), action.to(z.dtype).clamp(-1.0, 1.0)], -1)
+        ctx = self._plan_context(b)
+        parts = [self.state_norm(z), action.to(z.dtype).clamp(-1.0, 1.0)]
+        x = torch.cat(parts if ctx is None else [*parts, ctx], -1)
         pad = (-b) % e
         if pad:
             x = F.pad(x, (0, 0, 0, pad))
@@ -279,7 +308,7 @@ class StateModel(nn.Module):
         z2 = torch.addcmul(z + self.delta_norm.mean, delta, scale)
         f, f2 = self._features(z), self._features(z2)
         reward = self.reward_head(f2)[:, 0].clamp(self.reward_range[0], self.reward_range[1])
-        p_fail = torch.sigmoid(self.fail_head(torch.cat([f, f2], -1))[:, 0])
+        p_fail = torch.sigmoid(self._fail_logit(f, f2, ctx))
         return z2, reward, p_fail
 
     @torch.no_grad()
@@ -289,7 +318,9 @@ class StateModel(nn.Module):
         a = action.to(z.dtype).clamp(-1.0, 1.0)
         zs = z.unsqueeze(0).expand(self.members, -1, -1)
         az = a.unsqueeze(0).expand(self.members, -1, -1)
-        mean, _ = self._dynamics(self.state_norm(zs), az)
+        ctx = self._plan_context(len(z))
+        cz = None if ctx is None else ctx.unsqueeze(0).expand(self.members, -1, -1)
+        mean, _ = self._dynamics(self.state_norm(zs), az, cz)
         return z + self._delta(mean).mean(0)
 
     def imagine(self, obs0: Any, actions: np.ndarray, env: Any) -> Imagination:
@@ -328,12 +359,12 @@ class StateModel(nn.Module):
                 "weights": self.state_dict(),
             },
             path,
-            FORMAT,
+            self.checkpoint_format,
         )
 
     @classmethod
     def load(cls, path: str | os.PathLike, device: str = "cpu") -> StateModel:
-        ckpt = load_checkpoint(path, FORMAT, map_location=device)
+        ckpt = load_checkpoint(path, cls.checkpoint_format, map_location=device)
         model = cls(**ckpt["config"], device=device)
         model.build(*ckpt["dims"], ckpt["state_labels"])
         model.load_state_dict(ckpt["weights"])

@@ -398,13 +398,15 @@ def test_cli_errors_and_success(run_dir: Path, tmp_path: Path):
 
 
 def _survivor_lines() -> list[dict]:
-    """nominal/state/sysid/oracle on id and cup_mass-3 (+ grip_force-3 for sysid and oracle);
-    sysid records its cup-mass estimates, sysid and oracle a slip rate."""
+    """nominal/state/adaptive/sysid/oracle on id and cup_mass-3 (+ grip_force-3 for sysid and
+    oracle); sysid records its cup-mass estimates, sysid and oracle a slip rate."""
     spec = [
         ("nominal", "id", 20, 0),
         ("nominal", "ood-cup_mass-3", 5, 14),
         ("state", "id", 20, 0),
         ("state", "ood-cup_mass-3", 6, 13),
+        ("adaptive", "id", 20, 0),
+        ("adaptive", "ood-cup_mass-3", 9, 10),
         ("sysid", "id", 19, 1),
         ("sysid", "ood-cup_mass-3", 16, 3),
         ("sysid", "ood-grip_force-3", 15, 4),
@@ -441,7 +443,9 @@ def test_who_survives_estimates_and_slips(tmp_path: Path):
     paths = build_report(run_dir, n_boot=100)
     md = paths.markdown.read_text()
     survive = _md_table(md, "Shift | Severity")
-    assert [list(r)[2:] for r in survive] == [["nominal", "state", "sysid", "oracle"]] * 3
+    assert [list(r)[2:] for r in survive] == [
+        ["nominal", "state", "adaptive", "sysid", "oracle"]
+    ] * 3
     assert [(r["Shift"], r["Severity"]) for r in survive] == [
         ("ID", "-"),
         ("cup_mass", "3"),
@@ -450,6 +454,7 @@ def test_who_survives_estimates_and_slips(tmp_path: Path):
     cup = survive[1]
     assert cup["nominal"] == "0.25 [0.11, 0.47]"  # Wilson(5, 20) = (0.1119, 0.4687)
     assert cup["sysid"] == "0.80 [0.58, 0.92]"  # Wilson(16, 20) = (0.5840, 0.9193)
+    assert cup["adaptive"] == "0.45 [0.26, 0.66]"  # Wilson(9, 20) = (0.2582, 0.6579)
     assert survive[2]["nominal"] == "n/a"  # nominal did not run grip_force-3
 
     est = _md_table(md, "Agent | Split | Parameter")
@@ -481,7 +486,7 @@ def test_who_survives_estimates_and_slips(tmp_path: Path):
     assert details["sysid"]["Slip OOD"] == "0.10 [0.04, 0.23]"  # 4/40: Wilson (0.0396, 0.2304)
     assert details["nominal"]["Slip ID"] == "n/a"  # its lines carry no slip rate
     s = json.loads(paths.summary_json.read_text())
-    assert s["survivors"]["agents"] == ["nominal", "state", "sysid", "oracle"]
+    assert s["survivors"]["agents"] == ["nominal", "state", "adaptive", "sysid", "oracle"]
     assert s["estimates"][1]["within_tolerance"]["k"] == 15
 
 
