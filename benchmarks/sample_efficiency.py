@@ -9,6 +9,12 @@ evaluated once per dataset size.
     python benchmarks/sample_efficiency.py                                   # CupCarry, quick size
     python benchmarks/sample_efficiency.py --agents pixel --steps 500 1000 2000 --episodes 10
     python benchmarks/sample_efficiency.py --collect 50 150 300 --out /tmp/sample-efficiency
+    python benchmarks/sample_efficiency.py --agents pixel --set agent.planner.population=64
+
+``--set`` overrides the agents' configs (a smaller planner, a larger batch); a model trained
+under other ``world_model`` values is not resumed but refused, so give each variant its ``--out``.
+Evaluation episodes run to the task's end, so a poorly trained model's episodes (which fail
+late) cost the most to evaluate.
 """
 
 from __future__ import annotations
@@ -38,6 +44,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0, help="eval cell seed")
     parser.add_argument("--out", default="runs/sample-efficiency", help="data and models")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument(
+        "--set", nargs="*", default=[], help="Hydra overrides of the agents, e.g. agent.x=1"
+    )
     args = parser.parse_args()
     budgets = sorted(set(args.steps))
     rows = []
@@ -66,7 +75,8 @@ def main() -> None:
                 manifest = OmegaConf.to_container(OmegaConf.load(data_dir / "manifest.json"))
             transitions = int(manifest["transitions"])
             for name in args.agents:
-                agent = compose("train", overrides=[f"agent={name}", f"env={args.env}"]).agent
+                agent = compose("train", overrides=[f"agent={name}", f"env={args.env}", *args.set])
+                agent = agent.agent
                 settings = EvalSettings(
                     agents={name: OmegaConf.to_container(agent, resolve=True)},
                     run_dir=str(root),

@@ -215,7 +215,7 @@ def test_the_preset_budget_reaches_the_eval_settings():
 INLINE_PLANNERS = {
     "state": dict(horizon=8, population=64, elites=8, iterations=2, particles=1, init_std=0.5,
                   failure_penalty=200.0),
-    "pixel": dict(horizon=10, population=128, elites=12, iterations=3, particles=1, init_std=0.5,
+    "pixel": dict(horizon=10, population=64, elites=8, iterations=3, particles=1, init_std=0.5,
                   failure_penalty=100.0),
     "latent": dict(horizon=10, population=128, elites=12, iterations=3, particles=1,
                    init_std=0.5, failure_penalty=100.0),
