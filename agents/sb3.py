@@ -190,8 +190,10 @@ class AtomicCheckpoint(CheckpointCallback):
             self.save()
         return True
 
-    def save(self) -> None:
-        if self.num_timesteps == self.saved_at:
+    def save(self, final: bool = False) -> None:
+        """Save now; ``final`` saves again at a step already saved: SB3 calls callbacks before
+        it stores the step's transition, so a save from ``_on_step`` lacks the last one."""
+        if self.num_timesteps == self.saved_at and not final:
             return
         old = list(Path(self.save_path).glob(f"{self.name_prefix}_*"))
         buffer = getattr(self.model, "replay_buffer", None)
@@ -528,6 +530,9 @@ def train_sb3(
     }
     if min(levers.values()) < 0:
         raise ValueError(f"these settings must be >= 0: {levers}")
+    demo_episodes, bc_steps, note = demo_budget(env_id, steps, demo_episodes, bc_steps)
+    if note and progress:
+        print(note)
     out = Path(out_dir)
     ckpt_dir = out / CHECKPOINTS
     ckpt_dir.mkdir(parents=True, exist_ok=True)
@@ -560,7 +565,14 @@ def train_sb3(
     off_policy = issubclass(cls, OffPolicyAlgorithm)
     latest = latest_checkpoint(ckpt_dir, family, needs_buffer=off_policy)
     start_step = latest[0] if latest else 0
-    summary: dict[str, Any] = {"out_dir": str(out), "steps": steps, "interrupted": False}
+    summary: dict[str, Any] = {
+        "out_dir": str(out),
+        "steps": steps,
+        "interrupted": False,
+        "demo_episodes": demo_episodes,
+        "bc_steps": bc_steps,
+        "note": note,
+    }
     if latest and start_step >= steps:
         if not (out / MODEL_FILE).is_file():
             write_atomic(out / MODEL_FILE, latest[1].read_bytes())
@@ -646,6 +658,24 @@ def train_sb3(
         venv.close()
         eval_env.close()
     return summary
+
+
+def demo_budget(env_id: str, steps: int, episodes: int, bc_steps: int) -> tuple[int, int, str]:
+    """(demo episodes, BC steps, a note when they were cut) for a run of ``steps`` env steps.
+
+    Demonstrations stay a sideline of the run: at most a third of its env steps in scripted
+    episodes (at the task's time limit) and no more BC steps than env steps, so a smoke run
+    (a few hundred steps) gets smoke-sized demos and says so.
+    """
+    limit = gymnasium.spec(env_id).max_episode_steps or 200
+    fit = (min(episodes, max(1, steps // (3 * limit))) if episodes else 0, min(bc_steps, steps))
+    if fit == (episodes, bc_steps):
+        return episodes, bc_steps, ""
+    return (
+        *fit,
+        f"{steps} env steps: demonstrations cut to fit the run, {fit[0]} scripted episodes "
+        f"(of {episodes}) and {fit[1]} behaviour-cloning steps (of {bc_steps})",
+    )
 
 
 def demo_rows(
@@ -787,7 +817,7 @@ def _learn(
         )
         if not flag.requested and evaluate.done_at != model.num_timesteps:
             evaluate.evaluate()
-        checkpoint.save()
+        checkpoint.save(final=not flag.requested)
         stash_normalizer(model)
         write_atomic(out / MODEL_FILE, model.save, ".tmp.zip")
     last = evaluate.last_mean_reward

@@ -18,8 +18,18 @@ import embodied.agents.sb3 as sb3
 from embodied.dataset import Dataset, Episode, write_dataset
 from embodied.protocols import Policy
 
+PLAIN = [  # checkpoint mechanics on plain SAC (exact buffer counts); demos, BC, shaping below
+    "agent.trainer.demo_episodes=0",
+    "agent.trainer.bc_steps=0",
+    "agent.trainer.bc_weight=0.0",
+    "agent.trainer.shaping=0.0",
+]
 SMALL = {  # smoke-sized: seconds on 2 CPU cores
-    "sac": ["agent.algo.learning_starts=100", "agent.algo.policy_kwargs.net_arch=[32,32]"],
+    "sac": [
+        "agent.algo.learning_starts=100",
+        "agent.algo.policy_kwargs.net_arch=[32,32]",
+        *PLAIN,
+    ],
     "ppo": ["agent.algo.n_steps=64", "agent.algo.policy_kwargs.net_arch={pi:[32],vf:[32]}"],
 }
 COMMON = [
@@ -311,21 +321,25 @@ def test_shaping_pays_progress_and_leaves_success_and_termination_alone() -> Non
 
 @pytest.mark.smoke
 def test_scripted_demos_fill_the_replay_buffer_and_bc_fits_them(tmp_path) -> None:
-    """Smoke sizes (preset=smoke, 32-unit nets, 120 env steps): plumbing, not a result."""
+    """Smoke sizes (preset=smoke, 32-unit nets, 400 env steps): plumbing, not a result. The
+    recipe's 50 demo episodes and 2000 BC steps are cut to the run, which says so."""
     cfg = config(
         overrides=(
-            "agent.trainer.demo_episodes=2",
+            "agent.trainer.demo_episodes=50",
             "agent.trainer.demo_noise=0.0",
-            "agent.trainer.bc_steps=200",
+            "agent.trainer.bc_steps=2000",
             "agent.trainer.bc_weight=0.5",
             "agent.trainer.shaping=1.0",
         )
     )
     assert cfg.preset.name == "smoke"
-    summary = train(cfg, tmp_path, 120)
-    assert summary["step"] == 120
-    model = sb3.load_sb3(tmp_path / "checkpoints" / "sac_120_steps.zip", sb3.SAC)
-    model.load_replay_buffer(tmp_path / "checkpoints" / "sac_replay_buffer_120_steps.pkl")
+    summary = train(cfg, tmp_path, 400)
+    assert summary["step"] == 400
+    # a third of 400 steps at Reach's 60-step limit: 2 episodes; no more BC steps than steps
+    assert (summary["demo_episodes"], summary["bc_steps"]) == (2, 400)
+    assert "cut to fit the run, 2 scripted episodes (of 50) and 400" in summary["note"]
+    model = sb3.load_sb3(tmp_path / "checkpoints" / "sac_400_steps.zip", sb3.SAC)
+    model.load_replay_buffer(tmp_path / "checkpoints" / "sac_replay_buffer_400_steps.pkl")
     # the demos, re-run here by hand: the controller on the train split, seeds 20000, 20001
     gamma = float(cfg.agent.algo.gamma)
     env = sb3.ProgressShaping(gymnasium.make("embodied/Reach-v0", shift="train"), 1.0, gamma)
@@ -333,7 +347,7 @@ def test_scripted_demos_fill_the_replay_buffer_and_bc_fits_them(tmp_path) -> Non
     env.close()
     n = len(demo) - len(demo) % 2
     buffer = model.replay_buffer
-    assert buffer.size() * buffer.n_envs == 120 + n
+    assert buffer.size() * buffer.n_envs == 400 + n
     # SB3 lays transitions out (slot, env): two at a time, in order
     stored_obs = buffer.observations[: n // 2].reshape(n, -1)
     np.testing.assert_allclose(stored_obs, np.stack([d[0] for d in demo[:n]]), atol=1e-6)
