@@ -44,6 +44,7 @@ from tqdm.auto import tqdm
 from embodied.agents.training import graceful_stop
 from embodied.atomic import write_atomic
 from embodied.dataset import Dataset
+from embodied.envs.arm import STATE_LABELS
 
 ALGORITHMS: dict[str, type[BaseAlgorithm]] = {"sac": SAC, "ppo": PPO}
 MODEL_FILE = "model.zip"
@@ -189,8 +190,10 @@ class AtomicCheckpoint(CheckpointCallback):
             self.save()
         return True
 
-    def save(self) -> None:
-        if self.num_timesteps == self.saved_at:
+    def save(self, final: bool = False) -> None:
+        """Save now; ``final`` saves again at a step already saved: SB3 calls callbacks before
+        it stores the step's transition, so a save from ``_on_step`` lacks the last one."""
+        if self.num_timesteps == self.saved_at and not final:
             return
         old = list(Path(self.save_path).glob(f"{self.name_prefix}_*"))
         buffer = getattr(self.model, "replay_buffer", None)
@@ -222,9 +225,12 @@ class ScheduledEval(EvalCallback):
         )
         self.every = every
         self.done_at = 0
+        self.started = 0.0
+        self.eval_s = 0.0
 
     def _on_training_start(self) -> None:
         self.done_at = self.num_timesteps
+        self.started, self.eval_s = time.perf_counter(), 0.0
 
     def _on_step(self) -> bool:
         if self.num_timesteps // self.every > self.done_at // self.every:
@@ -232,8 +238,14 @@ class ScheduledEval(EvalCallback):
         return True
 
     def evaluate(self) -> bool:
+        """One evaluation now; logs ``time/train_s``, this run's seconds of training so far
+        (evaluations left out), beside its ``eval/`` rows."""
         self.done_at = self.num_timesteps
-        return super()._on_step()  # eval_freq=1: the parent evaluates on every call
+        began = time.perf_counter()
+        self.logger.record("time/train_s", began - self.started - self.eval_s)
+        go_on = super()._on_step()  # eval_freq=1: the parent evaluates on every call
+        self.eval_s += time.perf_counter() - began
+        return go_on
 
 
 class StopOnRequest(BaseCallback):
@@ -269,6 +281,75 @@ class TqdmProgress(BaseCallback):
 
     def _on_training_end(self) -> None:
         self.bar.close()
+
+
+# ----------------------------------------------------------------------------- shaping
+# The point of the state each task moves to its target, and the axes that count: the hand
+# for Reach, the cup in 3-D for CupCarry, the cup on the table plane for CupPush/CupPickPlace.
+PROGRESS_POINT: dict[str, tuple[str, int]] = {
+    "Reach": ("ee", 3),
+    "CupCarry": ("cup", 3),
+    "CupPush": ("cup", 2),
+    "CupPickPlace": ("cup", 2),
+}
+
+
+def potential(state: np.ndarray, task: str, scale: float) -> np.ndarray:
+    """Phi(s) = -scale x the distance (m) from the task's moving point to the target, read
+    from the ``state`` observation (so dataset transitions can be shaped the same way)."""
+    if task not in PROGRESS_POINT:
+        raise ValueError(
+            f"no progress potential for task {task!r}; valid: {sorted(PROGRESS_POINT)}"
+        )
+    point, dims = PROGRESS_POINT[task]
+    i, t = STATE_LABELS.index(f"{point}_x"), STATE_LABELS.index("target_x")
+    s = np.asarray(state, dtype=np.float64)
+    return -scale * np.linalg.norm(s[..., i : i + dims] - s[..., t : t + dims], axis=-1)
+
+
+def shaped(rows: list[Transition], task: str, scale: float, gamma: float) -> list[Transition]:
+    """Dataset transitions with the reward :class:`ProgressShaping` would have given them."""
+    return [
+        (
+            s,
+            n,
+            a,
+            r + gamma * float(potential(n, task, scale)) - float(potential(s, task, scale)),
+            d,
+        )
+        for s, n, a, r, d in rows
+    ]
+
+
+class ProgressShaping(gymnasium.Wrapper):
+    """Potential-based shaping (Ng et al. 1999) for SAC's training env only: each step pays
+    ``gamma * Phi(s') - Phi(s)`` on top of the env's reward, with Phi the negative distance to
+    the target (:func:`potential`).
+
+    Moving toward the target pays at once, holding still pays nothing. Over an episode the
+    extra terms telescope to ``gamma^T Phi(s_T) - Phi(s_0)``: a constant of the start, plus
+    a term that only favours ending near the target, so the task's optimal policy stays
+    optimal. Observations, termination, truncation and ``info`` (success, drop) pass through
+    untouched; evaluation never sees this wrapper.
+    """
+
+    def __init__(self, env: gymnasium.Env, scale: float, gamma: float):
+        super().__init__(env)
+        self.task = str(env.unwrapped.task_name)
+        self.scale, self.gamma = float(scale), float(gamma)
+        self.phi = 0.0
+
+    def reset(self, **kwargs: Any) -> tuple[Any, dict[str, Any]]:
+        obs, info = self.env.reset(**kwargs)
+        self.phi = float(potential(obs, self.task, self.scale))
+        return obs, info
+
+    def step(self, action: Any) -> tuple[Any, float, bool, bool, dict[str, Any]]:
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        phi = float(potential(obs, self.task, self.scale))
+        reward = float(reward) + self.gamma * phi - self.phi
+        self.phi = phi
+        return obs, reward, terminated, truncated, info
 
 
 # ----------------------------------------------------------------------------- training
@@ -313,28 +394,55 @@ def previous_rows(out: Path, upto: int) -> tuple[list[dict[str, str]], list[str]
     return rows, fields
 
 
-def prefill_replay_buffer(model: OffPolicyAlgorithm, dataset: Dataset) -> int:
-    """Add the episodes of a collected dataset to the replay buffer (demonstrations).
+Transition = tuple[np.ndarray, np.ndarray, np.ndarray, float, bool]  # s, s', a, r, terminated
 
-    Transitions are added one env slot at a time (SB3 buffers are laid out per env).
-    Returns the number of transitions added.
-    """
-    buffer = model.replay_buffer
-    assert buffer is not None
-    shape = model.observation_space.shape
+
+def dataset_transitions(dataset: Dataset, shape: tuple[int, ...]) -> list[Transition]:
+    """The transitions of a collected dataset's episodes (their env rewards)."""
     if dataset.episodes and dataset.episodes[0].state.shape[1:] != shape:
         raise ValueError(
             f"dataset states have shape {dataset.episodes[0].state.shape[1:]}, the env's "
             f"observations {shape}: collect the dataset on the task being trained"
         )
+    return [
+        (ep.state[t], ep.state[t + 1], ep.action[t], float(ep.reward[t]), bool(ep.terminated[t]))
+        for ep in dataset.episodes
+        for t in range(len(ep.action))
+    ]
+
+
+def scripted_transitions(
+    env: gymnasium.Env, episodes: int, seed: int, style: str, noise: float
+) -> list[Transition]:
+    """``episodes`` episodes of the task's scripted controller in ``env`` (demonstrations).
+
+    ``env`` is the training env as SAC sees it (``train`` split, shaping included), so the
+    stored rewards are the ones SAC's own transitions carry. Seeds ``seed``, ``seed + 1``...
+    """
+    rows: list[Transition] = []
+    for k in range(episodes):
+        obs, _ = env.reset(seed=seed + k)
+        policy = env.unwrapped.scripted_policy(style, noise=noise, seed=seed + k)
+        policy.reset(env)
+        done = False
+        while not done:
+            action = policy.act(obs)
+            nxt, reward, terminated, truncated, _ = env.step(action)
+            rows.append((obs, nxt, action, float(reward), bool(terminated)))
+            obs, done = nxt, terminated or truncated
+    return rows
+
+
+def prefill_replay_buffer(model: OffPolicyAlgorithm, rows: list[Transition]) -> int:
+    """Add transitions (demonstrations) to the replay buffer; returns how many were added.
+
+    Transitions are added one env slot at a time (SB3 buffers are laid out per env); a
+    time-limit end is stored as not done, so SAC bootstraps through it as through its own.
+    """
+    buffer = model.replay_buffer
+    assert buffer is not None
     n_envs = buffer.n_envs
     added = 0
-    rows: list[tuple[np.ndarray, ...]] = []
-    for ep in dataset.episodes:
-        for t in range(len(ep.action)):
-            rows.append(
-                (ep.state[t], ep.state[t + 1], ep.action[t], ep.reward[t], ep.terminated[t])
-            )
     for i in range(0, len(rows) - len(rows) % n_envs, n_envs):
         obs, nxt, act, rew, done = (np.stack(x) for x in zip(*rows[i : i + n_envs], strict=True))
         buffer.add(obs, nxt, act, rew, done.astype(np.float32), [{}] * n_envs)
@@ -373,19 +481,30 @@ def train_sb3(
     eval_episodes: int = 10,
     checkpoint_every: int = 5000,
     prefill_episodes: int = 0,
+    demo_episodes: int = 0,
+    demo_style: str = "cautious",
+    demo_noise: float = 0.0,
+    bc_steps: int = 0,
+    bc_weight: float = 0.0,
+    shaping: float = 0.0,
     normalize_obs: bool = False,
     threads: int = 1,
     **_: Any,
 ) -> dict[str, Any]:
     """Train ``agent_cfg``'s SB3 algorithm on ``env_id``'s ``train`` split to ``steps`` env steps.
 
-    ``agent_cfg.algo`` holds the algorithm's keyword arguments (a ``buffer_size`` is capped at
-    what the run can fill: ``steps`` plus the prefill). ``n_envs`` envs step in a DummyVecEnv;
-    every ``eval_every`` steps SB3's EvalCallback scores ``eval_episodes`` deterministic
-    episodes on the ``id`` split; ``normalize_obs`` wraps both in ``VecNormalize`` (rewards
-    untouched). Resumes from ``out_dir/checkpoints``; ``dataset_dir`` is read only for a
-    replay-buffer prefill with its first ``prefill_episodes`` episodes (off-policy, fresh
-    runs). Returns a summary with ``step``, ``interrupted``, ``wall_s``, last ``eval_return``.
+        ``agent_cfg.algo`` holds the algorithm's keyword arguments (a ``buffer_size`` is capped at
+        what the run can fill: ``steps`` plus the prefill). ``n_envs`` envs step in a DummyVecEnv;
+        every ``eval_every`` steps SB3's EvalCallback scores ``eval_episodes`` deterministic
+        episodes on the ``id`` split; ``normalize_obs`` wraps both in ``VecNormalize`` (rewards
+        untouched). Resumes from ``out_dir/checkpoints``; ``dataset_dir`` is read only for a
+        replay-buffer prefill with its first ``prefill_episodes`` episodes (off-policy, fresh
+        runs). ``demo_episodes`` more come from the task's scripted controller (``demo_style``,
+        ``demo_noise``) in the training env; ``bc_steps`` > 0 then pre-trains the actor on all of
+        these by behaviour cloning before SAC starts, and ``bc_weight`` > 0 keeps cloning them
+    while SAC learns (:class:`BehaviourCloning`). ``shaping`` > 0 adds
+        :class:`ProgressShaping` with that scale to the training env (and the prefill's rewards).
+        Returns a summary with ``step``, ``interrupted``, ``wall_s``, last ``eval_return``.
     """
     if not isinstance(agent_cfg, DictConfig):
         agent_cfg = OmegaConf.create(agent_cfg)
@@ -401,6 +520,19 @@ def train_sb3(
             f"need steps >= 0, n_envs, eval_every, checkpoint_every >= 1; got {steps}, "
             f"{n_envs}, {eval_every}, {checkpoint_every}"
         )
+    levers = {
+        "prefill_episodes": prefill_episodes,
+        "demo_episodes": demo_episodes,
+        "demo_noise": demo_noise,
+        "bc_steps": bc_steps,
+        "bc_weight": bc_weight,
+        "shaping": shaping,
+    }
+    if min(levers.values()) < 0:
+        raise ValueError(f"these settings must be >= 0: {levers}")
+    demo_episodes, bc_steps, note = demo_budget(env_id, steps, demo_episodes, bc_steps)
+    if note and progress:
+        print(note)
     out = Path(out_dir)
     ckpt_dir = out / CHECKPOINTS
     ckpt_dir.mkdir(parents=True, exist_ok=True)
@@ -417,6 +549,8 @@ def train_sb3(
             "env_kwargs": env_kwargs,
             "n_envs": n_envs,
             "normalize_obs": normalize_obs,
+            **levers,
+            "demo_style": demo_style,
         }
     )
     saved_identity = ckpt_dir / "config.yaml"
@@ -431,15 +565,29 @@ def train_sb3(
     off_policy = issubclass(cls, OffPolicyAlgorithm)
     latest = latest_checkpoint(ckpt_dir, family, needs_buffer=off_policy)
     start_step = latest[0] if latest else 0
-    summary: dict[str, Any] = {"out_dir": str(out), "steps": steps, "interrupted": False}
+    summary: dict[str, Any] = {
+        "out_dir": str(out),
+        "steps": steps,
+        "interrupted": False,
+        "demo_episodes": demo_episodes,
+        "bc_steps": bc_steps,
+        "note": note,
+    }
     if latest and start_step >= steps:
         if not (out / MODEL_FILE).is_file():
             write_atomic(out / MODEL_FILE, latest[1].read_bytes())
         return {**summary, "step": start_step, "wall_s": 0.0, "eval_return": None}
 
     train_kwargs = {"shift": "train", **env_kwargs}
+    gamma = float(hyper.get("gamma", 0.99))
+    wrap = (lambda env: ProgressShaping(env, shaping, gamma)) if shaping > 0 else None
     venv: VecEnv = make_vec_env(
-        env_id, n_envs, seed=seed, env_kwargs=train_kwargs, vec_env_cls=DummyVecEnv
+        env_id,
+        n_envs,
+        seed=seed,
+        env_kwargs=train_kwargs,
+        vec_env_cls=DummyVecEnv,
+        wrapper_class=wrap,
     )
     eval_env: VecEnv = make_vec_env(
         env_id,
@@ -452,18 +600,40 @@ def train_sb3(
         venv = VecNormalize(venv, norm_obs=True, norm_reward=False)
         eval_env = VecNormalize(eval_env, training=False, norm_obs=True, norm_reward=False)
     try:
-        demos = None
-        if off_policy and latest is None and prefill_episodes > 0:
-            demos = load_demos(dataset_dir, env_id, prefill_episodes)
-        reserve = sum(len(e.action) for e in demos.episodes) if demos else 0
-        model = _build(cls, hyper, venv, seed, steps + reserve, latest, ckpt_dir, family)
-        if demos is not None:
-            added = prefill_replay_buffer(model, demos)
+        rows: list[Transition] = []  # demonstrations: a fresh run's prefill, BC's data
+        if off_policy and (latest is None or bc_weight > 0):
+            rows = demo_rows(
+                venv.observation_space.shape,
+                dataset_dir,
+                env_id,
+                train_kwargs,
+                prefill_episodes,
+                demo_episodes,
+                demo_style,
+                demo_noise,
+                seed,
+                shaping,
+                gamma,
+            )
+        model = _build(cls, hyper, venv, seed, steps + len(rows), latest, ckpt_dir, family)
+        demos = DemoBatches(rows, seed) if rows else None
+        extra: list[BaseCallback] = []
+        if demos is not None and bc_weight > 0:
+            extra.append(BehaviourCloning(demos, bc_weight))
+        if demos is not None and latest is None:
+            added = prefill_replay_buffer(model, rows)
+            if isinstance(venv, VecNormalize):  # the statistics start from the demos' states
+                venv.obs_rms.update(demos.obs)
+            if bc_steps > 0:
+                pretrain_actor(model, demos, bc_steps)
             if progress:
-                print(f"prefilled the replay buffer with {added} transitions from {dataset_dir}")
-        rows, fields = previous_rows(out, start_step)
+                print(
+                    f"prefilled the replay buffer with {added} demonstration transitions"
+                    + (f", actor pre-trained for {bc_steps} steps" if bc_steps else "")
+                )
+        old_rows, fields = previous_rows(out, start_step)
         logger = configure(str(out), ["csv", "tensorboard"])
-        continue_csv(logger, rows, fields)
+        continue_csv(logger, old_rows, fields)
         model.set_logger(logger)
         if progress and latest:
             print(f"resuming {family} from step {start_step} in {out}")
@@ -480,6 +650,7 @@ def train_sb3(
                 eval_episodes,
                 checkpoint_every,
                 progress,
+                extra,
             )
         )
         logger.close()
@@ -487,6 +658,111 @@ def train_sb3(
         venv.close()
         eval_env.close()
     return summary
+
+
+def demo_budget(env_id: str, steps: int, episodes: int, bc_steps: int) -> tuple[int, int, str]:
+    """(demo episodes, BC steps, a note when they were cut) for a run of ``steps`` env steps.
+
+    Demonstrations stay a sideline of the run: at most a third of its env steps in scripted
+    episodes (at the task's time limit) and no more BC steps than env steps, so a smoke run
+    (a few hundred steps) gets smoke-sized demos and says so.
+    """
+    limit = gymnasium.spec(env_id).max_episode_steps or 200
+    fit = (min(episodes, max(1, steps // (3 * limit))) if episodes else 0, min(bc_steps, steps))
+    if fit == (episodes, bc_steps):
+        return episodes, bc_steps, ""
+    return (
+        *fit,
+        f"{steps} env steps: demonstrations cut to fit the run, {fit[0]} scripted episodes "
+        f"(of {episodes}) and {fit[1]} behaviour-cloning steps (of {bc_steps})",
+    )
+
+
+def demo_rows(
+    shape: tuple[int, ...],
+    dataset_dir: str | os.PathLike | None,
+    env_id: str,
+    env_kwargs: dict[str, Any],
+    prefill_episodes: int,
+    demo_episodes: int,
+    style: str,
+    noise: float,
+    seed: int,
+    shaping: float,
+    gamma: float,
+) -> list[Transition]:
+    """The demonstrations for a fresh off-policy run: dataset episodes, then scripted ones,
+    all with the rewards of the training env (shaped when it is)."""
+    env: gymnasium.Env = gymnasium.make(env_id, **env_kwargs)
+    if shaping > 0:
+        env = ProgressShaping(env, shaping, gamma)
+    try:
+        rows: list[Transition] = []
+        if prefill_episodes > 0:
+            rows += dataset_transitions(load_demos(dataset_dir, env_id, prefill_episodes), shape)
+            if shaping > 0:
+                rows = shaped(rows, str(env.unwrapped.task_name), shaping, gamma)
+        if demo_episodes > 0:  # seeds apart from the training envs' (seed, seed + 1, ...)
+            rows += scripted_transitions(env, demo_episodes, seed + 20_000, style, noise)
+        return rows
+    finally:
+        env.close()
+
+
+class DemoBatches:
+    """Demonstrated (observation, action) pairs, served as batches normalised as SAC sees
+    them; actions kept just inside +-1, where tanh (SAC's squashing) has a finite inverse."""
+
+    def __init__(self, rows: list[Transition], seed: int):
+        self.obs = np.stack([r[0] for r in rows])
+        self.act = torch.as_tensor(np.clip(np.stack([r[2] for r in rows]), -0.97, 0.97))
+        self.rng = np.random.default_rng(seed)
+
+    def sample(self, model: BaseAlgorithm, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        idx = self.rng.integers(len(self.obs), size=size)
+        obs = self.obs[idx]
+        vn = model.get_vec_normalize_env()
+        if vn is not None:
+            obs = vn.normalize_obs(obs)
+        return torch.as_tensor(obs, dtype=torch.float32), self.act[idx].float()
+
+
+def demo_nll(model: BaseAlgorithm, demos: DemoBatches) -> torch.Tensor:
+    """The actor's mean negative log-likelihood of a batch of demonstrated actions: fits the
+    action and how sure to be of it (a grip it must never loosen gets a narrow spread)."""
+    actor = model.actor  # type: ignore[attr-defined]
+    obs, act = demos.sample(model, int(getattr(model, "batch_size", 256)))
+    mean, log_std, _ = actor.get_action_dist_params(obs)
+    return -actor.action_dist.proba_distribution(mean, log_std).log_prob(act).mean()
+
+
+def pretrain_actor(model: BaseAlgorithm, demos: DemoBatches, steps: int) -> None:
+    """Behaviour cloning: ``steps`` steps of the actor's own optimiser on :func:`demo_nll`."""
+    actor = model.actor  # type: ignore[attr-defined]
+    for _ in range(steps):
+        loss = demo_nll(model, demos)
+        actor.optimizer.zero_grad()
+        loss.backward()
+        actor.optimizer.step()
+
+
+class BehaviourCloning(BaseCallback):
+    """Keeps pulling SAC's actor toward the demonstrations while it learns: after each env
+    step once updates have begun, one step of the actor's optimiser on ``weight`` x
+    :func:`demo_nll`, so an untrained critic cannot argue the actor out of carrying."""
+
+    def __init__(self, demos: DemoBatches, weight: float):
+        super().__init__()
+        self.demos, self.weight = demos, weight
+
+    def _on_step(self) -> bool:
+        if self.num_timesteps > self.model.learning_starts:  # type: ignore[attr-defined]
+            actor = self.model.actor  # type: ignore[attr-defined]
+            loss = self.weight * demo_nll(self.model, self.demos)
+            actor.optimizer.zero_grad()
+            loss.backward()
+            actor.optimizer.step()
+        return True
 
 
 def _build(
@@ -524,13 +800,14 @@ def _learn(
     eval_episodes: int,
     checkpoint_every: int,
     progress: bool,
+    extra: list[BaseCallback],
 ) -> dict[str, Any]:
     """``model.learn`` with eval, checkpoint, stop and progress callbacks; writes model.zip."""
     checkpoint = AtomicCheckpoint(checkpoint_every, ckpt_dir, family)
     evaluate = ScheduledEval(eval_env, eval_every, eval_episodes)
     start = time.perf_counter()
     with graceful_stop() as flag:
-        callbacks: list[BaseCallback] = [evaluate, checkpoint, StopOnRequest(flag)]
+        callbacks: list[BaseCallback] = [*extra, evaluate, checkpoint, StopOnRequest(flag)]
         if progress:
             callbacks.append(TqdmProgress(steps, f"train {family}", evaluate))
         model.learn(
@@ -540,7 +817,7 @@ def _learn(
         )
         if not flag.requested and evaluate.done_at != model.num_timesteps:
             evaluate.evaluate()
-        checkpoint.save()
+        checkpoint.save(final=not flag.requested)
         stash_normalizer(model)
         write_atomic(out / MODEL_FILE, model.save, ".tmp.zip")
     last = evaluate.last_mean_reward

@@ -9,6 +9,7 @@ from pathlib import Path
 import gymnasium
 import numpy as np
 import pytest
+import torch
 from hydra import compose, initialize_config_module
 from hydra.utils import instantiate
 from omegaconf import DictConfig
@@ -17,8 +18,18 @@ import embodied.agents.sb3 as sb3
 from embodied.dataset import Dataset, Episode, write_dataset
 from embodied.protocols import Policy
 
+PLAIN = [  # checkpoint mechanics on plain SAC (exact buffer counts); demos, BC, shaping below
+    "agent.trainer.demo_episodes=0",
+    "agent.trainer.bc_steps=0",
+    "agent.trainer.bc_weight=0.0",
+    "agent.trainer.shaping=0.0",
+]
 SMALL = {  # smoke-sized: seconds on 2 CPU cores
-    "sac": ["agent.algo.learning_starts=100", "agent.algo.policy_kwargs.net_arch=[32,32]"],
+    "sac": [
+        "agent.algo.learning_starts=100",
+        "agent.algo.policy_kwargs.net_arch=[32,32]",
+        *PLAIN,
+    ],
     "ppo": ["agent.algo.n_steps=64", "agent.algo.policy_kwargs.net_arch={pi:[32],vf:[32]}"],
 }
 COMMON = [
@@ -250,3 +261,122 @@ def test_prefill_puts_dataset_transitions_in_the_replay_buffer(tmp_path) -> None
         instantiate(cfg.agent.trainer, env_id="embodied/CupCarry-v0")(
             agent_cfg=cfg.agent, dataset_dir=data, out_dir=tmp_path / "x", steps=10
         )
+
+
+# ----------------------------------------------------------------------------- demos, shaping
+def scripted_run(env: gymnasium.Env, seed: int) -> list[tuple]:
+    """One cautious scripted episode: (obs, action, reward, terminated, truncated, info)."""
+    obs, _ = env.reset(seed=seed)
+    policy = env.unwrapped.scripted_policy("cautious")
+    policy.reset(env)
+    steps, done = [], False
+    while not done:
+        action = policy.act(obs)
+        nxt, reward, terminated, truncated, info = env.step(action)
+        steps.append((obs, action, reward, terminated, truncated, info))
+        obs, done = nxt, terminated or truncated
+    return steps
+
+
+def test_shaping_pays_progress_and_leaves_success_and_termination_alone() -> None:
+    gamma, scale = 0.98, 2.0
+    bare = gymnasium.make("embodied/CupCarry-v0", shift="train")
+    wrapped = sb3.ProgressShaping(
+        gymnasium.make("embodied/CupCarry-v0", shift="train"), scale, gamma
+    )
+    plain, shaped_run = scripted_run(bare, 5), scripted_run(wrapped, 5)
+    assert len(plain) == len(shaped_run)
+    assert plain[-1][5]["is_success"], "the scripted carry succeeds: the check covers a success"
+    env = wrapped.unwrapped
+    last = -scale * np.linalg.norm(env.sensor("cup_pos") - env.target)  # Phi(s_T), MuJoCo
+    extra = []
+    for (o1, a1, r1, te1, tr1, i1), (o2, a2, r2, te2, tr2, i2) in zip(
+        plain, shaped_run, strict=True
+    ):
+        np.testing.assert_array_equal(o1, o2)
+        np.testing.assert_array_equal(a1, a2)
+        assert (te1, tr1) == (te2, tr2)
+        assert {k: i1[k] for k in ("is_success", "dropped", "slipped", "physics_error")} == {
+            k: i2[k] for k in ("is_success", "dropped", "slipped", "physics_error")
+        }
+        extra.append(r2 - r1)
+    # the extra reward is gamma * Phi(s') - Phi(s), with Phi from MuJoCo's cup and target
+    states = [s[0] for s in plain]
+    cup, target = sb3.STATE_LABELS.index("cup_x"), sb3.STATE_LABELS.index("target_x")
+    phi = [-scale * np.linalg.norm(s[cup : cup + 3] - s[target : target + 3]) for s in states]
+    phi.append(last)
+    np.testing.assert_allclose(
+        extra, [gamma * phi[t + 1] - phi[t] for t in range(len(plain))], atol=1e-5
+    )
+    assert last > -scale * 0.03, "the episode ends with the cup (MuJoCo's) on the target"
+    # dataset transitions are shaped to exactly what the wrapper pays
+    rows = [(s[0], n[0], s[1], s[2], s[3]) for s, n in zip(plain, plain[1:], strict=False)]
+    rows = sb3.shaped(rows, "CupCarry", scale, gamma)
+    np.testing.assert_allclose([r[3] for r in rows], [s[2] for s in shaped_run[:-1]], atol=1e-5)
+    with pytest.raises(ValueError, match="no progress potential for task 'Nope'; valid"):
+        sb3.potential(states[0], "Nope", 1.0)
+    bare.close()
+    wrapped.close()
+
+
+@pytest.mark.smoke
+def test_scripted_demos_fill_the_replay_buffer_and_bc_fits_them(tmp_path) -> None:
+    """Smoke sizes (preset=smoke, 32-unit nets, 400 env steps): plumbing, not a result. The
+    recipe's 50 demo episodes and 2000 BC steps are cut to the run, which says so."""
+    cfg = config(
+        overrides=(
+            "agent.trainer.demo_episodes=50",
+            "agent.trainer.demo_noise=0.0",
+            "agent.trainer.bc_steps=2000",
+            "agent.trainer.bc_weight=0.5",
+            "agent.trainer.shaping=1.0",
+        )
+    )
+    assert cfg.preset.name == "smoke"
+    summary = train(cfg, tmp_path, 400)
+    assert summary["step"] == 400
+    # a third of 400 steps at Reach's 60-step limit: 2 episodes; no more BC steps than steps
+    assert (summary["demo_episodes"], summary["bc_steps"]) == (2, 400)
+    assert "cut to fit the run, 2 scripted episodes (of 50) and 400" in summary["note"]
+    model = sb3.load_sb3(tmp_path / "checkpoints" / "sac_400_steps.zip", sb3.SAC)
+    model.load_replay_buffer(tmp_path / "checkpoints" / "sac_replay_buffer_400_steps.pkl")
+    # the demos, re-run here by hand: the controller on the train split, seeds 20000, 20001
+    gamma = float(cfg.agent.algo.gamma)
+    env = sb3.ProgressShaping(gymnasium.make("embodied/Reach-v0", shift="train"), 1.0, gamma)
+    demo = scripted_run(env, 20_000) + scripted_run(env, 20_001)
+    env.close()
+    n = len(demo) - len(demo) % 2
+    buffer = model.replay_buffer
+    assert buffer.size() * buffer.n_envs == 400 + n
+    # SB3 lays transitions out (slot, env): two at a time, in order
+    stored_obs = buffer.observations[: n // 2].reshape(n, -1)
+    np.testing.assert_allclose(stored_obs, np.stack([d[0] for d in demo[:n]]), atol=1e-6)
+    np.testing.assert_allclose(
+        buffer.actions[: n // 2].reshape(n, -1), np.stack([d[1] for d in demo[:n]]), atol=1e-6
+    )
+    np.testing.assert_allclose(
+        buffer.rewards[: n // 2].reshape(n), [d[2] for d in demo[:n]], atol=1e-5
+    )
+    assert buffer.dones[: n // 2].sum() == sum(d[3] for d in demo[:n])
+
+
+def test_behaviour_cloning_moves_the_actor_onto_the_demonstrations() -> None:
+    env = gymnasium.make("embodied/Reach-v0", shift="train")
+    rows = sb3.scripted_transitions(env, 3, seed=0, style="cautious", noise=0.1)
+    model = sb3.SAC("MlpPolicy", env, batch_size=64, policy_kwargs={"net_arch": [32, 32]}, seed=0)
+    demos = sb3.DemoBatches(rows, seed=0)
+    obs = torch.as_tensor(demos.obs)
+
+    def error_and_spread() -> tuple[float, np.ndarray]:
+        with torch.no_grad():
+            act = model.actor(obs, deterministic=True).numpy()
+            _, log_std, _ = model.actor.get_action_dist_params(obs)
+        return float(((act - demos.act.numpy()) ** 2).mean()), log_std.exp().mean(0).numpy()
+
+    error, spread = error_and_spread()
+    sb3.pretrain_actor(model, demos, 300)
+    error_after, spread_after = error_and_spread()
+    assert error_after < 0.25 * error
+    # Reach's controller always opens the grip (-1): the actor grows sure of it
+    assert spread_after[3] < 0.5 * spread[3]
+    env.close()
