@@ -17,12 +17,32 @@ Plans are warm-started: the previous plan shifted by one step seeds the next.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import numpy as np
 import torch
 
 StepFn = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
+
+
+@contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """Run the block on ``n`` torch threads, then restore the count (a sub-microsecond switch).
+
+    The planner's own arithmetic (sampling, elite fitting) is a few hundred tiny ops that gain
+    nothing from threads, while each parallel region wakes the pool: on a busy 2-core machine
+    a float32 matmul of a few hundred flops took 60-90 ms at 2 threads against 0.005 ms at 1
+    (oneDNN/OpenMP workers waiting for a core), which made the zero-cost floor ~100x slower.
+    """
+    before = torch.get_num_threads()
+    if n != before:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        if n != before:
+            torch.set_num_threads(before)
 
 
 class Planner:
@@ -62,6 +82,7 @@ class Planner:
         self.low, self.high = self.low.to(self.device), self.high.to(self.device)
         self.generator = torch.Generator(device=self.device).manual_seed(seed)
         self.mean: torch.Tensor | None = None
+        self.model_threads = torch.get_num_threads()  # the model's, set again by each plan
 
     def reset(self) -> None:
         """Forget the warm start (a new episode)."""
@@ -96,16 +117,17 @@ class Planner:
         k = self.particles
         acts = actions.repeat_interleave(k, dim=0)  # row p*k + j: particle j of candidate p
         whole = getattr(step_fn, "rollout", None)
-        if whole is not None:
-            reward, p_fail = whole(z0, acts)
-        else:
-            z = z0.reshape(1, -1).expand(n * k, -1)
-            rewards, fails = [], []
-            for t in range(h):
-                z, r, p = step_fn(z, acts[:, t])
-                rewards.append(r)
-                fails.append(p)
-            reward, p_fail = torch.stack(rewards, 1), torch.stack(fails, 1)
+        with torch_threads(self.model_threads):
+            if whole is not None:
+                reward, p_fail = whole(z0, acts)
+            else:
+                z = z0.reshape(1, -1).expand(n * k, -1)
+                rewards, fails = [], []
+                for t in range(h):
+                    z, r, p = step_fn(z, acts[:, t])
+                    rewards.append(r)
+                    fails.append(p)
+                reward, p_fail = torch.stack(rewards, 1), torch.stack(fails, 1)
         reward, p_fail = reward.to(self.device), p_fail.to(self.device)
         # survival before each step: S_0 = 1, S_{t+1} = S_t (1 - p_t)
         alive = torch.cumprod(torch.cat([torch.ones_like(p_fail[:, :1]), 1 - p_fail[:, :-1]], 1), 1)
@@ -116,8 +138,13 @@ class Planner:
     def plan(
         self, step_fn: StepFn, z0: torch.Tensor, prior: torch.Tensor | None = None
     ) -> np.ndarray:
-        """The first action of the optimised sequence, float32 within the bounds."""
-        mean = self.optimise(step_fn, z0.to(self.device), prior)
+        """The first action of the optimised sequence, float32 within the bounds.
+
+        The model runs on the caller's torch threads, the planner's own arithmetic on one.
+        """
+        self.model_threads = torch.get_num_threads()
+        with torch_threads(1):
+            mean = self.optimise(step_fn, z0.to(self.device), prior)
         self.mean = mean
         return mean[0].cpu().numpy().astype(np.float32)
 

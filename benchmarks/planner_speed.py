@@ -1,15 +1,18 @@
-"""Median milliseconds per MPC action for each world-model family and planner, beside the floor.
+"""Median milliseconds per MPC action of each agent's own planner config, beside the floor.
 
-The floor is the same planner (same horizon, population, particles, iterations) with a model that
-predicts nothing, instantly (``zero_cost_step``): the planner's own overhead. For the simulators
-(``oracle``, ``nominal``, ``sysid``) a third column times bare ``mujoco.rollout`` doing the same
-physics steps (iterations x population x horizon control steps, one call per iteration). A
+Each agent is timed as ``embodied-eval`` runs it: its composed config (the planner group it
+picks, with its own overrides), on ``--threads`` torch threads (the eval's ``threads``, 1 by
+default). The floor is the same planner with a model that predicts nothing, instantly
+(``zero_cost_step``): the planner's own overhead. For the simulators (``oracle``, ``nominal``,
+``sysid``) the rollout column times bare ``mujoco.rollout`` replaying exactly the calls one
+action made (batch and steps of each call, planning and, for ``sysid``, identification). A
 model's arithmetic does not depend on its weights, so by default each learned family is fitted
 for one step on a tiny freshly collected dataset; ``--checkpoints ROOT`` times trained models
 instead (``ROOT/<agent>/model.pt``, the layout ``embodied-train`` writes under ``models/<Task>/``).
+``--planners cem mppi`` also times other planner groups with the agent's shared keys.
 
     python benchmarks/planner_speed.py                       # every MPC/simulator agent config
-    python benchmarks/planner_speed.py --agents state --actions 50
+    python benchmarks/planner_speed.py --agents oracle sysid nominal --actions 50
 """
 
 from __future__ import annotations
@@ -25,7 +28,6 @@ import numpy as np
 import torch
 from hydra import compose, initialize_config_module
 from hydra.utils import get_class, instantiate
-from mujoco import rollout
 from omegaconf import DictConfig, OmegaConf
 
 import embodied.configs
@@ -58,20 +60,42 @@ def planner_cfg(agent: DictConfig, name: str) -> DictConfig:
     return cfg
 
 
-def bare_rollout_ms(model: object, planner: DictConfig, actions: int) -> float | None:
-    """Median ms of the physics alone: mujoco.rollout over what one action's planning steps."""
-    if not hasattr(model, "rollout"):
+class RolloutLog:
+    """Records the (batch, nstep) of every ``mujoco.rollout`` call while it is installed."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[int, int]] = []
+        self.original = mujoco.rollout.rollout
+
+    def __enter__(self) -> RolloutLog:
+        def logged(model, data, initial_state, control=None, *args, nstep=None, **kwargs):
+            self.calls.append((len(initial_state), int(nstep)))
+            return self.original(model, data, initial_state, control, *args, nstep=nstep, **kwargs)
+
+        mujoco.rollout.rollout = logged
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        mujoco.rollout.rollout = self.original
+
+
+def bare_rollout_ms(model: object, calls: list[list[tuple[int, int]]]) -> float | None:
+    """Median ms of the physics alone: bare mujoco.rollout replaying each action's calls."""
+    if not hasattr(model, "rollout") or not any(calls):
         return None
-    n, steps = int(planner.population), int(planner.horizon) * model._substeps
     state = np.empty(model.nstate)
     mujoco.mj_getState(model.model, model.env.data, state, STATE_SPEC)
-    states = np.tile(state, (n, 1))
-    control = np.tile(model.env.data.ctrl, (n, steps, 1))
     times = []
-    for _ in range(actions):
+    for action in calls:
         start = time.perf_counter()
-        for _ in range(int(planner.iterations)):
-            rollout.rollout(model.model, model.datas, states, control, nstep=steps)
+        for batch, nstep in action:
+            mujoco.rollout.rollout(
+                model.model,
+                model.datas,
+                np.tile(state, (batch, 1)),
+                np.tile(model.env.data.ctrl, (batch, nstep, 1)),
+                nstep=nstep,
+            )
         times.append(time.perf_counter() - start)
     return 1000 * float(np.median(times))
 
@@ -85,44 +109,58 @@ def build_model(agent: DictConfig, data_dir: str, checkpoints: str | None) -> ob
     return model
 
 
-def time_agent(agent: DictConfig, env_cfg: DictConfig, model: object, actions: int) -> dict:
-    env = gymnasium.make(
-        env_cfg.id, obs_mode=agent.obs_mode, image_size=env_cfg.image_size, **env_cfg.kwargs
-    )
+def time_planner(
+    cfg: DictConfig, agent: DictConfig, env: gymnasium.Env, model: object, actions: int
+) -> tuple[float, float, float | None]:
+    """(ms per action, floor ms, bare rollout ms) of one planner config, medians."""
     space = env.action_space
-    out = {}
-    for name in PLANNERS:
-        cfg = planner_cfg(agent, name)
-        planner = instantiate(
-            cfg,
-            action_dim=int(np.prod(space.shape)),
-            action_low=space.low,
-            action_high=space.high,
-            seed=0,
-            device=str(getattr(model, "device", "cpu")),
-        )
-        policy = MPCAgent(model, planner)
-        obs, _ = env.reset(seed=0, options={"shift": "id"})
-        policy.reset(env)
-        policy.act(obs)  # warm-up: first-call allocations
-        times, floor = [], []
-        for _ in range(actions):
+    planner = instantiate(
+        cfg,
+        action_dim=int(np.prod(space.shape)),
+        action_low=space.low,
+        action_high=space.high,
+        seed=0,
+        device=str(getattr(model, "device", "cpu")),
+    )
+    policy = MPCAgent(model, planner)
+    obs, _ = env.reset(seed=0, options={"shift": "id"})
+    policy.reset(env)
+    policy.act(obs)  # warm-up: first-call allocations
+    times, floor, calls = [], [], []
+    for _ in range(actions):
+        with RolloutLog() as log:
             start = time.perf_counter()
             action = policy.act(obs)
             times.append(time.perf_counter() - start)
-            warm = planner.mean  # the floor must not disturb the real plan's warm start
-            with torch.inference_mode():
-                z = model.encode(obs)[0]
-                start = time.perf_counter()
-                planner.plan(zero_cost_step, z)
-                floor.append(time.perf_counter() - start)
-            planner.mean = warm
-            obs, _, terminated, truncated, _ = env.step(action)
-            if terminated or truncated:
-                obs, _ = env.reset(options={"shift": "id"})
-                policy.reset(env)
-        bare = bare_rollout_ms(model, cfg, actions)
-        out[name] = (1000 * float(np.median(times)), 1000 * float(np.median(floor)), bare)
+        calls.append(log.calls)
+        warm = planner.mean  # the floor must not disturb the real plan's warm start
+        kept = getattr(planner, "kept", None)
+        z = torch.as_tensor(np.zeros(1))  # the floor's model ignores the state
+        start = time.perf_counter()
+        planner.plan(zero_cost_step, z)
+        floor.append(time.perf_counter() - start)
+        planner.mean = warm
+        if kept is not None:
+            planner.kept = kept
+        obs, _, terminated, truncated, _ = env.step(action)
+        if terminated or truncated:
+            obs, _ = env.reset(options={"shift": "id"})
+            policy.reset(env)
+    bare = bare_rollout_ms(model, calls)
+    return 1000 * float(np.median(times)), 1000 * float(np.median(floor)), bare
+
+
+def time_agent(
+    agent: DictConfig, env_cfg: DictConfig, model: object, actions: int, others: list[str]
+) -> dict[str, tuple[float, float, float | None]]:
+    """The agent's own planner (``own: <group>``), then each planner group in ``others``."""
+    env = gymnasium.make(
+        env_cfg.id, obs_mode=agent.obs_mode, image_size=env_cfg.image_size, **env_cfg.kwargs
+    )
+    own = get_class(agent.planner._target_).__name__.lower()
+    out = {f"own:{own}": time_planner(agent.planner, agent, env, model, actions)}
+    for name in others:
+        out[name] = time_planner(planner_cfg(agent, name), agent, env, model, actions)
     env.close()
     return out
 
@@ -133,9 +171,14 @@ def main() -> None:
     parser.add_argument("--env", default="cup_carry", help="env config name (configs/env/)")
     parser.add_argument("--actions", type=int, default=30, help="timed actions per planner")
     parser.add_argument("--checkpoints", default=None, help="ROOT with <agent>/model.pt")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch threads, as embodied-eval's threads"
+    )
+    parser.add_argument(
+        "--planners", nargs="*", default=[], choices=PLANNERS, help="also time these groups"
+    )
     args = parser.parse_args()
     names = args.agents or agent_names()
-    default_threads = torch.get_num_threads()
     rows = []
     with (
         tempfile.TemporaryDirectory() as tmp,
@@ -145,24 +188,25 @@ def main() -> None:
         for name in names:
             cfg = compose("train", overrides=[f"agent={name}", f"env={args.env}"])
             agent = cfg.agent
-            torch.set_num_threads(default_threads)  # each agent on its own setting
+            torch.set_num_threads(args.threads)  # each agent on its own setting
             set_torch_threads(agent.get("torch_threads"))
             if agent.get("trainer") is not None and not args.checkpoints and data_dir is None:
                 data_dir = f"{tmp}/data"
                 collect(cfg.env.id, data_dir, episodes=3, seed=0, progress=False)
             model = build_model(agent, data_dir, args.checkpoints)
             cls = get_class(agent.world_model._target_).__name__
-            for planner, times in time_agent(agent, cfg.env, model, args.actions).items():
+            timed = time_agent(agent, cfg.env, model, args.actions, args.planners)
+            for planner, times in timed.items():
                 rows.append((name, cls, planner, *times, torch.get_num_threads()))
     print(f"\nmedian ms per MPC action, {args.env}, {args.actions} actions each")
     print(
-        f"{'agent':<10} {'model':<16} {'planner':<7} {'ms/action':>10} {'floor ms':>9} "
+        f"{'agent':<10} {'model':<16} {'planner':<9} {'ms/action':>10} {'floor ms':>9} "
         f"{'rollout ms':>10} threads"
     )
     for name, cls, planner, ms, floor, bare, threads in rows:
         physics = "-" if bare is None else f"{bare:.1f}"
         print(
-            f"{name:<10} {cls:<16} {planner:<7} {ms:>10.1f} {floor:>9.2f} {physics:>10} "
+            f"{name:<10} {cls:<16} {planner:<9} {ms:>10.1f} {floor:>9.2f} {physics:>10} "
             f"{threads:>7}"
         )
 

@@ -219,3 +219,30 @@ def test_whole_horizon_cost_equals_stepping():
     whole = planner.cost(Stepper(), torch.zeros(3), actions)
     torch.testing.assert_close(whole, planner.cost(stepped, torch.zeros(3), actions))
     assert whole_calls == [1] and not step_calls
+
+
+@pytest.mark.parametrize("cls", PLANNERS)
+def test_model_runs_on_the_callers_threads_and_the_planner_on_one(cls, monkeypatch):
+    """The planner's tiny ops stay off the thread pool (a wake-up per op on a busy machine);
+    the model keeps the caller's threads, and the count is restored afterwards."""
+    seen = {"model": set(), "planner": set()}
+
+    def step(z, a):
+        seen["model"].add(torch.get_num_threads())
+        return reach_step(z, a)
+
+    real_randn = torch.randn
+
+    def randn(*args, **kwargs):
+        seen["planner"].add(torch.get_num_threads())
+        return real_randn(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "randn", randn)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        make(cls, iterations=2).plan(step, torch.zeros(3))
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+    assert seen == {"model": {2}, "planner": {1}}
