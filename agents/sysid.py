@@ -31,7 +31,8 @@ from embodied.agents.mpc import MPCAgent
 from embodied.agents.mpc import make_policy as make_mpc_policy
 from embodied.agents.simulator import SimulatorModel
 from embodied.envs.arm import STATE_LABELS
-from embodied.shifts import NOMINAL, build_model
+from embodied.envs.scene import build_model
+from embodied.shifts import NOMINAL
 from embodied.shifts.catalogue import SHIFTS
 
 WORK_PARAMS = tuple(

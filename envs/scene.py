@@ -2,8 +2,7 @@
 
 The catalogue's writers (``embodied/shifts/catalogue.py``) name elements by role only; this is
 the one place that says which body, pair, actuator, joint, material, light and camera of
-``assets/arm.xml`` each role means. Importing it makes it the scene ``build_model`` builds
-when given none.
+``assets/arm.xml`` each role means, and ``build_model`` for this scene.
 """
 
 from collections.abc import Mapping
@@ -11,7 +10,7 @@ from importlib import resources
 
 import mujoco
 
-from embodied.shifts import Scene, use_scene
+from embodied.shifts import Scene
 from embodied.shifts import build_model as build_scene_model
 
 ARM_JOINTS = tuple(f"joint{i}" for i in range(1, 8))
@@ -31,7 +30,6 @@ SCENE = Scene(
         "camera": ("fixed",),
     },
 )
-use_scene(SCENE)
 
 
 def build_model(physics: Mapping[str, float]) -> mujoco.MjModel:

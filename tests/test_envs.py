@@ -14,8 +14,9 @@ from gymnasium.utils.env_checker import check_env as gym_check_env
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
 import embodied
+from embodied.envs.scene import build_model
 from embodied.registration import TASKS, env_id
-from embodied.shifts import SHIFTS, build_model
+from embodied.shifts import SHIFTS
 
 IDS = [env_id(t) for t in TASKS]
 MODES = ["state", "pixels", "state+pixels"]

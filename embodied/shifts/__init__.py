@@ -14,7 +14,7 @@ from embodied.shifts.catalogue import (
     Shift,
     validate_physics,
 )
-from embodied.shifts.model import build_model, start_effects, use_scene
+from embodied.shifts.model import build_model, start_effects
 from embodied.shifts.scene import Effect, EpisodeStart, Scene
 from embodied.shifts.splits import (
     Split,
@@ -41,7 +41,6 @@ __all__ = [
     "start_effects",
     "start_physics",
     "stream_rng",
-    "use_scene",
     "valid_splits",
     "validate_physics",
 ]

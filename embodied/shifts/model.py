@@ -7,8 +7,8 @@ each shift's ``write_model`` writes its fields into the copy, work shifts first.
 masses moved, ``mj_setConst`` then recomputes the constants MuJoCo derives from them, so the
 copy matches a model compiled from XML with those masses; the look shifts write last.
 
-The scene comes from the env package (``embodied.envs.scene`` registers its own with
-:func:`use_scene` and passes it explicitly); this module never reads a scene asset.
+The scene is always passed in by the env package (``embodied.envs.scene.build_model`` binds
+its own); this module never reads a scene asset.
 """
 
 import copy
@@ -23,23 +23,6 @@ from embodied.shifts.catalogue import GEOMETRY_PARAMS, NOMINAL, SHIFTS, validate
 from embodied.shifts.scene import Effect, EpisodeStart, Scene
 
 _SCRATCH_LOCK = threading.Lock()  # guards the scratch MjData that mj_setConst writes into
-_DEFAULT_SCENE: list[Scene] = []  # what build_model builds when it is given no scene
-
-
-def use_scene(scene: Scene) -> None:
-    """Make ``scene`` the one ``build_model(physics)`` builds when it is given none."""
-    _DEFAULT_SCENE[:] = [scene]
-
-
-def _scene(scene: Scene | None) -> Scene:
-    if scene is not None:
-        return scene
-    if not _DEFAULT_SCENE:
-        raise ValueError(
-            "no scene to build: pass scene= or import the env package that registers one "
-            "(embodied.envs.scene)"
-        )
-    return _DEFAULT_SCENE[0]
 
 
 @lru_cache(maxsize=8)
@@ -63,10 +46,9 @@ def _sequential_sum(values: np.ndarray) -> float:
     return total
 
 
-def build_model(physics: Mapping[str, float], scene: Scene | None = None) -> mujoco.MjModel:
-    """A fresh MjModel of ``scene`` (default: the registered one) with every parameter in
-    ``physics`` applied (missing ones are nominal)."""
-    scene = _scene(scene)
+def build_model(physics: Mapping[str, float], scene: Scene) -> mujoco.MjModel:
+    """A fresh MjModel of ``scene`` with every parameter in ``physics`` applied (missing ones
+    are nominal)."""
     p = {**NOMINAL, **validate_physics(physics)}
     base, scratch = _base_model(scene, tuple(p[name] for name in GEOMETRY_PARAMS))
     m = copy.copy(base)
