@@ -16,7 +16,6 @@ from omegaconf import OmegaConf
 import embodied.configs
 from embodied.agents.adaptive_model import AdaptiveModel
 from embodied.agents.mpc import make_policy
-from embodied.collect import collect
 from embodied.dataset import Dataset, Episode
 
 TINY = dict(
@@ -33,10 +32,8 @@ TINY = dict(
 
 
 @pytest.fixture(scope="module")
-def dataset(tmp_path_factory) -> Dataset:
-    path = tmp_path_factory.mktemp("data")
-    collect("embodied/CupCarry-v0", path, episodes=12, obs_modes=("state",), progress=False)
-    return Dataset.load(path)
+def dataset(cup_carry_states: Dataset) -> Dataset:
+    return cup_carry_states
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,6 @@ import pytest
 import torch
 
 from embodied.agents.state_model import StateModel
-from embodied.collect import collect
 from embodied.dataset import Dataset
 
 TINY = dict(members=3, hidden=(32, 32), head_hidden=(32,), batch_size=64, lr=3e-3, seed=0)
@@ -23,10 +22,8 @@ def one_thread():
 
 
 @pytest.fixture(scope="module")
-def dataset(tmp_path_factory) -> Dataset:
-    path = tmp_path_factory.mktemp("data")
-    collect("embodied/CupCarry-v0", path, episodes=12, obs_modes=("state",), progress=False)
-    return Dataset.load(path)
+def dataset(cup_carry_states: Dataset) -> Dataset:
+    return cup_carry_states
 
 
 @pytest.fixture(scope="module")
