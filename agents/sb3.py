@@ -45,6 +45,7 @@ from embodied.agents.training import graceful_stop
 from embodied.atomic import write_atomic
 from embodied.dataset import Dataset
 from embodied.envs.arm import STATE_LABELS
+from embodied.rollout import Step, rollout
 
 ALGORITHMS: dict[str, type[BaseAlgorithm]] = {"sac": SAC, "ppo": PPO}
 MODEL_FILE = "model.zip"
@@ -420,16 +421,13 @@ def scripted_transitions(
     stored rewards are the ones SAC's own transitions carry. Seeds ``seed``, ``seed + 1``...
     """
     rows: list[Transition] = []
+
+    def keep(step: Step) -> None:
+        rows.append((step.obs, step.next_obs, step.action, step.reward, bool(step.terminated)))
+
     for k in range(episodes):
-        obs, _ = env.reset(seed=seed + k)
         policy = env.unwrapped.scripted_policy(style, noise=noise, seed=seed + k)
-        policy.reset(env)
-        done = False
-        while not done:
-            action = policy.act(obs)
-            nxt, reward, terminated, truncated, _ = env.step(action)
-            rows.append((obs, nxt, action, float(reward), bool(terminated)))
-            obs, done = nxt, terminated or truncated
+        rollout(env, policy, seed + k, keep)
     return rows
 
 
