@@ -135,7 +135,9 @@ class LatentModel(FrameModel):
         c = self.config
         # fused: one kernel per update instead of a few per parameter (~5% of a step)
         self._optimizer = torch.optim.Adam(self._world_parameters(), lr=c["lr"], fused=True)
-        self._probe_optimizer = torch.optim.Adam(self.probe.parameters(), lr=c["probe_lr"], fused=True)
+        self._probe_optimizer = torch.optim.Adam(
+            self.probe.parameters(), lr=c["probe_lr"], fused=True
+        )
 
     # -- training -------------------------------------------------------------------------
     def fit(self, dataset: Dataset, steps: int, **kwargs: Any) -> dict[str, list[float]]:
