@@ -163,18 +163,3 @@ def test_agent_config_trains_and_plans(toy_dir, tmp_path):
     policy.reset(env)
     action = policy.act(obs_of(toy_episodes(1)[0]))
     assert action.shape == (4,) and action.dtype == np.float32 and np.all(np.abs(action) <= 1)
-
-
-def test_recon_fraction_decodes_a_random_subset_of_real_frames(toy_dir):
-    """The decoder (half a step's cost on every frame) sees a quarter of the batch's real
-    frames; the reconstruction still falls. A fraction outside (0, 1] is refused."""
-    model = PixelModel(**TINY, recon_fraction=0.25)
-    seen = []
-    decode = model.decoder.forward
-    model.decoder.forward = lambda feat: (seen.append(len(feat)), decode(feat))[1]
-    losses = model.fit(Dataset.load(toy_dir), steps=120)
-    full = 8 * (TINY["seq_len"] + 1)  # batch 8 windows of seq_len + 1 frames, fewer if padded
-    assert len(seen) == 120 and max(seen) == round(0.25 * full) and min(seen) >= 1
-    assert np.mean(losses["recon"][-15:]) < 0.7 * np.mean(losses["recon"][:15])
-    with pytest.raises(ValueError, match="recon_fraction"):
-        PixelModel(**TINY, recon_fraction=0.0)
