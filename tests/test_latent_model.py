@@ -135,3 +135,16 @@ def test_agent_config_trains_and_plans(toy_dir, tmp_path):
     policy.reset(env)
     action = policy.act(obs_of(toy_episodes(1, drops=False)[0]))
     assert action.shape == (4,) and action.dtype == np.float32 and np.all(np.abs(action) <= 1)
+
+
+def test_probe_learns_from_probe_batch_real_frames(toy_dir):
+    """The probe trains on ``probe_batch`` distinct real frames per step, never padding."""
+    model = LatentModel(**TINY, probe_batch=5)
+    valid = torch.tensor([[True, True, True, False, False], [True, True, True, True, True]])
+    b, t = model._probe_frames(valid)
+    assert len(b) == 5 and bool(valid[b, t].all())
+    assert len(set(zip(b.tolist(), t.tolist(), strict=True))) == 5
+    b, t = model._probe_frames(valid[:1])  # fewer real frames than probe_batch: all of them
+    assert sorted(t.tolist()) == [0, 1, 2]
+    losses = model.fit(Dataset.load(toy_dir), steps=100)
+    assert np.mean(losses["probe"][-15:]) < 0.7 * np.mean(losses["probe"][:15])
