@@ -4,10 +4,11 @@ The simulator starts at nominal training physics and, as the episode runs, fits 
 catalogue's work parameters (cup mass, grip force, actuator gain, joint damping, cup
 friction, ...) to the episode's own observed transitions: the last ``window`` steps are
 replayed in one batched ``mujoco.rollout`` under ``population`` candidate parameter sets (one
-MjModel each) and the candidates are scored by how far their predicted next states (joint
-positions and velocities, pad touch forces) land from the observed ones. One CEM iteration per
-step in log-parameter space, warm-started from the last estimate, refines the estimate while
-the episode goes on; the planner plans in the model at the current estimate.
+preallocated MjModel each, written in place by the catalogue's own writers: no copy or
+compile per candidate) and the candidates are scored by how far their predicted next states
+(joint positions and velocities, pad touch forces) land from the observed ones. CEM
+iterations in log-parameter space, warm-started from the last estimate, refine the estimate
+at every step while the episode goes on; the planner plans in the model at the current estimate.
 
 It never reads the episode's true physics: the observation (MuJoCo's full state, as
 ``oracle`` and ``nominal`` encode it, and the touch readings of the state vector) and the
@@ -17,6 +18,7 @@ servo targets and the grip command are part of ``z``.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping
 from typing import Any
 
@@ -31,9 +33,10 @@ from embodied.agents.mpc import MPCAgent
 from embodied.agents.mpc import make_policy as make_mpc_policy
 from embodied.agents.simulator import SimulatorModel
 from embodied.envs.arm import STATE_LABELS
-from embodied.envs.scene import build_model
+from embodied.envs.scene import SCENE
 from embodied.shifts import NOMINAL
 from embodied.shifts.catalogue import SHIFTS
+from embodied.shifts.model import _set_mass_constants
 
 WORK_PARAMS = tuple(
     p.name for s in SHIFTS.values() if s.kind == "work" for p in s.params if not p.integer
@@ -84,6 +87,10 @@ class SysIDModel(SimulatorModel):
                 f"{window}, {iterations}, {elites}, {population}"
             )
         self.names = tuple(prior)
+        # the writers of the identified parameters, in catalogue order (as build_model runs them)
+        self.shifts = [
+            s for s in SHIFTS.values() if s.write_model and any(p.name in prior for p in s.params)
+        ]
         self.prior_std = np.array([float(prior[n]) for n in self.names])
         self.window, self.population, self.elites = int(window), int(population), int(elites)
         self.iterations = int(iterations)
@@ -97,6 +104,11 @@ class SysIDModel(SimulatorModel):
     def attach(self, env: gymnasium.Env) -> None:
         """Start the episode at nominal physics and the prior spread; forget the last one."""
         super().attach(env)  # family "nominal": the env's nominal model, never its own
+        # the reference the writers scale from, at the env's own timestep (the fit replays
+        # the env's substeps, whatever the planning timestep)
+        self.nominal = self.at_rest(self._attached().nominal_model())
+        self.scratch = mujoco.MjData(self.nominal)  # what mj_setConst writes into
+        self.candidates = [copy.copy(self.nominal) for _ in range(self.population)]
         self.mean = np.log([NOMINAL[n] for n in self.names])
         self.std = self.prior_std.copy()
         self.history: list[tuple[float, np.ndarray, np.ndarray]] = []  # (time, z, touch)
@@ -130,7 +142,7 @@ class SysIDModel(SimulatorModel):
         for _ in range(self.iterations):
             cands = self.mean + self.std * self.rng.standard_normal((m, len(self.names)))
             cands[0] = self.mean
-            models = [self._model_at(c) for c in cands]
+            models = [self.write(model, c) for model, c in zip(self.candidates, cands, strict=True)]
             states, sensors = rollout.rollout(
                 [model for model in models for _ in range(k)],
                 self.datas,
@@ -144,7 +156,7 @@ class SysIDModel(SimulatorModel):
             spread = np.sqrt(elite.var(0) + self.drift**2)
             self.std = np.clip(spread, self.min_std, self.prior_std)
         self.refits += 1
-        self._set_model(self._model_at(self.mean))
+        self._set_model(self.write(self.model, self.mean))
 
     def _loss(
         self, pred: np.ndarray, sensors: np.ndarray, ends: np.ndarray, touches: np.ndarray
@@ -162,9 +174,32 @@ class SysIDModel(SimulatorModel):
         force = np.where(seen, (np.minimum(touch, 50.0) - touches) / FORCE_SCALE, 0.0)
         return (qpos**2).sum(1) + (qvel**2).sum(1) + (force**2).sum(1)
 
-    def _model_at(self, log_values: np.ndarray) -> mujoco.MjModel:
-        values = np.exp(log_values)
-        return self.at_rest(build_model(dict(zip(self.names, values.tolist(), strict=True))))
+    def write(self, model: mujoco.MjModel, log_values: np.ndarray) -> mujoco.MjModel:
+        """``model`` (a copy of the nominal one) rewritten in place at these log-parameters.
+
+        The fields the identified shifts write and the constants MuJoCo derives from them are
+        reset to nominal (all first: two shifts may share a field), the catalogue's writers
+        applied in order, and the mass constants recomputed if the masses moved: what
+        ``build_model`` does to a fresh copy, without the copy (tests/test_sysid.py checks
+        every field).
+        """
+        values = {**NOMINAL, **dict(zip(self.names, np.exp(log_values).tolist(), strict=True))}
+        for path in {p for shift in self.shifts for p in shift.fields + shift.derived}:
+            part, _, name = path.rpartition(".")
+            to = getattr(model, part) if part else model
+            of = getattr(self.nominal, part) if part else self.nominal
+            if isinstance(getattr(of, name), np.ndarray):
+                np.copyto(getattr(to, name), getattr(of, name))
+            else:
+                setattr(to, name, getattr(of, name))
+        for shift in self.shifts:
+            shift.write_model(model, values, SCENE)
+        if not (
+            np.array_equal(model.body_mass, self.nominal.body_mass)
+            and np.array_equal(model.body_inertia, self.nominal.body_inertia)
+        ):
+            _set_mass_constants(model, self.scratch)
+        return model
 
 
 class SysIDAgent(MPCAgent):
