@@ -189,12 +189,8 @@ class SysIDModel(SimulatorModel):
                 # each transition is replayed in `window` fits: count its information once
                 self.information += jac.T @ jac / self.window
                 cands, res = cands[:-d], res[:-d]
-            # twice the negative log posterior, scaled to the window: the prior's share of a
-            # window falls as the episode's transitions accumulate (in full it would outweigh
-            # the data of the whole episode, and pull every estimate back to nominal)
-            share = min(1.0, self.window / (len(self.history) - 1))
             prior = (((cands - self.prior_mean) / self.prior_std) ** 2).sum(1)
-            loss = (res**2).sum(1) + share * prior
+            loss = (res**2).sum(1) + prior  # twice the negative log posterior
             elite = cands[np.argsort(loss)[: self.elites]]
             self.mean = elite.mean(0)
             spread = np.sqrt(elite.var(0) + self.drift**2)
