@@ -4,10 +4,11 @@ The simulator starts at nominal training physics and, as the episode runs, fits 
 catalogue's work parameters (cup mass, grip force, actuator gain, joint damping, cup
 friction, ...) to the episode's own observed transitions: the last ``window`` steps are
 replayed in one batched ``mujoco.rollout`` under ``population`` candidate parameter sets (one
-MjModel each) and the candidates are scored by how far their predicted next states (joint
-positions and velocities, pad touch forces) land from the observed ones. One CEM iteration per
-step in log-parameter space, warm-started from the last estimate, refines the estimate while
-the episode goes on; the planner plans in the model at the current estimate.
+preallocated MjModel each, written in place by the catalogue's own writers: no copy or
+compile per candidate) and the candidates are scored by how far their predicted next states
+(joint positions and velocities, pad touch forces) land from the observed ones. CEM
+iterations in log-parameter space, warm-started from the last estimate, refine the estimate
+at every step while the episode goes on; the planner plans in the model at the current estimate.
 
 It never reads the episode's true physics: the observation (MuJoCo's full state, as
 ``oracle`` and ``nominal`` encode it, and the touch readings of the state vector) and the
@@ -17,6 +18,7 @@ servo targets and the grip command are part of ``z``.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping
 from typing import Any
 
@@ -31,9 +33,10 @@ from embodied.agents.mpc import MPCAgent
 from embodied.agents.mpc import make_policy as make_mpc_policy
 from embodied.agents.simulator import SimulatorModel
 from embodied.envs.arm import STATE_LABELS
-from embodied.envs.scene import build_model
+from embodied.envs.scene import SCENE
 from embodied.shifts import NOMINAL
 from embodied.shifts.catalogue import SHIFTS
+from embodied.shifts.model import _set_mass_constants
 
 WORK_PARAMS = tuple(
     p.name for s in SHIFTS.values() if s.kind == "work" for p in s.params if not p.integer
@@ -46,6 +49,9 @@ DEFAULT_PRIOR = {
     "joint_damping": 1.5,
     "cup_friction": 0.4,
 }
+# which way each parameter makes holding the cup harder (log units): heavier, weaker, slipperier
+HOLDING = {"cup_mass": 1.0, "grip_force": -1.0, "cup_friction": -1.0}
+PROBE = 0.05  # log step of the finite differences that measure the fit's sensitivity
 TOUCH = [STATE_LABELS.index("touch_left"), STATE_LABELS.index("touch_right")]
 TOUCH_SCALE = 10.0  # the state vector reports min(touch, 50 N) / 10
 # error scales of the fit: 1 mm or mrad, 1 cm/s or 10 mrad/s, 0.1 N
@@ -64,6 +70,8 @@ class SysIDModel(SimulatorModel):
         iterations: int = 1,
         min_std: float = 0.03,
         drift: float = 0.05,
+        caution: float = 0.0,
+        noise: float = 1.0,
         threads: int = 1,
         timestep: float | None = None,
         seed: int = 0,
@@ -84,10 +92,21 @@ class SysIDModel(SimulatorModel):
                 f"{window}, {iterations}, {elites}, {population}"
             )
         self.names = tuple(prior)
+        # the writers of the identified parameters, in catalogue order (as build_model runs them)
+        self.shifts = [
+            s for s in SHIFTS.values() if s.write_model and any(p.name in prior for p in s.params)
+        ]
         self.prior_std = np.array([float(prior[n]) for n in self.names])
         self.window, self.population, self.elites = int(window), int(population), int(elites)
         self.iterations = int(iterations)
         self.min_std, self.drift = float(min_std), float(drift)
+        if caution < 0:
+            raise ValueError(f"caution must be >= 0 (posterior stds); got {caution}")
+        self.caution = float(caution)
+        if noise <= 0:
+            raise ValueError(f"noise must be > 0 (a multiple of the error scales); got {noise}")
+        self.noise = float(noise)  # the fit's error scales x noise: one standard deviation
+        self.holding = np.array([HOLDING.get(n, 0.0) for n in self.names])
         self.reseed(seed)
 
     def reseed(self, seed: int) -> None:
@@ -97,7 +116,15 @@ class SysIDModel(SimulatorModel):
     def attach(self, env: gymnasium.Env) -> None:
         """Start the episode at nominal physics and the prior spread; forget the last one."""
         super().attach(env)  # family "nominal": the env's nominal model, never its own
-        self.mean = np.log([NOMINAL[n] for n in self.names])
+        # the reference the writers scale from, at the env's own timestep (the fit replays
+        # the env's substeps, whatever the planning timestep)
+        self.nominal = self.at_rest(self._attached().nominal_model())
+        self.scratch = mujoco.MjData(self.nominal)  # what mj_setConst writes into
+        d = len(self.names)
+        self.candidates = [copy.copy(self.nominal) for _ in range(self.population + d)]
+        self.prior_mean = np.log([NOMINAL[n] for n in self.names])
+        self.mean = self.prior_mean.copy()
+        self.information = np.zeros((d, d))  # Gauss-Newton Fisher information of the data
         self.std = self.prior_std.copy()
         self.history: list[tuple[float, np.ndarray, np.ndarray]] = []  # (time, z, touch)
         self.refits = 0
@@ -118,6 +145,20 @@ class SysIDModel(SimulatorModel):
         """The current estimate of each identified parameter (physical units)."""
         return {n: float(v) for n, v in zip(self.names, np.exp(self.mean), strict=True)}
 
+    def covariance(self) -> np.ndarray:
+        """Posterior covariance of the log-parameters (Laplace): the prior's, narrowed only
+        along the directions the transitions seen so far have measured."""
+        return np.linalg.inv(np.diag(self.prior_std**-2.0) + self.information)
+
+    def planning_point(self) -> np.ndarray:
+        """The log-parameters to plan in: the estimate moved ``caution`` posterior stds the way
+        that makes holding the cup hardest (the worst case on that ellipsoid's surface), so a
+        cup whose mass nothing has measured yet is planned as if it might be heavy."""
+        if self.caution == 0.0 or not self.holding.any():
+            return self.mean
+        shift = self.covariance() @ self.holding
+        return self.mean + self.caution * shift / np.sqrt(self.holding @ shift)
+
     # ------------------------------------------------------------------ identification
     def _refit(self) -> None:
         """``iterations`` CEM iterations over log-parameters on the last ``window`` transitions."""
@@ -126,11 +167,14 @@ class SysIDModel(SimulatorModel):
         starts, ends = zs[:-1, : self.nstate], zs[1:, : self.nstate]
         controls = zs[1:, self.nstate :]  # what was applied during each step
         touches = np.stack([t for _, _, t in recent[1:]])
-        k, m = len(starts), self.population
-        for _ in range(self.iterations):
-            cands = self.mean + self.std * self.rng.standard_normal((m, len(self.names)))
+        k, d = len(starts), len(self.names)
+        for i in range(self.iterations):
+            cands = self.mean + self.std * self.rng.standard_normal((self.population, d))
             cands[0] = self.mean
-            models = [self._model_at(c) for c in cands]
+            if i == 0:  # finite-difference probes around the estimate: its sensitivity
+                cands = np.concatenate([cands, self.mean + PROBE * np.eye(d)])
+            m = len(cands)
+            models = [self.write(model, c) for model, c in zip(self.candidates, cands)]  # noqa: B905
             states, sensors = rollout.rollout(
                 [model for model in models for _ in range(k)],
                 self.datas,
@@ -138,18 +182,26 @@ class SysIDModel(SimulatorModel):
                 np.tile(controls[:, None, :], (m, 1, 1)),
                 nstep=self.env_substeps,
             )
-            loss = self._loss(states[:, -1], sensors[:, -1], ends, touches).reshape(m, k).sum(1)
+            res = self._residuals(states[:, -1], sensors[:, -1], ends, touches)
+            res = res.reshape(m, -1) / self.noise
+            if i == 0:
+                jac = (res[-d:] - res[0]).T / PROBE  # (residuals, d)
+                # each transition is replayed in `window` fits: count its information once
+                self.information += jac.T @ jac / self.window
+                cands, res = cands[:-d], res[:-d]
+            prior = (((cands - self.prior_mean) / self.prior_std) ** 2).sum(1)
+            loss = (res**2).sum(1) + prior  # twice the negative log posterior
             elite = cands[np.argsort(loss)[: self.elites]]
             self.mean = elite.mean(0)
             spread = np.sqrt(elite.var(0) + self.drift**2)
             self.std = np.clip(spread, self.min_std, self.prior_std)
         self.refits += 1
-        self._set_model(self._model_at(self.mean))
+        self._set_model(self.write(self.model, self.planning_point()))
 
-    def _loss(
+    def _residuals(
         self, pred: np.ndarray, sensors: np.ndarray, ends: np.ndarray, touches: np.ndarray
     ) -> np.ndarray:
-        """Scaled squared error of each row's predicted next state against the observed one."""
+        """Scaled error of each row's predicted next state against the observed one."""
         k = len(ends)
         reps = len(pred) // k
         nq, nv = self.model.nq, self.model.nv
@@ -160,11 +212,34 @@ class SysIDModel(SimulatorModel):
         touch = np.stack([s["left_touch"][:, 0], s["right_touch"][:, 0]], 1)
         seen = touches < 50.0  # the state vector saturates at 50 N
         force = np.where(seen, (np.minimum(touch, 50.0) - touches) / FORCE_SCALE, 0.0)
-        return (qpos**2).sum(1) + (qvel**2).sum(1) + (force**2).sum(1)
+        return np.concatenate([qpos, qvel, force], 1)
 
-    def _model_at(self, log_values: np.ndarray) -> mujoco.MjModel:
-        values = np.exp(log_values)
-        return self.at_rest(build_model(dict(zip(self.names, values.tolist(), strict=True))))
+    def write(self, model: mujoco.MjModel, log_values: np.ndarray) -> mujoco.MjModel:
+        """``model`` (a copy of the nominal one) rewritten in place at these log-parameters.
+
+        The fields the identified shifts write and the constants MuJoCo derives from them are
+        reset to nominal (all first: two shifts may share a field), the catalogue's writers
+        applied in order, and the mass constants recomputed if the masses moved: what
+        ``build_model`` does to a fresh copy, without the copy (tests/test_sysid.py checks
+        every field).
+        """
+        values = {**NOMINAL, **dict(zip(self.names, np.exp(log_values).tolist(), strict=True))}
+        for path in {p for shift in self.shifts for p in shift.fields + shift.derived}:
+            part, _, name = path.rpartition(".")
+            to = getattr(model, part) if part else model
+            of = getattr(self.nominal, part) if part else self.nominal
+            if isinstance(getattr(of, name), np.ndarray):
+                np.copyto(getattr(to, name), getattr(of, name))
+            else:
+                setattr(to, name, getattr(of, name))
+        for shift in self.shifts:
+            shift.write_model(model, values, SCENE)
+        if not (
+            np.array_equal(model.body_mass, self.nominal.body_mass)
+            and np.array_equal(model.body_inertia, self.nominal.body_inertia)
+        ):
+            _set_mass_constants(model, self.scratch)
+        return model
 
 
 class SysIDAgent(MPCAgent):
