@@ -36,7 +36,7 @@ from embodied.envs.arm import STATE_LABELS
 from embodied.envs.scene import SCENE
 from embodied.shifts import NOMINAL
 from embodied.shifts.catalogue import SHIFTS
-from embodied.shifts.model import _set_mass_constants
+from embodied.shifts.model import set_mass_constants
 
 WORK_PARAMS = tuple(
     p.name for s in SHIFTS.values() if s.kind == "work" for p in s.params if not p.integer
@@ -238,7 +238,7 @@ class SysIDModel(SimulatorModel):
             np.array_equal(model.body_mass, self.nominal.body_mass)
             and np.array_equal(model.body_inertia, self.nominal.body_inertia)
         ):
-            _set_mass_constants(model, self.scratch)
+            set_mass_constants(model, self.scratch)
         return model
 
 

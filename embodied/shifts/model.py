@@ -59,7 +59,7 @@ def build_model(physics: Mapping[str, float], scene: Scene) -> mujoco.MjModel:
         np.array_equal(m.body_mass, base.body_mass)
         and np.array_equal(m.body_inertia, base.body_inertia)
     ):
-        _set_mass_constants(m, scratch)
+        set_mass_constants(m, scratch)
     # The look last: mj_setConst would fold a moved camera into its constants, and a look shift
     # moves its own fields only.
     for shift in (s for s in writers if not s.work):
@@ -67,8 +67,9 @@ def build_model(physics: Mapping[str, float], scene: Scene) -> mujoco.MjModel:
     return m
 
 
-def _set_mass_constants(m: mujoco.MjModel, scratch: mujoco.MjData) -> None:
-    """What MuJoCo derives from the masses, recomputed after they moved."""
+def set_mass_constants(m: mujoco.MjModel, scratch: mujoco.MjData) -> None:
+    """What MuJoCo derives from the masses, recomputed after a writer moved them (build_model;
+    sysid, which rewrites its candidate models in place)."""
     with _SCRATCH_LOCK:
         mujoco.mj_setConst(m, scratch)
     # The compiler's means, which mj_setConst leaves alone (the solver scales by meaninertia).
