@@ -240,7 +240,7 @@ class ArmEnv(gymnasium.Env):
         return np.array([0.0, 0.0, 0.0, self.data.ctrl[6]], np.float32)
 
     def nominal_model(self) -> mujoco.MjModel:
-        """The simulator at nominal training physics, with this episode's geometry of look."""
+        """The simulator at nominal training physics (nominal look too: planning never renders)."""
         return build_model(NOMINAL)
 
     # ----------------------------------------------------------------- episode
