@@ -305,7 +305,8 @@ class ArmEnv(gymnasium.Env):
 
     @property
     def failure_penalty(self) -> float:
-        """Larger than any return still to come, so a drop never pays (README, physics)."""
+        """200 whatever the task (``unwrapped.spec.max_episode_steps`` is None under
+        ``gymnasium.make``): more than a Reach, CupCarry or CupPush episode can still lose."""
         return float(
             self.spec.max_episode_steps if self.spec and self.spec.max_episode_steps else 200
         )
