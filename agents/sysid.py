@@ -36,7 +36,7 @@ from embodied.envs.arm import STATE_LABELS
 from embodied.envs.scene import SCENE
 from embodied.shifts import NOMINAL
 from embodied.shifts.catalogue import SHIFTS
-from embodied.shifts.model import set_mass_constants
+from embodied.shifts.model import WORK_WRITERS, write_work
 
 WORK_PARAMS = tuple(
     p.name for s in SHIFTS.values() if s.kind == "work" for p in s.params if not p.integer
@@ -93,9 +93,7 @@ class SysIDModel(SimulatorModel):
             )
         self.names = tuple(prior)
         # the writers of the identified parameters, in catalogue order (as build_model runs them)
-        self.shifts = [
-            s for s in SHIFTS.values() if s.write_model and any(p.name in prior for p in s.params)
-        ]
+        self.shifts = tuple(s for s in WORK_WRITERS if any(p.name in prior for p in s.params))
         self.prior_std = np.array([float(prior[n]) for n in self.names])
         self.window, self.population, self.elites = int(window), int(population), int(elites)
         self.iterations = int(iterations)
@@ -215,30 +213,11 @@ class SysIDModel(SimulatorModel):
         return np.concatenate([qpos, qvel, force], 1)
 
     def write(self, model: mujoco.MjModel, log_values: np.ndarray) -> mujoco.MjModel:
-        """``model`` (a copy of the nominal one) rewritten in place at these log-parameters.
-
-        The fields the identified shifts write and the constants MuJoCo derives from them are
-        reset to nominal (all first: two shifts may share a field), the catalogue's writers
-        applied in order, and the mass constants recomputed if the masses moved: what
-        ``build_model`` does to a fresh copy, without the copy (tests/test_sysid.py checks
-        every field).
-        """
+        """``model`` (a copy of the nominal one) rewritten in place at these log-parameters by
+        the identified shifts' writers (tests/test_sysid.py checks every field against
+        ``build_model``)."""
         values = {**NOMINAL, **dict(zip(self.names, np.exp(log_values).tolist(), strict=True))}
-        for path in {p for shift in self.shifts for p in shift.fields + shift.derived}:
-            part, _, name = path.rpartition(".")
-            to = getattr(model, part) if part else model
-            of = getattr(self.nominal, part) if part else self.nominal
-            if isinstance(getattr(of, name), np.ndarray):
-                np.copyto(getattr(to, name), getattr(of, name))
-            else:
-                setattr(to, name, getattr(of, name))
-        for shift in self.shifts:
-            shift.write_model(model, values, SCENE)
-        if not (
-            np.array_equal(model.body_mass, self.nominal.body_mass)
-            and np.array_equal(model.body_inertia, self.nominal.body_inertia)
-        ):
-            set_mass_constants(model, self.scratch)
+        write_work(model, self.nominal, values, SCENE, self.scratch, self.shifts)
         return model
 
 

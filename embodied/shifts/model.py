@@ -13,13 +13,13 @@ its own); this module never reads a scene asset.
 
 import copy
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from functools import lru_cache
 
 import mujoco
 import numpy as np
 
-from embodied.shifts.catalogue import GEOMETRY_PARAMS, NOMINAL, SHIFTS, validate_physics
+from embodied.shifts.catalogue import GEOMETRY_PARAMS, NOMINAL, SHIFTS, Shift, validate_physics
 from embodied.shifts.scene import Effect, EpisodeStart, Scene
 
 _SCRATCH_LOCK = threading.Lock()  # guards the scratch MjData that mj_setConst writes into
@@ -52,24 +52,49 @@ def build_model(physics: Mapping[str, float], scene: Scene) -> mujoco.MjModel:
     p = {**NOMINAL, **validate_physics(physics)}
     base, scratch = _base_model(scene, tuple(p[name] for name in GEOMETRY_PARAMS))
     m = copy.copy(base)
-    writers = [s for s in SHIFTS.values() if s.write_model is not None]
-    for shift in (s for s in writers if s.work):
-        shift.write_model(m, p, scene)
+    write_work(m, base, p, scene, scratch)
+    # The look last: mj_setConst would fold a moved camera into its constants, and a look shift
+    # moves its own fields only.
+    for shift in SHIFTS.values():
+        if shift.write_model is not None and not shift.work:
+            shift.write_model(m, p, scene)
+    return m
+
+
+WORK_WRITERS = tuple(s for s in SHIFTS.values() if s.work and s.write_model is not None)
+
+
+def write_work(
+    m: mujoco.MjModel,
+    base: mujoco.MjModel,
+    physics: Mapping[str, float],
+    scene: Scene,
+    scratch: mujoco.MjData,
+    shifts: Sequence[Shift] = WORK_WRITERS,
+) -> None:
+    """Rewrite ``m``, a copy of ``base``, in place at ``physics`` (every parameter given): the
+    fields ``shifts`` own and what MuJoCo derives from them reset to ``base``'s (all first: two
+    shifts may share a field), each writer applied in catalogue order, and the mass constants
+    recomputed if the masses moved. build_model runs it on a fresh copy; sysid rewrites its
+    candidate models with it, no copy or compile per candidate."""
+    for path in {f for shift in shifts for f in shift.fields + shift.derived}:
+        part, _, name = path.rpartition(".")
+        to, of = (getattr(m, part), getattr(base, part)) if part else (m, base)
+        if isinstance(getattr(of, name), np.ndarray):
+            np.copyto(getattr(to, name), getattr(of, name))
+        else:
+            setattr(to, name, getattr(of, name))
+    for shift in shifts:
+        shift.write_model(m, physics, scene)
     if not (
         np.array_equal(m.body_mass, base.body_mass)
         and np.array_equal(m.body_inertia, base.body_inertia)
     ):
-        set_mass_constants(m, scratch)
-    # The look last: mj_setConst would fold a moved camera into its constants, and a look shift
-    # moves its own fields only.
-    for shift in (s for s in writers if not s.work):
-        shift.write_model(m, p, scene)
-    return m
+        _set_mass_constants(m, scratch)
 
 
-def set_mass_constants(m: mujoco.MjModel, scratch: mujoco.MjData) -> None:
-    """What MuJoCo derives from the masses, recomputed after a writer moved them (build_model;
-    sysid, which rewrites its candidate models in place)."""
+def _set_mass_constants(m: mujoco.MjModel, scratch: mujoco.MjData) -> None:
+    """What MuJoCo derives from the masses, recomputed after they moved."""
     with _SCRATCH_LOCK:
         mujoco.mj_setConst(m, scratch)
     # The compiler's means, which mj_setConst leaves alone (the solver scales by meaninertia).
