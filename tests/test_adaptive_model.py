@@ -32,14 +32,9 @@ TINY = dict(
 
 
 @pytest.fixture(scope="module")
-def dataset(cup_carry_states: Dataset) -> Dataset:
-    return cup_carry_states
-
-
-@pytest.fixture(scope="module")
-def model(dataset) -> AdaptiveModel:
+def model(cup_carry_states) -> AdaptiveModel:
     m = AdaptiveModel(**TINY)
-    m.losses = m.fit(dataset, steps=150)
+    m.losses = m.fit(cup_carry_states, steps=150)
     return m
 
 
@@ -62,15 +57,15 @@ def test_loss_falls(model):
     assert np.mean(mse[-10:]) < 0.5 * np.mean(mse[:10])
 
 
-def test_context_changes_the_prediction(model, dataset):
-    ep = _longest(dataset)
+def test_context_changes_the_prediction(model, cup_carry_states):
+    ep = _longest(cup_carry_states)
     z = torch.as_tensor(ep.state[6:7]).repeat(model.members, 1)
     a = torch.as_tensor(ep.action[6:7]).repeat(model.members, 1)
     model.encode(ep.state[6])  # no history: the zero context
     alone = model.step(z, a)
     _history(model, ep.state[:7], ep.action[:6])
     own = model.step(z, a)
-    other = next(e for e in dataset.episodes if e.length > 8 and e is not ep)
+    other = next(e for e in cup_carry_states.episodes if e.length > 8 and e is not ep)
     _history(model, other.state[:7], other.action[:6])
     foreign = model.step(z, a)
     assert model.context_dim == TINY["context_dim"]
@@ -83,7 +78,7 @@ def test_context_changes_the_prediction(model, dataset):
     torch.testing.assert_close(model.step(z, a)[0], own[0], rtol=0, atol=0)
 
 
-def test_training_reads_no_physics_parameters(dataset):
+def test_training_reads_no_physics_parameters(cup_carry_states):
     """The same transitions labelled with other physics train exactly the same model."""
     relabelled = [
         Episode(
@@ -97,11 +92,11 @@ def test_training_reads_no_physics_parameters(dataset):
             physics={k: 2.0 * v + 1.0 for k, v in e.physics.items()},
             seed=e.seed,
         )
-        for e in dataset.episodes
+        for e in cup_carry_states.episodes
     ]
-    other = Dataset(relabelled, dataset.manifest)
+    other = Dataset(relabelled, cup_carry_states.manifest)
     a, b = AdaptiveModel(**TINY), AdaptiveModel(**TINY)
-    a.fit(dataset, steps=5)
+    a.fit(cup_carry_states, steps=5)
     b.fit(other, steps=5)
     for (name, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items(), strict=True):
         assert torch.equal(x, y), name
@@ -143,12 +138,12 @@ def test_policy_reads_only_observations(model, tmp_path):
     assert not np.array_equal(runs["light"], runs["own"])
 
 
-def test_save_load_round_trip_with_context(model, dataset, tmp_path):
+def test_save_load_round_trip_with_context(model, cup_carry_states, tmp_path):
     path = tmp_path / "model.pt"
     model.save(path)
     loaded = AdaptiveModel.load(path)
     assert loaded.config == model.config
-    ep = _longest(dataset)
+    ep = _longest(cup_carry_states)
     z, a = torch.as_tensor(ep.state[:9]), torch.as_tensor(ep.action[:9])
     for m in (model, loaded):
         _history(m, ep.state[:6], ep.action[:5])
@@ -156,10 +151,10 @@ def test_save_load_round_trip_with_context(model, dataset, tmp_path):
         torch.testing.assert_close(got, want, rtol=0, atol=0)
 
 
-def test_deterministic_for_a_seed(dataset):
+def test_deterministic_for_a_seed(cup_carry_states):
     def weights(seed: int) -> list[torch.Tensor]:
         m = AdaptiveModel(**{**TINY, "seed": seed})
-        m.fit(dataset, steps=10)
+        m.fit(cup_carry_states, steps=10)
         return list(m.state_dict().values())
 
     first, again, other = weights(0), weights(0), weights(1)

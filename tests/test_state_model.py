@@ -7,7 +7,6 @@ import pytest
 import torch
 
 from embodied.agents.state_model import StateModel
-from embodied.dataset import Dataset
 
 TINY = dict(members=3, hidden=(32, 32), head_hidden=(32,), batch_size=64, lr=3e-3, seed=0)
 
@@ -22,14 +21,9 @@ def one_thread():
 
 
 @pytest.fixture(scope="module")
-def dataset(cup_carry_states: Dataset) -> Dataset:
-    return cup_carry_states
-
-
-@pytest.fixture(scope="module")
-def model(dataset) -> StateModel:
+def model(cup_carry_states) -> StateModel:
     m = StateModel(**TINY)
-    m.losses = m.fit(dataset, steps=120)
+    m.losses = m.fit(cup_carry_states, steps=120)
     return m
 
 
@@ -40,9 +34,9 @@ def test_loss_falls(model):
     assert np.mean(model.losses["mse"][-10:]) < 0.5 * np.mean(model.losses["mse"][:10])
 
 
-def test_step_shapes_ts_membership_and_constants(model, dataset):
+def test_step_shapes_ts_membership_and_constants(model, cup_carry_states):
     e = model.members
-    tr = dataset.transitions("state")
+    tr = cup_carry_states.transitions("state")
     z = torch.as_tensor(tr["obs"][:1]).repeat(2 * e + 1, 1)  # 7 rows: padding exercised
     a = torch.as_tensor(tr["action"][:1]).repeat(2 * e + 1, 1)
     z2, reward, p_fail = model.step(z, a)
@@ -53,37 +47,37 @@ def test_step_shapes_ts_membership_and_constants(model, dataset):
     torch.testing.assert_close(z2[1], z2[1 + e])
     assert not torch.allclose(z2[0], z2[1])
     # the target never moves in the data, so it is copied exactly, never drifts
-    target = dataset.state_index("target_x", "target_y", "target_z")
+    target = cup_carry_states.state_index("target_x", "target_y", "target_z")
     assert torch.equal(z2[:, target], z[:, target])
     lo, hi = model.reward_range.tolist()
     assert bool(((reward >= lo) & (reward <= hi)).all())
 
 
-def test_one_step_prediction_beats_standing_still(model, dataset):
-    tr = dataset.transitions("state")
+def test_one_step_prediction_beats_standing_still(model, cup_carry_states):
+    tr = cup_carry_states.transitions("state")
     z, a, nxt = (torch.as_tensor(tr[k]) for k in ("obs", "action", "next_obs"))
-    cup = dataset.state_index("cup_x", "cup_y", "cup_z")
+    cup = cup_carry_states.state_index("cup_x", "cup_y", "cup_z")
     pred = model.predict_mean(z, a)
     err_model = (pred - nxt)[:, cup].norm(dim=1).mean()
     err_still = (z - nxt)[:, cup].norm(dim=1).mean()
     assert err_model < 0.5 * err_still
 
 
-def test_save_load_gives_identical_predictions(model, dataset, tmp_path):
+def test_save_load_gives_identical_predictions(model, cup_carry_states, tmp_path):
     path = tmp_path / "model.pt"
     model.save(path)
     loaded = StateModel.load(path)
-    tr = dataset.transitions("state")
+    tr = cup_carry_states.transitions("state")
     z, a = torch.as_tensor(tr["obs"][:40]), torch.as_tensor(tr["action"][:40])
     for got, want in zip(loaded.step(z, a), model.step(z, a), strict=True):
         torch.testing.assert_close(got, want, rtol=0, atol=0)
-    assert loaded.state_labels == dataset.state_labels
+    assert loaded.state_labels == cup_carry_states.state_labels
 
 
-def test_sampling_is_seeded(dataset):
+def test_sampling_is_seeded(cup_carry_states):
     m = StateModel(**{**TINY, "sample": True})
-    m.fit(dataset, steps=5)
-    z = torch.as_tensor(dataset.transitions("state")["obs"][:6])
+    m.fit(cup_carry_states, steps=5)
+    z = torch.as_tensor(cup_carry_states.transitions("state")["obs"][:6])
     a = torch.zeros(6, 4)
     m.reseed(3)
     first = m.step(z, a)[0]
@@ -92,7 +86,7 @@ def test_sampling_is_seeded(dataset):
     assert not torch.equal(m.step(z, a)[0], first)
 
 
-def test_imagine_renders_predicted_states(model, dataset):
+def test_imagine_renders_predicted_states(model, cup_carry_states):
     import gymnasium
 
     env = gymnasium.make("embodied/CupCarry-v0", obs_mode="state", image_size=16)
@@ -104,7 +98,7 @@ def test_imagine_renders_predicted_states(model, dataset):
     assert out.frames_kind == "render"
     assert out.frames.shape == (4, 16, 16, 3) and out.frames.dtype == np.uint8
     assert out.cup_pos.shape == (4, 3)
-    cup = dataset.state_index("cup_x", "cup_y", "cup_z")
+    cup = cup_carry_states.state_index("cup_x", "cup_y", "cup_z")
     assert np.abs(out.cup_pos[0] - obs[cup]).max() < 0.05  # one step from the true start
 
 
