@@ -327,6 +327,20 @@ class LatentModel(FrameModel):
         return torch.cat([x2, goal], -1), self._reward(out[:, 0]), torch.sigmoid(out[:, 1])
 
     @torch.no_grad()
+    def rollout(self, z0: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(reward, p_fail), each (N, H), of N sequences (N, H, A) from one latent: what ``step``
+        gives H times, with the heads (two thirds of a step's arithmetic, and not fed back)
+        scoring all N x H transitions in one batch."""
+        a = actions.to(z0.dtype).clamp(-1.0, 1.0)
+        x, goal = z0.reshape(1, -1).split([self.embed_dim + self.proprio.dim, self.goal.dim], -1)
+        xs = [x.expand(len(a), -1)]
+        for t in range(a.shape[1]):
+            xs.append(self._predict(xs[-1], a[:, t]))
+        x = torch.stack(xs, 1)
+        out = self._heads(x[:, :-1], x[:, 1:], goal.expand(*a.shape[:2], -1))
+        return self._reward(out[..., 0]), torch.sigmoid(out[..., 1])
+
+    @torch.no_grad()
     def decode_frames(self, z: torch.Tensor) -> np.ndarray:
         """Latents (B, Z) -> uint8 frames (B, S, S, 3) drawn by the probe (video metrics only)."""
         return tensor_to_frames(self.probe(z[:, : self.embed_dim]))

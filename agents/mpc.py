@@ -13,7 +13,7 @@ from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from embodied.agents.nets import resolve_device
-from embodied.agents.planners import Planner
+from embodied.agents.planners import Planner, step_function
 from embodied.agents.training import MODEL_FILE, load_model, set_torch_threads
 from embodied.checkpoints import check_trained_on
 
@@ -48,7 +48,7 @@ class MPCAgent:
                 z = self.world_model.encode(obs)
             else:
                 self.belief, z = observe(self.belief, self.last_action, obs)
-            self.last_action = self.planner.plan(self.world_model.step, z[0], prior)
+            self.last_action = self.planner.plan(step_function(self.world_model), z[0], prior)
         return self.last_action
 
 

@@ -324,6 +324,22 @@ class PixelModel(FrameModel):
         return torch.cat([feat, goal], -1), self._reward(out[:, 0]), torch.sigmoid(out[:, 1])
 
     @torch.no_grad()
+    def rollout(self, z0: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(reward, p_fail), each (N, H), of N sequences (N, H, A) from one latent: what ``step``
+        gives H times, with the recurrence stepped alone and the heads (not fed back) scoring
+        all N x H steps in one batch."""
+        a = actions.to(z0.dtype).clamp(-1.0, 1.0)
+        h, s, goal = z0.reshape(1, -1).split([self.deter, self.stoch, self.goal.dim], -1)
+        h, s = h.expand(len(a), -1), s.expand(len(a), -1)
+        feats = []
+        for t in range(a.shape[1]):
+            h = self._advance(h, s, a[:, t])
+            s = self.prior(h).chunk(2, -1)[0]
+            feats.append(torch.cat([h, s], -1))
+        out = self._heads(torch.stack(feats, 1), goal.expand(*a.shape[:2], -1))
+        return self._reward(out[..., 0]), torch.sigmoid(out[..., 1])
+
+    @torch.no_grad()
     def decode_frames(self, z: torch.Tensor) -> np.ndarray:
         """Latents (B, Z) -> uint8 frames (B, S, S, 3) from the decoder."""
         return tensor_to_frames(self.decoder(z[:, : self.deter + self.stoch]))

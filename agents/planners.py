@@ -294,6 +294,31 @@ class MPPI(Planner):
         return mean
 
 
+class ModelStep:
+    """A world model's ``step`` as the planners take it, with the model's ``rollout`` beside.
+
+    ``Planner.cost`` uses a step function's ``rollout(z0, actions)`` when it has one: a whole
+    horizon in one call (the simulator: one ``mujoco.rollout``; a learned model: the recurrence
+    stepped H times, its heads scoring all N x H transitions in one batch).
+    """
+
+    def __init__(self, model: object):
+        self.model = model
+
+    def __call__(
+        self, z: torch.Tensor, action: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return self.model.step(z, action)
+
+    def rollout(self, z0: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.model.rollout(z0, actions)
+
+
+def step_function(model: object) -> StepFn:
+    """What a planner plans with: ``model.step``, whole-horizon when the model has ``rollout``."""
+    return ModelStep(model) if hasattr(model, "rollout") else model.step
+
+
 def zero_cost_step(z: torch.Tensor, action: torch.Tensor):
     """A model that predicts nothing, instantly: the floor of a planner's own overhead."""
     zero = torch.zeros(z.shape[0], device=z.device)

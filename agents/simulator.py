@@ -9,8 +9,9 @@ push): those are events outside the simulated physics.
 
 The latent ``z`` is MuJoCo's full physics state followed by the actuator controls (the
 Cartesian servo targets are the controller's memory). ``step`` advances a batch of states by
-one control step with ``mujoco.rollout`` (C, multi-threaded); reward and failure come from the
-task's own ``score`` on the simulated sensors, the code the env judges with.
+one control step with ``mujoco.rollout`` (C, multi-threaded), ``rollout`` a whole horizon in
+one call; reward and failure come from the task's own ``score`` on the simulated sensors, the
+code the env judges with.
 """
 
 from __future__ import annotations
@@ -92,13 +93,8 @@ class SimulatorModel:
         mujoco.mj_getState(self.model, env.data, state, STATE_SPEC)  # same sizes
         return torch.as_tensor(np.concatenate([state, env.data.ctrl])[None])
 
-    @property
-    def step(self) -> SimulatorStep:
-        """``step(z, action)`` for one control step, with ``.rollout`` for a whole horizon."""
-        return SimulatorStep(self)
-
     @torch.no_grad()
-    def step_batch(
+    def step(
         self, z: torch.Tensor, action: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """One control step for a batch: (next z, reward, failing now)."""
@@ -186,18 +182,3 @@ class SimulatorModel:
             nstep=self._substeps,
         )
         return np.concatenate([states[:, -1], ctrl], axis=1), sensors[:, -1]
-
-
-class SimulatorStep:
-    """A simulator's step function as the planners take it: callable, and whole-horizon."""
-
-    def __init__(self, model: SimulatorModel):
-        self.model = model
-
-    def __call__(
-        self, z: torch.Tensor, action: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        return self.model.step_batch(z, action)
-
-    def rollout(self, z0: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.model.rollout(z0, actions)

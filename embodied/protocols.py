@@ -41,6 +41,8 @@ class WorldModel(Protocol):
     Optional methods, looked up with ``getattr`` (a model without them is still a WorldModel):
 
     - ``observe(belief, action, obs) -> (belief, z)``: filtering, see ``FilteringWorldModel``.
+    - ``rollout(z0, actions) -> (reward, p_fail)``, each (N, H): the planners' whole-horizon
+      cost of N sequences (N, H, 4) from one latent, equal to stepping H times but cheaper.
     - ``train_state() -> dict`` / ``load_train_state(dict)``: exact resumption of training.
     - ``attach(env)``: simulators read the episode's env after each reset.
     - ``reseed(seed)``: per-episode randomness of a stochastic model.

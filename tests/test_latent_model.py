@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 from omegaconf import OmegaConf
-from toy_world import PROPRIO, SIZE, SpaceOnlyEnv, obs_of, toy_episodes, write_toy
+from toy_world import PROPRIO, SIZE, SpaceOnlyEnv, obs_of, stepped, toy_episodes, write_toy
 
 from embodied.agents.latent_model import LatentModel
 from embodied.agents.mpc import make_policy
@@ -90,6 +90,17 @@ def test_encode_and_step_are_batched(trained):
     assert z2.shape == (12, 21) and reward.shape == p_fail.shape == (12,)
     assert torch.all((p_fail >= 0) & (p_fail <= 1))
     torch.testing.assert_close(z2[:, -3:], z.repeat(4, 1)[:, -3:])  # the goal is carried
+
+
+def test_whole_horizon_rollout_equals_stepping(trained):
+    """The planners' fast path scores every step as ``step`` does, out of the data too."""
+    model, _ = trained
+    z0 = model.encode(obs_of(toy_episodes(1, seed=4)[0]))[0]
+    actions = torch.rand(6, 5, 4) * 3 - 1.5  # beyond the bounds: both clamp
+    for got, want in zip(model.rollout(z0, actions), stepped(model, z0, actions), strict=True):
+        assert got.shape == (6, 5)
+        torch.testing.assert_close(got, want)
+    assert not torch.equal(model.rollout(z0, actions.flip(1))[0], stepped(model, z0, actions)[0])
 
 
 def test_save_load_round_trip_predicts_identically(trained, tmp_path):

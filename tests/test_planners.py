@@ -9,7 +9,8 @@ import torch
 from omegaconf import OmegaConf
 
 from embodied.agents.mpc import MPCAgent, make_policy
-from embodied.agents.planners import CEM, ICEM, MPPI, zero_cost_step
+from embodied.agents.planners import CEM, ICEM, MPPI, ModelStep, step_function, zero_cost_step
+from embodied.agents.simulator import SimulatorModel
 from embodied.apps.eval import load_agents
 
 PLANNERS = [CEM, ICEM, MPPI]
@@ -219,6 +220,33 @@ def test_whole_horizon_cost_equals_stepping():
     whole = planner.cost(Stepper(), torch.zeros(3), actions)
     torch.testing.assert_close(whole, planner.cost(stepped, torch.zeros(3), actions))
     assert whole_calls == [1] and not step_calls
+
+
+def test_the_simulators_whole_horizon_equals_its_steps_and_the_planner_takes_it():
+    """One ``mujoco.rollout`` over the horizon scores each candidate's steps as ``step`` does
+    (``step`` restarts the contact solver's warm start at each step, ``rollout`` carries it as
+    the env does: a cup let go may then slip apart by centimetres); and the planner is handed
+    that fast path."""
+    env = gymnasium.make("embodied/CupCarry-v0", obs_mode="state")
+    try:
+        obs, _ = env.reset(seed=1)
+        sim = SimulatorModel("oracle")
+        sim.attach(env)
+        z0 = sim.encode(obs)[0]
+        actions = torch.rand(5, 4, 4, generator=torch.Generator().manual_seed(0)) * 2 - 1
+        actions[..., 3] = 1.0  # keep the grip: a cup let go slips chaotically
+        z, rewards = z0.reshape(1, -1).expand(5, -1), []
+        for t in range(4):
+            z, r, _ = sim.step(z, actions[:, t])
+            rewards.append(r)
+        reward, p_fail = sim.rollout(z0, actions)
+        torch.testing.assert_close(reward, torch.stack(rewards, 1), atol=1e-4, rtol=0)
+        assert reward.std() > 0.01 and p_fail.shape == (5, 4)  # the candidates differ
+    finally:
+        env.close()
+    fast = step_function(sim)
+    assert isinstance(fast, ModelStep) and fast.rollout(z0, actions)[0].shape == (5, 4)
+    assert step_function(OmegaConf.create({"step": 1})) == 1  # no rollout: the bare step
 
 
 @pytest.mark.parametrize("cls", PLANNERS)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import gymnasium
 import numpy as np
+import torch
 
 from embodied.dataset import Episode, write_dataset
 
@@ -92,3 +93,15 @@ class SpaceOnlyEnv:
 
 def obs_of(ep: Episode, t: int = 0) -> dict[str, np.ndarray]:
     return {"state": ep.state[t], "pixels": ep.pixels[t]}
+
+
+def stepped(model, z0: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(reward, p_fail), each (N, H), from ``model.step`` called H times: what the model's
+    whole-horizon ``rollout`` must equal."""
+    z = z0.reshape(1, -1).expand(len(actions), -1)
+    rewards, fails = [], []
+    for t in range(actions.shape[1]):
+        z, r, p = model.step(z, actions[:, t])
+        rewards.append(r)
+        fails.append(p)
+    return torch.stack(rewards, 1), torch.stack(fails, 1)
