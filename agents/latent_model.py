@@ -63,7 +63,7 @@ class LatentModel(FrameModel):
         action_dim: int = 4,
         depth: int = 8,
         embed_dim: int = 64,
-        hidden: int = 256,
+        hidden: int = 128,
         history: int = 2,
         seq_len: int = 8,
         batch_size: int = 8,
