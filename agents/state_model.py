@@ -289,6 +289,24 @@ class StateModel(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """TS-inf step: row b uses member b % E. Returns z' (B, D), reward (B,), p_fail (B,)."""
         self._check_built()
+        z2 = self._advance(z, action)
+        reward, p_fail = self._score(z[:, None], z2[:, None], self._plan_context(len(z)))
+        return z2, reward[:, 0], p_fail[:, 0]
+
+    @torch.no_grad()
+    def rollout(self, z0: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(reward, p_fail), each (N, H), of N sequences (N, H, A) from one state: the ensemble
+        stepped H times (row b on member b % E, as in ``step``), the heads (not fed back)
+        scoring all N x H transitions in one batch."""
+        self._check_built()
+        zs = [z0.reshape(1, -1).expand(len(actions), -1)]
+        for t in range(actions.shape[1]):
+            zs.append(self._advance(zs[-1], actions[:, t]))
+        z = torch.stack(zs, 1)
+        return self._score(z[:, :-1], z[:, 1:], self._plan_context(len(actions)))
+
+    def _advance(self, z: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        """The next states (B, D) of the TS-inf ensemble: row b on member b % E."""
         b, e, d = z.shape[0], self.members, self.state_dim
         ctx = self._plan_context(b)
         parts = [self.state_norm(z), action.to(z.dtype).clamp(-1.0, 1.0)]
@@ -305,11 +323,17 @@ class StateModel(nn.Module):
         delta = out[..., :d].transpose(0, 1).reshape(-1, d)[:b]
         # z + de-normalised delta; entries constant in the data get exactly their constant
         scale = self.delta_norm.std * ~self.constant
-        z2 = torch.addcmul(z + self.delta_norm.mean, delta, scale)
+        return torch.addcmul(z + self.delta_norm.mean, delta, scale)
+
+    def _score(
+        self, z: torch.Tensor, z2: torch.Tensor, ctx: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Reward and p_fail (B, T) of transitions z -> z2 (B, T, D) under contexts (B, C)."""
         f, f2 = self._features(z), self._features(z2)
-        reward = self.reward_head(f2)[:, 0].clamp(self.reward_range[0], self.reward_range[1])
-        p_fail = torch.sigmoid(self._fail_logit(f, f2, ctx))
-        return z2, reward, p_fail
+        if ctx is not None:
+            ctx = ctx[:, None].expand(-1, z.shape[1], -1)
+        reward = self.reward_head(f2)[..., 0].clamp(self.reward_range[0], self.reward_range[1])
+        return reward, torch.sigmoid(self._fail_logit(f, f2, ctx))
 
     @torch.no_grad()
     def predict_mean(self, z: torch.Tensor, action: torch.Tensor) -> torch.Tensor:

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 from omegaconf import OmegaConf
+from toy_world import stepped
 
 import embodied.configs
 from embodied.agents.adaptive_model import AdaptiveModel
@@ -76,6 +77,19 @@ def test_context_changes_the_prediction(model, cup_carry_states):
     k = model.context_steps
     _history(model, ep.state[6 - k : 7], ep.action[6 - k : 6])
     torch.testing.assert_close(model.step(z, a)[0], own[0], rtol=0, atol=0)
+
+
+def test_whole_horizon_rollout_keeps_the_context(model, cup_carry_states):
+    """The planners' fast path scores with the episode's context exactly as ``step`` does."""
+    ep = _longest(cup_carry_states)
+    _history(model, ep.state[:7], ep.action[:6])
+    z0 = torch.as_tensor(ep.state[6])
+    actions = torch.rand(6, 3, 4, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    with_context = model.rollout(z0, actions)
+    for got, want in zip(with_context, stepped(model, z0, actions), strict=True):
+        torch.testing.assert_close(got, want)
+    model.encode(ep.state[6])  # no history: the zero context
+    assert not torch.allclose(model.rollout(z0, actions)[1], with_context[1])
 
 
 def test_training_reads_no_physics_parameters(cup_carry_states):

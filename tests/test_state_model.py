@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from toy_world import stepped
 
 from embodied.agents.state_model import StateModel
 
@@ -84,6 +85,24 @@ def test_sampling_is_seeded(cup_carry_states):
     m.reseed(3)
     torch.testing.assert_close(m.step(z, a)[0], first, rtol=0, atol=0)
     assert not torch.equal(m.step(z, a)[0], first)
+
+
+@pytest.mark.parametrize("sample", [False, True])
+def test_whole_horizon_rollout_equals_stepping(model, cup_carry_states, sample):
+    """The planners' fast path: same members, same noise draws, same scores as ``step``."""
+    m = model
+    if sample:
+        m = StateModel(**{**TINY, "sample": True})
+        m.fit(cup_carry_states, steps=5)
+    z0 = torch.as_tensor(cup_carry_states.transitions("state")["obs"][3])
+    actions = torch.rand(7, 4, 4, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    m.reseed(5)
+    whole = m.rollout(z0, actions)
+    m.reseed(5)
+    for got, want in zip(whole, stepped(m, z0, actions), strict=True):
+        assert got.shape == (7, 4)
+        torch.testing.assert_close(got, want)
+    assert whole[0].std() > 0  # the candidates differ
 
 
 def test_imagine_renders_predicted_states(model, cup_carry_states):

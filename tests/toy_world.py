@@ -1,4 +1,5 @@
-"""A tiny frame world shared by the pixel and latent model tests.
+"""A tiny frame world shared by the pixel and latent model tests (and ``stepped``, the
+reference every world model's whole-horizon ``rollout`` is tested against).
 
 A 3x3 red 'cup' moves by the first two action entries on a 16x16 frame with a green target
 pixel; reward is minus its distance to the target. With ``drops``, a grip below -0.8 (after
