@@ -96,11 +96,12 @@ def test_whole_horizon_rollout_equals_stepping(trained):
     """The planners' fast path scores every step as ``step`` does, out of the data too."""
     model, _ = trained
     z0 = model.encode(obs_of(toy_episodes(1, seed=4)[0]))[0]
-    actions = torch.rand(6, 5, 4) * 3 - 1.5  # beyond the bounds: both clamp
-    for got, want in zip(model.rollout(z0, actions), stepped(model, z0, actions), strict=True):
+    actions = torch.rand(6, 5, 4, generator=torch.Generator().manual_seed(0)) * 3 - 1.5
+    whole = model.rollout(z0, actions)  # actions beyond the bounds: both clamp
+    for got, want in zip(whole, stepped(model, z0, actions), strict=True):
         assert got.shape == (6, 5)
         torch.testing.assert_close(got, want)
-    assert not torch.equal(model.rollout(z0, actions.flip(1))[0], stepped(model, z0, actions)[0])
+    assert whole[1].std() > 0  # the candidates' predictions differ
 
 
 def test_save_load_round_trip_predicts_identically(trained, tmp_path):
