@@ -6,7 +6,15 @@ import numpy as np
 import pytest
 import torch
 from omegaconf import OmegaConf
-from toy_world import PROPRIO, SIZE, SpaceOnlyEnv, obs_of, stepped, toy_episodes, write_toy
+from toy_world import (
+    PROPRIO,
+    SIZE,
+    SpaceOnlyEnv,
+    check_rollout_of_toy_model,
+    obs_of,
+    toy_episodes,
+    write_toy,
+)
 
 from embodied.agents.latent_model import LatentModel
 from embodied.agents.mpc import make_policy
@@ -94,14 +102,7 @@ def test_encode_and_step_are_batched(trained):
 
 def test_whole_horizon_rollout_equals_stepping(trained):
     """The planners' fast path scores every step as ``step`` does, out of the data too."""
-    model, _ = trained
-    z0 = model.encode(obs_of(toy_episodes(1, seed=4)[0]))[0]
-    actions = torch.rand(6, 5, 4, generator=torch.Generator().manual_seed(0)) * 3 - 1.5
-    whole = model.rollout(z0, actions)  # actions beyond the bounds: both clamp
-    for got, want in zip(whole, stepped(model, z0, actions), strict=True):
-        assert got.shape == (6, 5)
-        torch.testing.assert_close(got, want)
-    assert whole[1].std() > 0  # the candidates' predictions differ
+    check_rollout_of_toy_model(trained[0])
 
 
 def test_save_load_round_trip_predicts_identically(trained, tmp_path):

@@ -106,3 +106,14 @@ def stepped(model, z0: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tenso
         rewards.append(r)
         fails.append(p)
     return torch.stack(rewards, 1), torch.stack(fails, 1)
+
+
+def check_rollout_of_toy_model(model) -> None:
+    """A frame model's ``rollout`` from a toy observation equals stepping, out of bounds too."""
+    z0 = model.encode(obs_of(toy_episodes(1, seed=4)[0]))[0]
+    actions = torch.rand(6, 5, 4, generator=torch.Generator().manual_seed(0)) * 3 - 1.5
+    whole = model.rollout(z0, actions)  # actions beyond the bounds: both clamp
+    for got, want in zip(whole, stepped(model, z0, actions), strict=True):
+        assert got.shape == (6, 5)
+        torch.testing.assert_close(got, want)
+    assert whole[1].std() > 0  # the candidates' predictions differ
