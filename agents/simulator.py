@@ -123,7 +123,7 @@ class SimulatorModel:
             ctrl[:, 6] = acts[:, t, 3]
             controls[:, t] = ctrl
         _, sensors = rollout.rollout(
-            self.model,
+            self.rollout_models(n),
             self.datas,
             np.tile(z0[: self.nstate], (n, 1)),
             np.repeat(controls, self._substeps, axis=1),
@@ -136,6 +136,10 @@ class SimulatorModel:
             torch.as_tensor(reward, dtype=torch.float32),
             torch.as_tensor(failing, dtype=torch.float32),
         )
+
+    def rollout_models(self, n: int) -> mujoco.MjModel | list[mujoco.MjModel]:
+        """The model of each of ``n`` rollouts: the one model (a subclass may vary it by row)."""
+        return self.model
 
     def imagine(self, obs0: Any, actions: np.ndarray, env: gymnasium.Env) -> Imagination:
         """Open loop from the env's current state (it must be at ``obs0``), rendered by MuJoCo."""

@@ -8,7 +8,16 @@ preallocated MjModel each, written in place by the catalogue's own writers: no c
 compile per candidate) and the candidates are scored by how far their predicted next states
 (joint positions and velocities, pad touch forces) land from the observed ones. CEM
 iterations in log-parameter space, warm-started from the last estimate, refine the estimate
-at every step while the episode goes on; the planner plans in the model at the current estimate.
+at every step while the episode goes on.
+
+The fit is a recursive posterior: the window's prior is not the nominal one but the posterior
+of every transition that has left the window (the estimate fitted when the newest of them was,
+with the prior's precision plus their Gauss-Newton information from finite-difference probes),
+so each transition's evidence enters once and nothing pulls the estimate back to nominal.
+The planner plans in ``particles`` parameter sets at once, from the estimate to a cautious
+point ``caution`` posterior stds towards the cup hardest to hold, and pays each plan's mean
+cost over them: what it would do to a heavier cup counts, while progress at the estimate still
+pays (planning at the cautious point alone freezes the arm while that point is uncertain).
 
 It never reads the episode's true physics: the observation (MuJoCo's full state, as
 ``oracle`` and ``nominal`` encode it, and the touch readings of the state vector) and the
@@ -72,6 +81,7 @@ class SysIDModel(SimulatorModel):
         drift: float = 0.05,
         caution: float = 0.0,
         noise: float = 1.0,
+        particles: int = 1,
         threads: int = 1,
         timestep: float | None = None,
         seed: int = 0,
@@ -104,6 +114,9 @@ class SysIDModel(SimulatorModel):
         if noise <= 0:
             raise ValueError(f"noise must be > 0 (a multiple of the error scales); got {noise}")
         self.noise = float(noise)  # the fit's error scales x noise: one standard deviation
+        if particles < 1:
+            raise ValueError(f"particles must be >= 1; got {particles}")
+        self.particles = int(particles)
         self.holding = np.array([HOLDING.get(n, 0.0) for n in self.names])
         self.reseed(seed)
 
@@ -120,9 +133,18 @@ class SysIDModel(SimulatorModel):
         self.scratch = mujoco.MjData(self.nominal)  # what mj_setConst writes into
         d = len(self.names)
         self.candidates = [copy.copy(self.nominal) for _ in range(self.population + d)]
+        self.particle_models = [copy.copy(self.model) for _ in range(self.particles)]
         self.prior_mean = np.log([NOMINAL[n] for n in self.names])
         self.mean = self.prior_mean.copy()
-        self.information = np.zeros((d, d))  # Gauss-Newton Fisher information of the data
+        # The recursive prior of the window's fit: the posterior of every transition that has
+        # left the window (mean: the estimate fitted when the newest of them was; precision:
+        # the prior's plus their Gauss-Newton information, each transition's entered once,
+        # at the linearisation of its last fit).
+        self.anchor_mean = self.prior_mean.copy()
+        self.anchor_precision = np.diag(self.prior_std**-2.0)
+        self.window_information = np.zeros((d, d))  # of the transitions in the window
+        self.absorbed = 0  # transitions whose information is in anchor_precision
+        self.means: list[np.ndarray] = []  # the estimate after each fit (the anchors to come)
         self.std = self.prior_std.copy()
         self.history: list[tuple[float, np.ndarray, np.ndarray]] = []  # (time, z, touch)
         self.refits = 0
@@ -143,10 +165,33 @@ class SysIDModel(SimulatorModel):
         """The current estimate of each identified parameter (physical units)."""
         return {n: float(v) for n, v in zip(self.names, np.exp(self.mean), strict=True)}
 
+    @property
+    def information(self) -> np.ndarray:
+        """Gauss-Newton information of every transition seen so far, each counted once."""
+        return self.anchor_precision - np.diag(self.prior_std**-2.0) + self.window_information
+
     def covariance(self) -> np.ndarray:
         """Posterior covariance of the log-parameters (Laplace): the prior's, narrowed only
         along the directions the transitions seen so far have measured."""
-        return np.linalg.inv(np.diag(self.prior_std**-2.0) + self.information)
+        return np.linalg.inv(self.anchor_precision + self.window_information)
+
+    def planning_points(self) -> list[np.ndarray]:
+        """``particles`` parameter sets evenly spaced from the estimate to the cautious point
+        (one: the cautious point): the planner's particle j of every candidate plans in the
+        j-th, so a plan pays for what it would do anywhere on that segment."""
+        if self.particles == 1:
+            return [self.planning_point()]
+        shift = self.planning_point() - self.mean
+        return [self.mean + f * shift for f in np.linspace(0.0, 1.0, self.particles)]
+
+    def rollout_models(self, n: int) -> mujoco.MjModel | list[mujoco.MjModel]:
+        """Row ``p * particles + j`` (the planners' particle j of candidate p) in particle j's
+        model."""
+        if self.particles == 1:
+            return self.model
+        if n % self.particles:
+            raise ValueError(f"{n} rollouts are not whole sets of {self.particles} particles")
+        return self.particle_models * (n // self.particles)
 
     def planning_point(self) -> np.ndarray:
         """The log-parameters to plan in: the estimate moved ``caution`` posterior stds the way
@@ -183,18 +228,36 @@ class SysIDModel(SimulatorModel):
             res = self._residuals(states[:, -1], sensors[:, -1], ends, touches)
             res = res.reshape(m, -1) / self.noise
             if i == 0:
-                jac = (res[-d:] - res[0]).T / PROBE  # (residuals, d)
-                # each transition is replayed in `window` fits: count its information once
-                self.information += jac.T @ jac / self.window
+                jac = ((res[-d:] - res[0]) / PROBE).reshape(d, k, -1)  # (d, transitions, r)
+                infos = self._information(jac)
+                self.window_information = infos.sum(0)
                 cands, res = cands[:-d], res[:-d]
-            prior = (((cands - self.prior_mean) / self.prior_std) ** 2).sum(1)
+            off = cands - self.anchor_mean
+            prior = np.einsum("na,ab,nb->n", off, self.anchor_precision, off)
             loss = (res**2).sum(1) + prior  # twice the negative log posterior
             elite = cands[np.argsort(loss)[: self.elites]]
             self.mean = elite.mean(0)
             spread = np.sqrt(elite.var(0) + self.drift**2)
             self.std = np.clip(spread, self.min_std, self.prior_std)
         self.refits += 1
-        self._set_model(self.write(self.model, self.planning_point()))
+        self.means.append(self.mean.copy())
+        if k == self.window:  # the oldest transition leaves the window before the next fit
+            self.anchor_precision = self.anchor_precision + infos[0]
+            self.window_information = self.window_information - infos[0]
+            # the estimate fitted on every transition up to it and none after
+            self.anchor_mean = self.means[-self.window]
+            self.absorbed += 1
+        points = self.planning_points()
+        self._set_model(self.write(self.model, points[-1]))
+        if self.particles > 1:
+            for model, point in zip(self.particle_models, points, strict=True):
+                self.write(model, point).opt.timestep = self.model.opt.timestep
+
+    @staticmethod
+    def _information(jac: np.ndarray) -> np.ndarray:
+        """Each transition's Gauss-Newton information (transitions, d, d) from the sensitivity
+        (d, transitions, residuals) of its scaled residuals."""
+        return np.einsum("atr,btr->tab", jac, jac)
 
     def _residuals(
         self, pred: np.ndarray, sensors: np.ndarray, ends: np.ndarray, touches: np.ndarray
@@ -254,5 +317,11 @@ def make_policy(
     agent_cfg: DictConfig | dict, checkpoint_dir: Any, env: gymnasium.Env, seed: int
 ) -> SysIDAgent:
     """The ``policy`` factory of configs/agent/sysid.yaml: the MPC policy, with its record."""
+    wanted = int(agent_cfg["world_model"].get("particles", 1))
+    if int(agent_cfg["planner"].get("particles", 1)) != wanted:
+        raise ValueError(
+            f"planner.particles must equal world_model.particles ({wanted}): each planner "
+            "particle plans in one of the model's parameter sets"
+        )
     agent = make_mpc_policy(agent_cfg, checkpoint_dir, env, seed)
     return SysIDAgent(agent.world_model, agent.planner, int(agent_cfg.get("probe_steps", 0)))

@@ -139,3 +139,59 @@ def test_plans_cautiously_where_it_has_not_measured():
     assert std["grip_force"] < 0.25 * model.prior_std[names.index("grip_force")], std
     shift = dict(zip(names, model.planning_point() - model.mean, strict=True))
     assert abs(shift["grip_force"]) < 0.5 * abs(start["grip_force"]), (shift, start)
+
+
+def test_recursive_prior_counts_each_transition_once(monkeypatch):
+    """The window's prior is the posterior of the transitions that left it: after 12
+    transitions through a window of 4, the oldest of each of the 9 full windows has left
+    after its last fit, adding that fit's information of it once, and the posterior's
+    information is theirs plus that of the 3 still in the window: 12 transitions, once each."""
+    fits: list[np.ndarray] = []
+    information = SysIDModel._information
+
+    def spy(jac):
+        out = information(jac)
+        fits.append(out)
+        return out
+
+    monkeypatch.setattr(SysIDModel, "_information", staticmethod(spy))
+    model, _ = identify("ood-grip_force-3", seed=1, steps=12, window=4, noise=10.0)
+    assert [len(f) for f in fits] == [1, 2, 3] + [4] * 9  # one fit per transition
+    assert model.absorbed == 9
+    left = sum(f[0] for f in fits[3:])  # the oldest of each full window leaves after its fit
+    expected = left + fits[-1][1:].sum(0)
+    np.testing.assert_allclose(model.information, expected, rtol=1e-9, atol=1e-9)
+    # the anchor is the estimate fitted when the newest transition that left was the newest
+    np.testing.assert_array_equal(model.anchor_mean, model.means[-4])
+    # more data than a window narrows the posterior beyond what one window can
+    assert np.trace(left) > np.trace(fits[-1].sum(0))
+
+
+def test_plans_each_particle_in_its_own_parameter_set():
+    """With two particles the planner's particle 0 of every candidate plans at the estimate and
+    particle 1 at the cautious point (a heavier cup than estimated, before its mass is
+    measured); a batch that is not whole sets of particles is refused."""
+    model, _ = identify("ood-grip_force-3", seed=1, steps=6, caution=1.0, noise=10.0, particles=2)
+    estimate, cautious = model.planning_points()
+    np.testing.assert_array_equal(estimate, model.mean)
+    np.testing.assert_array_equal(cautious, model.planning_point())
+    models = model.rollout_models(6)
+    assert models[0] is models[2] is models[4] and models[1] is models[3] is models[5]
+    cup = models[0].body("cup").id
+    mass = [m.body_mass[cup] for m in models[:2]]
+    assert mass[0] == pytest.approx(model.estimates()["cup_mass"])
+    assert mass[1] == pytest.approx(np.exp(cautious[model.names.index("cup_mass")]))
+    assert mass[1] > 1.1 * mass[0]
+    assert model.model.body_mass[cup] == pytest.approx(mass[1])  # step() plans cautiously
+    with pytest.raises(ValueError, match="particles"):
+        model.rollout_models(5)
+
+
+def test_refuses_planner_particles_other_than_the_model_s():
+    cfg = sysid_config()
+    assert cfg.world_model.particles == cfg.planner.particles == 2
+    cfg.planner.particles = 1
+    env = gymnasium.make("embodied/CupCarry-v0", obs_mode="state", shift="id")
+    with pytest.raises(ValueError, match="planner.particles must equal world_model.particles"):
+        make_policy(cfg, None, env, seed=0)
+    env.close()
