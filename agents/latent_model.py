@@ -197,10 +197,7 @@ class LatentModel(FrameModel):
         target = torch.zeros_like(embed[:, 1:])
         with torch.no_grad():
             target[mask.bool()] = self.target(x[:, 1:][mask.bool()])  # (B, L, Z)
-        states = [torch.cat([embed[:, 0], proprio[:, 0]], -1)]
-        for t in range(act.shape[1]):
-            states.append(self._predict(states[-1], act[:, t]))
-        rollout = torch.stack(states, 1)  # (B, L+1, Z): the first observed, then predicted
+        rollout = self._unroll(torch.cat([embed[:, 0], proprio[:, 0]], -1), act)  # (B, L+1, Z)
         e_pred, p_pred = rollout[:, 1:].split([self.embed_dim, self.proprio.dim], -1)
         pred = masked_mse(e_pred, target, mask)
         proprio_mse = masked_mse(p_pred, proprio[:, 1:], mask)
@@ -284,6 +281,13 @@ class LatentModel(FrameModel):
     def _predict(self, x: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
         return x + self.predictor(torch.cat([x, a], -1))
 
+    def _unroll(self, x: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """States (B, Z) and actions (B, L, A) -> (B, L+1, Z): the first given, then predicted."""
+        states = [x]
+        for t in range(actions.shape[1]):
+            states.append(self._predict(states[-1], actions[:, t]))
+        return torch.stack(states, 1)
+
     def _heads(self, x: torch.Tensor, x2: torch.Tensor, goal: torch.Tensor) -> torch.Tensor:
         """Reward and failure logit (..., 2) of transitions x -> x2 towards the goal, with the
         predicted hand's geometry relative to the goal. Not the action (as in the state model):
@@ -333,10 +337,7 @@ class LatentModel(FrameModel):
         scoring all N x H transitions in one batch."""
         a = actions.to(z0.dtype).clamp(-1.0, 1.0)
         x, goal = z0.reshape(1, -1).split([self.embed_dim + self.proprio.dim, self.goal.dim], -1)
-        xs = [x.expand(len(a), -1)]
-        for t in range(a.shape[1]):
-            xs.append(self._predict(xs[-1], a[:, t]))
-        x = torch.stack(xs, 1)
+        x = self._unroll(x.expand(len(a), -1), a)
         out = self._heads(x[:, :-1], x[:, 1:], goal.expand(*a.shape[:2], -1))
         return self._reward(out[..., 0]), torch.sigmoid(out[..., 1])
 

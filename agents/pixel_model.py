@@ -153,6 +153,13 @@ class PixelModel(FrameModel):
     def _advance(self, h: torch.Tensor, s: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
         return self.gru(self.inp(torch.cat([s, a], -1)), h)
 
+    def _imagine_step(
+        self, h: torch.Tensor, s: torch.Tensor, a: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One open-loop step, as the planner sees it: the next ``h`` and the prior's mean."""
+        h = self._advance(h, s, a)
+        return h, self.prior(h).chunk(2, -1)[0]
+
     def _heads(self, feat: torch.Tensor, goal: torch.Tensor) -> torch.Tensor:
         """Reward and failure logit (..., 2) from [h, s], the goal and the geometry of the
         predicted hand relative to the goal (the reward from the geometry alone)."""
@@ -210,8 +217,7 @@ class PixelModel(FrameModel):
             s = self._sample(post)
             feats.append(torch.cat([h, s], -1))
             kls.append(self._balanced_kl(post, prior))
-            h_open = self._advance(h_open, s_open, act[:, t])
-            s_open = self._gaussian(self.prior(h_open)).mean
+            h_open, s_open = self._imagine_step(h_open, s_open, act[:, t])
             open_feats.append(torch.cat([h_open, s_open], -1))
         feat, open_feat = torch.stack(feats, 1), torch.stack(open_feats, 1)  # (B, L+1 | L, F)
         recon = (self.decoder(feat[valid]) - x).pow(2).sum((-3, -2, -1)).mean()
@@ -318,8 +324,7 @@ class PixelModel(FrameModel):
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Prior-mean step: z' (B, Z), reward (B,), p_fail (B,); the goal is carried."""
         h, s, goal = z.split([self.deter, self.stoch, self.goal.dim], -1)
-        h = self._advance(h, s, action.to(z.dtype).clamp(-1.0, 1.0))
-        feat = torch.cat([h, self.prior(h).chunk(2, -1)[0]], -1)
+        feat = torch.cat(self._imagine_step(h, s, action.to(z.dtype).clamp(-1.0, 1.0)), -1)
         out = self._heads(feat, goal)
         return torch.cat([feat, goal], -1), self._reward(out[:, 0]), torch.sigmoid(out[:, 1])
 
@@ -333,8 +338,7 @@ class PixelModel(FrameModel):
         h, s = h.expand(len(a), -1), s.expand(len(a), -1)
         feats = []
         for t in range(a.shape[1]):
-            h = self._advance(h, s, a[:, t])
-            s = self.prior(h).chunk(2, -1)[0]
+            h, s = self._imagine_step(h, s, a[:, t])
             feats.append(torch.cat([h, s], -1))
         out = self._heads(torch.stack(feats, 1), goal.expand(*a.shape[:2], -1))
         return self._reward(out[..., 0]), torch.sigmoid(out[..., 1])
