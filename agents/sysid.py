@@ -28,6 +28,7 @@ servo targets and the grip command are part of ``z``.
 from __future__ import annotations
 
 import copy
+from collections import deque
 from collections.abc import Mapping
 from typing import Any
 
@@ -144,7 +145,8 @@ class SysIDModel(SimulatorModel):
         self.anchor_precision = np.diag(self.prior_std**-2.0)
         self.window_information = np.zeros((d, d))  # of the transitions in the window
         self.absorbed = 0  # transitions whose information is in anchor_precision
-        self.means: list[np.ndarray] = []  # the estimate after each fit (the anchors to come)
+        # the estimate after each of the last `window` fits (the anchors to come)
+        self.means: deque[np.ndarray] = deque(maxlen=self.window)
         self.std = self.prior_std.copy()
         self.history: list[tuple[float, np.ndarray, np.ndarray]] = []  # (time, z, touch)
         self.refits = 0
@@ -251,7 +253,7 @@ class SysIDModel(SimulatorModel):
         self._set_model(self.write(self.model, points[-1]))
         if self.particles > 1:
             for model, point in zip(self.particle_models, points, strict=True):
-                self.write(model, point).opt.timestep = self.model.opt.timestep
+                self.write(model, point)  # copies of the planning model: its timestep too
 
     @staticmethod
     def _information(jac: np.ndarray) -> np.ndarray:
