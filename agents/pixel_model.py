@@ -47,7 +47,14 @@ from embodied.agents.frames import (
     masked_mse,
     sample_windows,
 )
-from embodied.agents.nets import MLP, ConvDecoder, ConvEncoder, frames_to_tensor, tensor_to_frames
+from embodied.agents.nets import (
+    MLP,
+    Chain,
+    ConvDecoder,
+    ConvEncoder,
+    frames_to_tensor,
+    tensor_to_frames,
+)
 from embodied.dataset import Dataset
 from embodied.protocols import Imagination
 
@@ -119,7 +126,7 @@ class PixelModel(FrameModel):
         feat, obs_dim = deter + stoch, embed_dim + self.proprio.dim
         self.encoder = ConvEncoder(image_size, embed_dim, depth)
         self.init = MLP(obs_dim, deter, (hidden,))
-        self.inp = nn.Sequential(nn.Linear(stoch + action_dim, hidden), nn.SiLU())
+        self.inp = Chain(nn.Linear(stoch + action_dim, hidden), nn.SiLU())
         self.gru = nn.GRUCell(hidden, deter)
         self.prior = MLP(deter, 2 * stoch, (hidden,))
         self.post = MLP(deter + obs_dim, 2 * stoch, (hidden,))
