@@ -124,10 +124,10 @@ class EnsembleMLP(nn.Module):
         self.act = activation(act)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for i, layer in enumerate(self.layers):
-            x = layer(x)
+        for i, layer in enumerate(self.layers):  # forward directly, as ``Chain`` does
+            x = layer.forward(x)
             if i < len(self.layers) - 1:
-                x = self.act(x)
+                x = self.act.forward(x)
         return x
 
 
