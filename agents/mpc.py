@@ -85,13 +85,30 @@ def make_policy(
     reseed = getattr(world_model, "reseed", None)
     if reseed is not None:
         reseed(seed)
+    return MPCAgent(world_model, build_planner(agent_cfg.planner, env, seed, world_model))
+
+
+def build_planner(cfg: DictConfig, env: gymnasium.Env, seed: int, world_model: Any) -> Planner:
+    """The planner of config ``cfg`` for ``env``'s actions, on the model's device.
+
+    ``horizon: null`` plans as far ahead as the task declares it needs (``plan_horizon`` of
+    the env); a number is used as given.
+    """
     space = env.action_space
-    planner = instantiate(
-        agent_cfg.planner,
+    horizon = cfg.get("horizon")
+    if horizon is None:
+        horizon = getattr(env.unwrapped, "plan_horizon", None)
+        if horizon is None:
+            raise ValueError(
+                f"planner horizon: null takes the task's plan_horizon, which "
+                f"{type(env.unwrapped).__name__} does not declare: give a number"
+            )
+    return instantiate(
+        cfg,
+        horizon=int(horizon),
         action_dim=int(np.prod(space.shape)),
         action_low=np.asarray(space.low, np.float32),
         action_high=np.asarray(space.high, np.float32),
         seed=seed,
         device=str(getattr(world_model, "device", "cpu")),
     )
-    return MPCAgent(world_model, planner)

@@ -31,7 +31,7 @@ from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 
 import embodied.configs
-from embodied.agents.mpc import MPCAgent, load_world_model
+from embodied.agents.mpc import MPCAgent, build_planner, load_world_model
 from embodied.agents.planners import zero_cost_step
 from embodied.agents.simulator import STATE_SPEC
 from embodied.agents.training import MODES, set_torch_threads
@@ -113,15 +113,7 @@ def time_planner(
     cfg: DictConfig, agent: DictConfig, env: gymnasium.Env, model: object, actions: int
 ) -> tuple[float, float, float | None]:
     """(ms per action, floor ms, bare rollout ms) of one planner config, medians."""
-    space = env.action_space
-    planner = instantiate(
-        cfg,
-        action_dim=int(np.prod(space.shape)),
-        action_low=space.low,
-        action_high=space.high,
-        seed=0,
-        device=str(getattr(model, "device", "cpu")),
-    )
+    planner = build_planner(cfg, env, 0, model)
     policy = MPCAgent(model, planner)
     obs, _ = env.reset(seed=0, options={"shift": "id"})
     policy.reset(env)

@@ -19,6 +19,7 @@ TABLE_Y = (-0.6, 0.6)
 class CupPush(ArmEnv):
     task_name = "CupPush"
     success_radius = 0.03
+    plan_horizon = 10
 
     def _setup_episode(self, rng: np.random.Generator) -> None:
         cup = np.array([*rng.uniform([0.42, -0.12], [0.55, 0.12]), self.cup_half_height])

@@ -8,7 +8,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from embodied.agents.mpc import MPCAgent, make_policy
+from embodied.agents.mpc import MPCAgent, build_planner, make_policy
 from embodied.agents.planners import CEM, ICEM, MPPI, ModelStep, step_function, zero_cost_step
 from embodied.agents.simulator import SimulatorModel
 from embodied.apps.eval import load_agents
@@ -150,6 +150,27 @@ def test_make_policy_requires_a_trained_model(tmp_path):
         make_policy(cfg, tmp_path, env, seed=0)
     with pytest.raises(ValueError, match="checkpoint_dir"):
         make_policy(cfg, None, env, seed=0)
+    env.close()
+
+
+@pytest.mark.parametrize("agent", ["oracle", "nominal", "sysid"])
+def test_simulators_plan_as_far_ahead_as_the_task_declares(agent):
+    cfg = OmegaConf.create(load_agents([agent], OmegaConf.create())[agent])
+    assert cfg.planner.horizon is None
+    for task, horizon in (("CupCarry", 5), ("CupPush", 10), ("CupPickPlace", 10)):
+        env = gymnasium.make(f"embodied/{task}-v0")
+        assert env.unwrapped.plan_horizon == horizon
+        assert build_planner(cfg.planner, env, 0, None).horizon == horizon
+        explicit = OmegaConf.merge(cfg.planner, {"horizon": 7})
+        assert build_planner(explicit, env, 0, None).horizon == 7  # a number wins
+        env.close()
+
+
+def test_a_null_horizon_needs_a_task_that_declares_one():
+    cfg = OmegaConf.create({"_target_": "embodied.agents.planners.CEM", "horizon": None})
+    env = gymnasium.make("Pendulum-v1")  # no plan_horizon
+    with pytest.raises(ValueError, match="plan_horizon"):
+        build_planner(cfg, env, 0, None)
     env.close()
 
 
