@@ -150,8 +150,9 @@ class ArmEnv(gymnasium.Env):
     task_name = "Arm"
     # Control steps a planner must look ahead for its actions to pay off in this task's reward
     # (the planners' ``horizon: null``). Measured with the oracle, 10 ID episodes a task
-    # (2026-12-02): CupCarry 10/10 at 5; CupPush 1/10 at 5, 8/10 at 10; CupPickPlace 4/10 at
-    # 5, 9/10 at 10 (getting behind the cup, or setting it down, pays off only later).
+    # (2026-12-02): CupPush 1/10 at 5, 8/10 at 10; CupPickPlace 4/10 at 5, 9/10 at 10 (getting
+    # behind the cup, or setting it down, pays off only later); CupCarry 10/10 at 5, and under
+    # ood-cup_mass-3 18/20 at both 5 and 10 (seeds 1-2), so it keeps the cheaper 5.
     plan_horizon = 5
 
     def __init__(
