@@ -36,8 +36,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from embodied.agents.frames import (
+    FROM_TASK,
     GOAL_LABELS,
-    HAND_LABELS,
     PROPRIO_LABELS,
     FrameModel,
     GoalHeads,
@@ -80,7 +80,8 @@ class LatentModel(FrameModel):
         grad_clip: float = 10.0,
         proprio_labels: Sequence[str] = PROPRIO_LABELS,
         goal_labels: Sequence[str] = GOAL_LABELS,
-        reward_labels: Sequence[str] = HAND_LABELS,
+        reward_labels: Sequence[str] | str = FROM_TASK,
+        task: str | None = None,
         device: str = "auto",
         seed: int = 0,
     ):
@@ -113,7 +114,7 @@ class LatentModel(FrameModel):
             probe_batch=probe_batch,
             grad_clip=grad_clip,
         )
-        self._setup(config, proprio_labels, goal_labels, reward_labels, seed)
+        self._setup(config, proprio_labels, goal_labels, reward_labels, task, seed)
         self.embed_dim, self.history = embed_dim, history
         state_dim = embed_dim + self.proprio.dim  # x = [e, p]
         self.encoder = ConvEncoder(image_size, embed_dim, depth, channels=3 * history)

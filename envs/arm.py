@@ -148,6 +148,10 @@ class ArmEnv(gymnasium.Env):
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": int(round(1 / CONTROL_DT))}
     task_name = "Arm"
+    # The state entries (STATE_LABELS) the task's reward compares with its goal (target_x, y,
+    # z), one per goal coordinate: a frame model whose proprioception holds them all predicts
+    # the reward from their geometry relative to the goal (agents/frames.py). () when none do.
+    reward_entries: tuple[str, ...] = ()
 
     def __init__(
         self,
