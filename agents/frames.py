@@ -212,8 +212,10 @@ def hand_columns(
 class GoalHeads(nn.Module):
     """Reward and failure logit (..., 2) of a predicted step towards the goal.
 
-    With the hand's geometry relative to the goal (``rel_dim`` > 0) the reward reads only that
-    geometry and the goal, as the task's reward is a function of them: a head that also reads
+    With the geometry of the task's reward entries relative to the goal (``rel_dim`` > 0: they
+    are proprioception, as the hand is for CupCarry) the reward reads only that geometry and the
+    goal, as the task's reward is a function of them; otherwise (the cup of CupPush, seen only
+    in the frames) it reads the features and the goal. A head that also reads
     the latent features was fooled by plans leading out of the data's region (measured on
     CupCarry: predicted reward -0.06 where the truth was -0.47). The failure logit needs what
     only the frames show (the cup in the hand) and reads everything.

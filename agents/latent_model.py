@@ -293,7 +293,8 @@ class LatentModel(FrameModel):
         """Reward and failure logit (..., 2) of transitions x -> x2 towards the goal, with the
         predicted hand's geometry relative to the goal. Not the action (as in the state model):
         a planner must move the predicted state to earn reward, not find actions the head
-        overrates. The reward reads the geometry alone (``GoalHeads``)."""
+        overrates. The reward reads the geometry alone where the task's reward entries are
+        proprioception, else the features and the goal (``GoalHeads``)."""
         rel = self._relative(x2[..., self.embed_dim :], goal)
         return self.head(torch.cat([x, x2], -1), goal, rel)
 
