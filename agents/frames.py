@@ -13,6 +13,7 @@ Also here: window sampling with a frame history, the reward/failure head losses 
 
 from __future__ import annotations
 
+import importlib
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -24,9 +25,10 @@ from torch.nn import functional as F
 
 from embodied.agents.nets import MLP, Normalizer, load_checkpoint, resolve_device, save_checkpoint
 from embodied.dataset import Dataset
+from embodied.registration import TASKS, env_id
 
 GOAL_LABELS = ("target_x", "target_y", "target_z")
-HAND_LABELS = ("ee_x", "ee_y", "ee_z")  # the proprioception the reward compares with the goal
+FROM_TASK = "task"  # reward_labels: the entries the task's env declares (``reward_entries``)
 # The robot's own body and command: no cup entries, no touch sensors (contacts are the cup's).
 PROPRIO_LABELS = (
     *(f"q{i}" for i in range(1, 8)),
@@ -162,6 +164,36 @@ def masked_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> 
     return ((pred - target).pow(2).mean(-1) * mask).sum() / mask.sum().clamp(min=1.0)
 
 
+def task_reward_entries(task: str) -> tuple[str, ...]:
+    """The state entries a task's reward compares with its goal, as its env class declares."""
+    env_id(task)  # fails with the valid task names
+    module, name = TASKS[task][0].split(":")
+    return tuple(getattr(importlib.import_module(module), name).reward_entries)
+
+
+def resolve_reward_labels(
+    reward_labels: Sequence[str] | str, task: str | None, proprio_labels: Sequence[str]
+) -> list[str]:
+    """What the reward head compares with the goal: an explicit list as given, or with
+    ``"task"`` the task's declared entries when the proprioception holds them all, else []
+    (the reward then reads the model's features and the goal: the cup is only in the frames)."""
+    if isinstance(reward_labels, str):
+        if reward_labels != FROM_TASK:
+            raise ValueError(
+                f"reward_labels {reward_labels!r}: give {FROM_TASK!r} (what the task declares), "
+                f"a list of proprio_labels {list(proprio_labels)}, or [] (features + goal)"
+            )
+        if task is None:
+            raise ValueError(
+                f"reward_labels {FROM_TASK!r} needs the task the model is for: pass task= "
+                f"(one of {sorted(TASKS)}; train_world_model passes the dataset's) or give "
+                "reward_labels explicitly"
+            )
+        entries = task_reward_entries(task)
+        return list(entries) if entries and set(entries) <= set(proprio_labels) else []
+    return list(reward_labels)
+
+
 def hand_columns(
     proprio_labels: Sequence[str], goal_labels: Sequence[str], reward_labels: Sequence[str]
 ) -> list[int]:
@@ -180,8 +212,10 @@ def hand_columns(
 class GoalHeads(nn.Module):
     """Reward and failure logit (..., 2) of a predicted step towards the goal.
 
-    With the hand's geometry relative to the goal (``rel_dim`` > 0) the reward reads only that
-    geometry and the goal, as the task's reward is a function of them: a head that also reads
+    With the geometry of the task's reward entries relative to the goal (``rel_dim`` > 0: they
+    are proprioception, as the hand is for CupCarry) the reward reads only that geometry and the
+    goal, as the task's reward is a function of them; otherwise (the cup of CupPush, seen only
+    in the frames) it reads the features and the goal. A head that also reads
     the latent features was fooled by plans leading out of the data's region (measured on
     CupCarry: predicted reward -0.06 where the truth was -0.47). The failure logit needs what
     only the frames show (the cup in the hand) and reads everything.
@@ -213,14 +247,17 @@ class FrameModel(nn.Module):
         config: dict[str, Any],
         proprio_labels: Sequence[str],
         goal_labels: Sequence[str],
-        reward_labels: Sequence[str],
+        reward_labels: Sequence[str] | str,
+        task: str | None,
         seed: int,
     ) -> None:
+        reward_labels = resolve_reward_labels(reward_labels, task, proprio_labels)
         self.config = dict(
             config,
             proprio_labels=list(proprio_labels),
             goal_labels=list(goal_labels),
-            reward_labels=list(reward_labels),
+            reward_labels=reward_labels,  # resolved: a loaded model needs no task
+            task=task,
             seed=seed,
         )
         torch.manual_seed(seed)

@@ -36,8 +36,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from embodied.agents.frames import (
+    FROM_TASK,
     GOAL_LABELS,
-    HAND_LABELS,
     PROPRIO_LABELS,
     FrameModel,
     GoalHeads,
@@ -80,7 +80,8 @@ class LatentModel(FrameModel):
         grad_clip: float = 10.0,
         proprio_labels: Sequence[str] = PROPRIO_LABELS,
         goal_labels: Sequence[str] = GOAL_LABELS,
-        reward_labels: Sequence[str] = HAND_LABELS,
+        reward_labels: Sequence[str] | str = FROM_TASK,
+        task: str | None = None,
         device: str = "auto",
         seed: int = 0,
     ):
@@ -113,7 +114,7 @@ class LatentModel(FrameModel):
             probe_batch=probe_batch,
             grad_clip=grad_clip,
         )
-        self._setup(config, proprio_labels, goal_labels, reward_labels, seed)
+        self._setup(config, proprio_labels, goal_labels, reward_labels, task, seed)
         self.embed_dim, self.history = embed_dim, history
         state_dim = embed_dim + self.proprio.dim  # x = [e, p]
         self.encoder = ConvEncoder(image_size, embed_dim, depth, channels=3 * history)
@@ -292,7 +293,8 @@ class LatentModel(FrameModel):
         """Reward and failure logit (..., 2) of transitions x -> x2 towards the goal, with the
         predicted hand's geometry relative to the goal. Not the action (as in the state model):
         a planner must move the predicted state to earn reward, not find actions the head
-        overrates. The reward reads the geometry alone (``GoalHeads``)."""
+        overrates. The reward reads the geometry alone where the task's reward entries are
+        proprioception, else the features and the goal (``GoalHeads``)."""
         rel = self._relative(x2[..., self.embed_dim :], goal)
         return self.head(torch.cat([x, x2], -1), goal, rel)
 

@@ -37,8 +37,8 @@ from torch.distributions import Normal, kl_divergence
 from torch.nn import functional as F
 
 from embodied.agents.frames import (
+    FROM_TASK,
     GOAL_LABELS,
-    HAND_LABELS,
     PROPRIO_LABELS,
     FrameModel,
     GoalHeads,
@@ -95,7 +95,8 @@ class PixelModel(FrameModel):
         grad_clip: float = 100.0,
         proprio_labels: Sequence[str] = PROPRIO_LABELS,
         goal_labels: Sequence[str] = GOAL_LABELS,
-        reward_labels: Sequence[str] = HAND_LABELS,
+        reward_labels: Sequence[str] | str = FROM_TASK,
+        task: str | None = None,
         device: str = "auto",
         seed: int = 0,
     ):
@@ -121,7 +122,7 @@ class PixelModel(FrameModel):
             fail_weight=fail_weight,
             grad_clip=grad_clip,
         )
-        self._setup(config, proprio_labels, goal_labels, reward_labels, seed)
+        self._setup(config, proprio_labels, goal_labels, reward_labels, task, seed)
         self.deter, self.stoch = deter, stoch
         feat, obs_dim = deter + stoch, embed_dim + self.proprio.dim
         self.encoder = ConvEncoder(image_size, embed_dim, depth)

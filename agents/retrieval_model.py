@@ -16,9 +16,10 @@ about as much as the proprioception) and answers with its outcome:
 The goal is carried. p_fail is the share of the ``fail_neighbours`` nearest transitions that
 failed (one neighbour's 0 or 1 let the planner thread between stored drops). The reward is
 scored against the *query's own* goal: a second lookup finds the stored step whose next
-``reward_labels`` entries (default: the hand's position) minus its goal are nearest to the
-query's predicted ones minus the query's goal, and answers with that step's reward (a failed
-step's reward clipped to the range of the others: the failure penalty is the planner's).
+``reward_labels`` entries minus its goal are nearest to the query's predicted ones minus the
+query's goal, and answers with that step's reward (a failed step's reward clipped to the range
+of the others: the failure penalty is the planner's). ``reward_labels="task"`` (the default)
+takes the entries the task's env declares when they are proprioception (``agents/frames.py``).
 Without ``reward_labels`` the neighbour's own reward is used. In distribution this replays what
 happened; out of distribution it replays training physics, which is the point of including it.
 
@@ -37,7 +38,14 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from embodied.agents.frames import GOAL_LABELS, HAND_LABELS, PROPRIO_LABELS, frames_of, hand_columns
+from embodied.agents.frames import (
+    FROM_TASK,
+    GOAL_LABELS,
+    PROPRIO_LABELS,
+    frames_of,
+    hand_columns,
+    resolve_reward_labels,
+)
 from embodied.agents.nets import load_checkpoint, resolve_device, save_checkpoint
 from embodied.dataset import Dataset
 from embodied.protocols import Imagination
@@ -57,11 +65,12 @@ class RetrievalConfig:
     pool: int = 8  # frames are average-pooled to pool x pool x 3 first
     proprio_labels: list[str] = field(default_factory=lambda: list(PROPRIO_LABELS))
     goal_labels: list[str] = field(default_factory=lambda: list(GOAL_LABELS))
-    reward_labels: list[str] = field(default_factory=lambda: list(HAND_LABELS))
+    reward_labels: list[str] = field(default_factory=list)  # resolved (see RetrievalModel)
     chunk: int = 8192  # stored keys compared at once (bounds memory at batch x chunk floats)
     store_frames: bool = True  # keep the next frames for ``imagine``
     rerank: int = 4  # candidates re-scored exactly, so a stored query finds itself
     fail_neighbours: int = 5  # p_fail: the share of this many nearest transitions that failed
+    task: str | None = None  # what ``reward_labels="task"`` was resolved against
 
 
 class RetrievalModel:
@@ -78,11 +87,12 @@ class RetrievalModel:
         pool: int = 8,
         proprio_labels: Sequence[str] = PROPRIO_LABELS,
         goal_labels: Sequence[str] = GOAL_LABELS,
-        reward_labels: Sequence[str] = HAND_LABELS,
+        reward_labels: Sequence[str] | str = FROM_TASK,
         chunk: int = 8192,
         store_frames: bool = True,
         rerank: int = 4,
         fail_neighbours: int = 5,
+        task: str | None = None,
         device: str = "auto",
     ):
         self.config = RetrievalConfig(
@@ -93,17 +103,19 @@ class RetrievalModel:
             pool,
             list(proprio_labels),
             list(goal_labels),
-            list(reward_labels),
+            [],
             chunk,
             store_frames,
             rerank,
             fail_neighbours,
+            task,
         )
         c = self.config
         if c.mode not in MODES:
             raise ValueError(f"unknown retrieval mode {c.mode!r}; valid: {list(MODES)}")
         if c.fail_neighbours < 1:
             raise ValueError(f"fail_neighbours must be >= 1; got {c.fail_neighbours}")
+        c.reward_labels = resolve_reward_labels(reward_labels, task, c.proprio_labels)
         self._reward_cols = hand_columns(c.proprio_labels, c.goal_labels, c.reward_labels)
         self.obs_mode = "state+pixels" if c.proprio_labels or c.goal_labels else "pixels"
         self.device = resolve_device(device)

@@ -248,6 +248,8 @@ def train_world_model(
     else:
         torch.manual_seed(seed)
         kwargs = {"seed": seed} if _accepts(cls, "seed") and "seed" not in wm_cfg else {}
+        if _accepts(cls, "task") and "task" not in wm_cfg:
+            kwargs["task"] = manifest.get("task")  # what reward_labels="task" resolves against
         if "device" in wm_cfg:
             kwargs["device"] = device
         model = instantiate(wm_cfg, **kwargs)

@@ -154,6 +154,10 @@ class ArmEnv(gymnasium.Env):
     # behind the cup, or setting it down, pays off only later); CupCarry 10/10 at 5, and under
     # ood-cup_mass-3 18/20 at both 5 and 10 (seeds 1-2), so it keeps the cheaper 5.
     plan_horizon = 5
+    # The state entries (STATE_LABELS) the task's reward compares with its goal (target_x, y,
+    # z), one per goal coordinate: a frame model whose proprioception holds them all predicts
+    # the reward from their geometry relative to the goal (agents/frames.py). () when none do.
+    reward_entries: tuple[str, ...] = ()
 
     def __init__(
         self,
