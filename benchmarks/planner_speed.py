@@ -27,16 +27,15 @@ import mujoco
 import numpy as np
 import torch
 from hydra import compose, initialize_config_module
-from hydra.utils import get_class, instantiate
+from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
 import embodied.configs
 from embodied.agents.mpc import MPCAgent, build_planner, load_world_model
 from embodied.agents.planners import zero_cost_step
 from embodied.agents.simulator import STATE_SPEC
-from embodied.agents.training import MODES, set_torch_threads
+from embodied.agents.training import set_torch_threads, train_world_model
 from embodied.collect import collect
-from embodied.dataset import Dataset
 
 PLANNERS = ("cem", "icem", "mppi")  # configs/planner/<name>.yaml
 
@@ -100,13 +99,15 @@ def bare_rollout_ms(model: object, calls: list[list[tuple[int, int]]]) -> float 
     return 1000 * float(np.median(times))
 
 
-def build_model(agent: DictConfig, data_dir: str, checkpoints: str | None) -> object:
+def build_model(agent: DictConfig, data_dir: str, checkpoints: str | None, tmp: str) -> object:
+    """The trained checkpoint, or one step of ``embodied-train``'s own training (which tells a
+    frame model its task) on the tiny dataset."""
     if agent.get("trainer") is None or checkpoints:
         root = Path(checkpoints) / agent.name if checkpoints else None
         return load_world_model(agent, root)
-    model = instantiate(agent.world_model)
-    model.fit(Dataset.load(data_dir, obs_modes=MODES[model.obs_mode]), steps=1)
-    return model
+    out = Path(tmp) / "models" / agent.name
+    train_world_model(agent, data_dir, out, steps=1, progress=False)
+    return load_world_model(agent, out)
 
 
 def time_planner(
@@ -185,7 +186,7 @@ def main() -> None:
             if agent.get("trainer") is not None and not args.checkpoints and data_dir is None:
                 data_dir = f"{tmp}/data"
                 collect(cfg.env.id, data_dir, episodes=3, seed=0, progress=False)
-            model = build_model(agent, data_dir, args.checkpoints)
+            model = build_model(agent, data_dir, args.checkpoints, tmp)
             cls = get_class(agent.world_model._target_).__name__
             timed = time_agent(agent, cfg.env, model, args.actions, args.planners)
             for planner, times in timed.items():
