@@ -133,8 +133,11 @@ class SysIDModel(SimulatorModel):
         if particles < 1:
             raise ValueError(f"particles must be >= 1; got {particles}")
         self.particles = int(particles)
-        if newton and iterations < 2:
-            raise ValueError("newton needs iterations >= 2 (the second tries the Newton point)")
+        if newton and (iterations < 2 or population < 2):
+            raise ValueError(
+                "newton needs iterations >= 2 and population >= 2 (a later iteration tries "
+                f"the Newton point beside the estimate); got {iterations}, {population}"
+            )
         self.newton = bool(newton)  # propose the Gauss-Newton point in every refit
         self.holding = np.array([HOLDING.get(n, 0.0) for n in self.names])
         self.reseed(seed)
@@ -323,8 +326,10 @@ class SysIDModel(SimulatorModel):
         for j in range(m.njnt):
             name = mujoco.mj_id2name(m, mujoco.mjtObj.mjOBJ_JOINT, j)
             group = "cup" if name == "cup" else "fingers" if "finger" in name else "arm"
-            nq = {0: 7, 1: 4}.get(int(m.jnt_type[j]), 1)  # free, ball, hinge/slide
-            nv = {0: 6, 1: 3}.get(int(m.jnt_type[j]), 1)
+            kind = mujoco.mjtJoint(m.jnt_type[j])
+            nq, nv = {mujoco.mjtJoint.mjJNT_FREE: (7, 6), mujoco.mjtJoint.mjJNT_BALL: (4, 3)}.get(
+                kind, (1, 1)
+            )
             qpos[m.jnt_qposadr[j] : m.jnt_qposadr[j] + nq] = self.noise[group]
             qvel[m.jnt_dofadr[j] : m.jnt_dofadr[j] + nv] = self.noise[group]
         touch = np.full(2, self.noise["touch"])

@@ -74,6 +74,14 @@ def test_estimates_cup_mass_within_20_percent():
     kwargs = dict(iterations=2, noise=CHANNEL_NOISE)
     model, truth = identify("ood-cup_mass-3", seed=1, steps=12, newton=True, **kwargs)
     assert truth["cup_mass"] == pytest.approx(2 * NOMINAL["cup_mass"])
+    nq, nv = model.model.nq, model.model.nv  # 7 arm joints, 2 fingers, the cup's free joint
+    expected = np.r_[
+        1e-3 * np.repeat([0.3, 3.0, 10.0], [7, 2, 7]),
+        1e-2 * np.repeat([0.3, 3.0, 10.0], [7, 2, 6]),
+        [1.0, 1.0],
+    ]
+    assert (nq, nv) == (16, 15)
+    np.testing.assert_allclose(model.scales, expected)
     estimates = model.estimates()
     for name in ("cup_mass", "grip_force", "cup_friction"):
         assert abs(estimates[name] / truth[name] - 1) < 0.2, (name, estimates, truth)
