@@ -248,7 +248,9 @@ def train_world_model(
     else:
         torch.manual_seed(seed)
         kwargs = {"seed": seed} if _accepts(cls, "seed") and "seed" not in wm_cfg else {}
-        if _accepts(cls, "task") and "task" not in wm_cfg:
+        # only a model that names it (the frame models): a **kwargs one passes it on to a
+        # parent that may not take it (AdaptiveModel -> StateModel)
+        if "task" in inspect.signature(cls).parameters and "task" not in wm_cfg:
             kwargs["task"] = manifest.get("task")  # what reward_labels="task" resolves against
         if "device" in wm_cfg:
             kwargs["device"] = device

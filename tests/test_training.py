@@ -149,3 +149,19 @@ def test_apps_collect_train_and_skip_untrainable(tmp_path):
     out = run_app("embodied.apps.train", "agent=nominal", f"out_dir={models}/nominal")
     assert out.returncode == 0, out.stderr
     assert "nothing to train" in out.stdout and not (models / "nominal").exists()
+
+
+def test_trains_a_model_that_passes_its_arguments_on(data_dir, tmp_path):
+    """AdaptiveModel takes **kwargs for StateModel: the trainer must not hand it the frame
+    models' ``task`` (a bench run died on it)."""
+    agent = {
+        **AGENT,
+        "name": "adaptive",
+        "world_model": {
+            **AGENT["world_model"],
+            "_target_": "embodied.agents.adaptive_model.AdaptiveModel",
+            "context_hidden": [8],
+        },
+    }
+    summary = training.train_world_model(agent, data_dir, tmp_path, steps=2, progress=False)
+    assert summary["step"] == 2 and (tmp_path / training.MODEL_FILE).exists()
