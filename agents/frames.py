@@ -13,13 +13,13 @@ Also here: window sampling with a frame history, the reward/failure head losses 
 
 from __future__ import annotations
 
-import importlib
 import os
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import torch
+from gymnasium.envs.registration import load_env_creator
 from torch import nn
 from torch.nn import functional as F
 
@@ -167,8 +167,7 @@ def masked_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> 
 def task_reward_entries(task: str) -> tuple[str, ...]:
     """The state entries a task's reward compares with its goal, as its env class declares."""
     env_id(task)  # fails with the valid task names
-    module, name = TASKS[task][0].split(":")
-    return tuple(getattr(importlib.import_module(module), name).reward_entries)
+    return tuple(load_env_creator(TASKS[task][0]).reward_entries)
 
 
 def resolve_reward_labels(

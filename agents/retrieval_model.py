@@ -65,7 +65,7 @@ class RetrievalConfig:
     pool: int = 8  # frames are average-pooled to pool x pool x 3 first
     proprio_labels: list[str] = field(default_factory=lambda: list(PROPRIO_LABELS))
     goal_labels: list[str] = field(default_factory=lambda: list(GOAL_LABELS))
-    reward_labels: list[str] = field(default_factory=list)  # resolved (see RetrievalModel)
+    reward_labels: list[str] = field(default_factory=list)  # resolved: no "task" here
     chunk: int = 8192  # stored keys compared at once (bounds memory at batch x chunk floats)
     store_frames: bool = True  # keep the next frames for ``imagine``
     rerank: int = 4  # candidates re-scored exactly, so a stored query finds itself
@@ -95,6 +95,10 @@ class RetrievalModel:
         task: str | None = None,
         device: str = "auto",
     ):
+        if mode not in MODES:
+            raise ValueError(f"unknown retrieval mode {mode!r}; valid: {list(MODES)}")
+        if fail_neighbours < 1:
+            raise ValueError(f"fail_neighbours must be >= 1; got {fail_neighbours}")
         self.config = RetrievalConfig(
             mode,
             action_weight,
@@ -103,7 +107,7 @@ class RetrievalModel:
             pool,
             list(proprio_labels),
             list(goal_labels),
-            [],
+            resolve_reward_labels(reward_labels, task, proprio_labels),
             chunk,
             store_frames,
             rerank,
@@ -111,11 +115,6 @@ class RetrievalModel:
             task,
         )
         c = self.config
-        if c.mode not in MODES:
-            raise ValueError(f"unknown retrieval mode {c.mode!r}; valid: {list(MODES)}")
-        if c.fail_neighbours < 1:
-            raise ValueError(f"fail_neighbours must be >= 1; got {c.fail_neighbours}")
-        c.reward_labels = resolve_reward_labels(reward_labels, task, c.proprio_labels)
         self._reward_cols = hand_columns(c.proprio_labels, c.goal_labels, c.reward_labels)
         self.obs_mode = "state+pixels" if c.proprio_labels or c.goal_labels else "pixels"
         self.device = resolve_device(device)
