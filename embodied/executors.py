@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass
+from multiprocessing import connection
 from typing import Any, Protocol, TypeVar
 
 Item = TypeVar("Item")
@@ -54,10 +55,22 @@ def _exit_with(parent: int) -> None:
     os._exit(1)
 
 
-def _stop_workers(pool: ProcessPoolExecutor) -> None:
-    """Terminate the workers of an interrupted map, not wait for their cells to finish."""
-    for process in list((getattr(pool, "_processes", None) or {}).values()):
+def _stop_workers(pool: ProcessPoolExecutor, grace: float = 5.0) -> None:
+    """Terminate the workers of an interrupted map, not wait for their cells to finish.
+
+    A cell may take SIGTERM as "checkpoint and stop" (training does) or catch it and carry on;
+    the pool's shutdown would then wait for it, forever if it never returns. Workers still
+    running ``grace`` seconds after SIGTERM are killed (their cells resume from checkpoints).
+    """
+    running = list((getattr(pool, "_processes", None) or {}).values())
+    for process in running:
         process.terminate()
+    deadline = time.monotonic() + grace
+    while running and (left := deadline - time.monotonic()) > 0:
+        ended = set(connection.wait([p.sentinel for p in running], left))
+        running = [p for p in running if p.sentinel not in ended]
+    for process in running:
+        process.kill()
 
 
 @dataclass

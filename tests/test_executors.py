@@ -1,6 +1,10 @@
 """Local pool and Ray: the same cells give the same result lines, wherever they run."""
 
 import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -79,3 +83,34 @@ def explode(item, cfg):
 def test_a_failing_cell_is_named_in_the_error():
     with pytest.raises(RuntimeError, match="scripted/Reach/id/0 failed: boom 7"):
         list(LocalExecutor(workers=1).map(explode, expand(["scripted"], ["Reach"], ["id"], [0]), 7))
+
+
+def fail_or_hold_on(item, cfg):
+    """The first cell fails; the other takes SIGTERM as "finish later" (as training does)."""
+    if item == 0:
+        time.sleep(0.5)
+        raise ValueError("boom")
+    signal.signal(signal.SIGTERM, lambda *_: None)
+    for _ in range(cfg):
+        time.sleep(1)
+    return {}
+
+
+def test_a_failed_cell_stops_a_pool_whose_other_cell_ignores_sigterm():
+    """Seen in a bench: a cell's failure ended the map, the other worker (training) took the
+    pool's SIGTERM as "stop after this chunk", and the pool's shutdown then waited forever."""
+    script = (
+        "from embodied.executors import LocalExecutor\n"
+        "from test_executors import fail_or_hold_on\n"
+        "try:\n"
+        "    list(LocalExecutor(workers=2).map(fail_or_hold_on, [0, 1], 120))\n"
+        "except RuntimeError as err:\n"
+        "    print('raised:', err)\n"
+    )
+    start = time.monotonic()
+    env = {**os.environ, "PYTHONPATH": TESTS}
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=90, env=env
+    )
+    assert "raised: 0 failed: boom" in out.stdout, out.stderr
+    assert time.monotonic() - start < 60  # not the held cell's 120 s
