@@ -40,17 +40,19 @@ class SimulatorModel:
     def __init__(
         self,
         family: str = "oracle",
-        threads: int = 1,
+        threads: int | None = None,
         timestep: float | None = None,
         device: str = "cpu",
     ):
+        if threads is not None and threads < 1:
+            raise ValueError(f"threads must be >= 1 or null (the cell's); got {threads}")
         if family not in FAMILIES:
             raise ValueError(f"unknown simulator family {family!r}; valid: {list(FAMILIES)}")
         if timestep is not None and not 0 < timestep <= CONTROL_DT:
             raise ValueError(f"timestep must be in (0, {CONTROL_DT}] s or null; got {timestep}")
         self.family = family
         self.timestep = timestep  # planning integration step; None: the env's own
-        self.threads = int(threads)  # one per eval worker; raise it when planning alone
+        self.threads = threads  # MuJoCo's rollout threads; None: the cell's, read at attach
         self.device = device
         self.env: ArmEnv | None = None
 
@@ -65,7 +67,10 @@ class SimulatorModel:
         self.rest_qpos = self.env.data.qpos[self.env._arm_qpos].copy()
         model = copy.copy(source)
         self._set_model(model if self.family == "oracle" else self.at_rest(model))
-        self.datas = [mujoco.MjData(self.model) for _ in range(self.threads)]
+        # None: as many as the cell's torch threads (embodied-eval's `threads`, 1 per worker
+        # by default); a rollout's result does not depend on the thread that runs it
+        threads = self.threads or torch.get_num_threads()
+        self.datas = [mujoco.MjData(self.model) for _ in range(threads)]
         self.nstate = mujoco.mj_stateSize(self.model, STATE_SPEC)
         self.nu = self.model.nu
         self._lo = self.model.actuator_ctrlrange[:3, 0]

@@ -94,7 +94,7 @@ class SysIDModel(SimulatorModel):
         noise: float | Mapping[str, float] = 1.0,
         particles: int = 1,
         newton: bool = False,
-        threads: int = 1,
+        threads: int | None = None,
         timestep: float | None = None,
         seed: int = 0,
         device: str = "cpu",

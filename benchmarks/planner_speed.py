@@ -1,14 +1,15 @@
 """Median milliseconds per MPC action of each agent's own planner config, beside the floor.
 
 Each agent is timed as ``embodied-eval`` runs it: its composed config (the planner group it
-picks, with its own overrides), on ``--threads`` torch threads (the eval's ``threads``, 1 by
-default). The floor is the same planner with a model that predicts nothing, instantly
-(``zero_cost_step``): the planner's own overhead. For the simulators (``oracle``, ``nominal``,
-``sysid``) the rollout column times bare ``mujoco.rollout`` replaying exactly the calls one
-action made (batch and steps of each call, planning and, for ``sysid``, identification). A
-model's arithmetic does not depend on its weights, so by default each learned family is fitted
-for one step on a tiny freshly collected dataset; ``--checkpoints ROOT`` times trained models
-instead (``ROOT/<agent>/model.pt``, the layout ``embodied-train`` writes under ``models/<Task>/``).
+picks, with its own overrides), on ``--threads`` threads (the eval's ``threads``, 1 by default:
+torch's, and the simulators' ``mujoco.rollout`` threads). The floor is the same planner with a
+model that predicts nothing, instantly (``zero_cost_step``): the planner's own overhead. For
+the simulators (``oracle``, ``nominal``, ``sysid``) the rollout column times bare
+``mujoco.rollout`` replaying exactly the calls one action made (batch and steps of each call,
+planning and, for ``sysid``, identification). A model's arithmetic does not depend on its
+weights, so by default each learned family is fitted for one step on a tiny freshly collected
+dataset; ``--checkpoints ROOT`` times trained models instead (``ROOT/<agent>/model.pt``, the
+layout ``embodied-train`` writes under ``models/<Task>/``).
 ``--planners cem mppi`` also times other planner groups with the agent's shared keys.
 
     python benchmarks/planner_speed.py                       # every MPC/simulator agent config
@@ -165,7 +166,10 @@ def main() -> None:
     parser.add_argument("--actions", type=int, default=30, help="timed actions per planner")
     parser.add_argument("--checkpoints", default=None, help="ROOT with <agent>/model.pt")
     parser.add_argument(
-        "--threads", type=int, default=1, help="torch threads, as embodied-eval's threads"
+        "--threads",
+        type=int,
+        default=1,
+        help="torch and MuJoCo rollout threads, as embodied-eval's threads",
     )
     parser.add_argument(
         "--planners", nargs="*", default=[], choices=PLANNERS, help="also time these groups"

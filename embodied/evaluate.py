@@ -63,7 +63,7 @@ class EvalSettings:
     videos_dir: str | None = None
     video_scale: int = 2
     video_fps: int = 20
-    threads: int = 1  # torch threads per cell: one core each keeps the numbers identical
+    threads: int = 1  # torch (and simulators' rollout) threads per cell: one core each
 
     def __post_init__(self) -> None:
         """Counts a cell cannot run with fail here, before any cell starts."""

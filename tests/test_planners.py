@@ -295,3 +295,28 @@ def test_model_runs_on_the_callers_threads_and_the_planner_on_one(cls, monkeypat
     finally:
         torch.set_num_threads(before)
     assert seen == {"model": {2}, "planner": {1}}
+
+
+def test_a_simulator_plans_on_the_cells_threads_with_the_same_result():
+    """``threads: null`` rolls out on as many MuJoCo threads as the cell's torch threads (the
+    eval's ``threads``), and which thread runs a rollout never changes its numbers."""
+    env = gymnasium.make("embodied/CupCarry-v0", obs_mode="state")
+    before = torch.get_num_threads()
+    results = {}
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            obs, _ = env.reset(seed=1)
+            sim = SimulatorModel("oracle")
+            sim.attach(env)
+            assert len(sim.datas) == threads
+            actions = torch.rand(6, 5, 4, generator=torch.Generator().manual_seed(0)) * 2 - 1
+            results[threads] = sim.rollout(sim.encode(obs)[0], actions)
+    finally:
+        torch.set_num_threads(before)
+        env.close()
+    assert results[1][0].std() > 0.01  # the candidates differ
+    for one, two in zip(results[1], results[2], strict=True):
+        assert torch.equal(one, two)
+    with pytest.raises(ValueError, match="threads must be >= 1"):
+        SimulatorModel("oracle", threads=0)
