@@ -36,6 +36,7 @@ class SimulatorModel:
     """A world model that is MuJoCo itself; see the module docstring."""
 
     obs_mode = "state"
+    deterministic = True  # a sequence's cost is the same at every call (planners reuse it)
 
     def __init__(
         self,

@@ -320,3 +320,36 @@ def test_a_simulator_plans_on_the_cells_threads_with_the_same_result():
         assert torch.equal(one, two)
     with pytest.raises(ValueError, match="threads must be >= 1"):
         SimulatorModel("oracle", threads=0)
+
+
+def test_a_deterministic_model_rolls_each_sequence_out_once_per_plan_and_plans_the_same():
+    """The oracle's iCEM with the memo plans the very same actions as without it, with fewer
+    rollouts: the kept elites and last step's best (also the warm start) are not re-run."""
+    cfg = OmegaConf.create(load_agents(["oracle"], OmegaConf.create())["oracle"])
+    env = gymnasium.make("embodied/CupCarry-v0", obs_mode="state")
+    runs = {}
+    try:
+        for memo in (True, False):
+            sim = SimulatorModel("oracle")
+            sim.deterministic = memo
+            rows, real = [], sim.rollout
+
+            def counted(z0, actions, real=real, rows=rows):
+                rows.append(len(actions))
+                return real(z0, actions)
+
+            sim.rollout = counted
+            agent = MPCAgent(sim, build_planner(cfg.planner, env, 0, sim))
+            obs, _ = env.reset(seed=1)
+            agent.reset(env)
+            actions = []
+            for _ in range(5):
+                actions.append(agent.act(obs))
+                obs, *_ = env.step(actions[-1])
+            runs[memo] = np.stack(actions), sum(rows)
+    finally:
+        env.close()
+    np.testing.assert_array_equal(runs[True][0], runs[False][0])
+    assert runs[False][1] == 5 * 24 - 1  # 12+6+3 candidates and a kept elite per iteration
+    # the kept elite of iterations 2 and 3 always, last step's best when it is the warm start
+    assert runs[True][1] <= runs[False][1] - 5 * 2
