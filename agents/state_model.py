@@ -87,6 +87,8 @@ class StateModel(nn.Module):
         max_logvar: float = 0.5,
         min_logvar: float = -10.0,
         sample: bool = False,
+        relative_dynamics: bool = False,
+        nll_beta: float = 0.0,
         cup_pos_labels: Sequence[str] = CUP_POS_LABELS,
         device: str = "cpu",
         seed: int = 0,
@@ -94,6 +96,8 @@ class StateModel(nn.Module):
         super().__init__()
         if members < 1:
             raise ValueError(f"members must be >= 1; got {members}")
+        if not 0.0 <= nll_beta <= 1.0:
+            raise ValueError(f"nll_beta must be in [0, 1]; got {nll_beta}")
         self.config = dict(
             members=members,
             hidden=list(hidden),
@@ -106,6 +110,8 @@ class StateModel(nn.Module):
             max_logvar=max_logvar,
             min_logvar=min_logvar,
             sample=sample,
+            relative_dynamics=relative_dynamics,
+            nll_beta=nll_beta,
             cup_pos_labels=list(cup_pos_labels),
             seed=seed,
         )
@@ -140,15 +146,16 @@ class StateModel(nn.Module):
         self.delta_norm = Normalizer(state_dim)
         self.register_buffer("constant", torch.zeros(state_dim, dtype=torch.bool))
         self.register_buffer("reward_range", torch.tensor([-1e9, 1e9]))
+        self.relative = RelativeGeometry(self.state_labels, c["relative_groups"])
+        extra = self.relative.dim if c["relative_dynamics"] else 0
         self.dynamics = EnsembleMLP(
             self.members,
-            state_dim + action_dim + self.context_dim,
+            state_dim + extra + action_dim + self.context_dim,
             2 * state_dim,
             c["hidden"],
             c["act"],
         )
         self.gauss = GaussianHead(state_dim, c["max_logvar"], c["min_logvar"])
-        self.relative = RelativeGeometry(self.state_labels, c["relative_groups"])
         feat = state_dim + self.relative.dim
         self.feature_norm = Normalizer(feat)
         self.reward_head = MLP(feat, 1, c["head_hidden"], c["act"])
@@ -207,9 +214,12 @@ class StateModel(nn.Module):
             s, s2, a = data["state"][idx], data["next"][idx], data["action"][idx]
             target = self.delta_norm(s2 - s)
             ctx = self._train_context(data, idx)
-            mean, logvar = self._dynamics(self.state_norm(s), a, ctx)
+            mean, logvar = self._dynamics(self._dynamics_state(s), a, ctx)
             keep = ~self.constant
-            nll = gaussian_nll(mean, logvar, target)[..., keep].mean()
+            nll = gaussian_nll(mean, logvar, target)
+            if self.config["nll_beta"]:  # beta-NLL: rare large deltas keep their weight
+                nll = nll * torch.exp(logvar.detach() * self.config["nll_beta"])
+            nll = nll[..., keep].mean()
             mse = ((mean - target) ** 2)[..., keep].mean()
             f, f2 = self._features(s), self._features(s2)
             reward = self.reward_head(f2)[..., 0]
@@ -266,6 +276,12 @@ class StateModel(nn.Module):
         parts = [f, f2] if ctx is None else [f, f2, ctx]
         return self.fail_head(torch.cat(parts, -1))[..., 0]
 
+    def _dynamics_state(self, s: torch.Tensor) -> torch.Tensor:
+        """What the dynamics read of a state: normalised, with its relative geometry if set."""
+        if self.config["relative_dynamics"]:
+            return self._features(s)
+        return self.state_norm(s)
+
     def _features(self, s: torch.Tensor) -> torch.Tensor:
         return self.feature_norm(torch.cat([s, self.relative(s)], -1))
 
@@ -309,7 +325,7 @@ class StateModel(nn.Module):
         """The next states (B, D) of the TS-inf ensemble: row b on member b % E."""
         b, e, d = z.shape[0], self.members, self.state_dim
         ctx = self._plan_context(b)
-        parts = [self.state_norm(z), action.to(z.dtype).clamp(-1.0, 1.0)]
+        parts = [self._dynamics_state(z), action.to(z.dtype).clamp(-1.0, 1.0)]
         x = torch.cat(parts if ctx is None else [*parts, ctx], -1)
         pad = (-b) % e
         if pad:
@@ -344,7 +360,7 @@ class StateModel(nn.Module):
         az = a.unsqueeze(0).expand(self.members, -1, -1)
         ctx = self._plan_context(len(z))
         cz = None if ctx is None else ctx.unsqueeze(0).expand(self.members, -1, -1)
-        mean, _ = self._dynamics(self.state_norm(zs), az, cz)
+        mean, _ = self._dynamics(self._dynamics_state(zs), az, cz)
         return z + self._delta(mean).mean(0)
 
     def imagine(self, obs0: Any, actions: np.ndarray, env: Any) -> Imagination:
