@@ -6,6 +6,11 @@ uses trajectory sampling TS-inf: row ``b`` of a batch always goes through member
 particle keeps its member for the whole horizon when the planner keeps row order (ours does).
 Delta entries that never change in the data (the target, say) are copied exactly, not predicted,
 so they cannot drift over a long imagined rollout.
+With ``nll_beta`` > 0 the Gaussian NLL is beta-NLL (Seitzer et al. 2022): each element's loss is
+weighted by its predicted variance to the power beta (not differentiated). Plain NLL lets the
+model explain a rare large delta (a pushed cup starting to tip) with a wide variance and a mean
+near "nothing happens"; an open-loop rollout of that mean never tips the cup, so the failure
+head, which reads the predicted states, never sees the tip coming.
 
 A reward head reads s' (trained on steps that did not fail: the failure penalty is the planner's
 business) and a failure head reads (s, s') (BCE on ``dropped``). Both see the state plus its
@@ -87,7 +92,6 @@ class StateModel(nn.Module):
         max_logvar: float = 0.5,
         min_logvar: float = -10.0,
         sample: bool = False,
-        relative_dynamics: bool = False,
         nll_beta: float = 0.0,
         cup_pos_labels: Sequence[str] = CUP_POS_LABELS,
         device: str = "cpu",
@@ -110,7 +114,6 @@ class StateModel(nn.Module):
             max_logvar=max_logvar,
             min_logvar=min_logvar,
             sample=sample,
-            relative_dynamics=relative_dynamics,
             nll_beta=nll_beta,
             cup_pos_labels=list(cup_pos_labels),
             seed=seed,
@@ -146,16 +149,15 @@ class StateModel(nn.Module):
         self.delta_norm = Normalizer(state_dim)
         self.register_buffer("constant", torch.zeros(state_dim, dtype=torch.bool))
         self.register_buffer("reward_range", torch.tensor([-1e9, 1e9]))
-        self.relative = RelativeGeometry(self.state_labels, c["relative_groups"])
-        extra = self.relative.dim if c["relative_dynamics"] else 0
         self.dynamics = EnsembleMLP(
             self.members,
-            state_dim + extra + action_dim + self.context_dim,
+            state_dim + action_dim + self.context_dim,
             2 * state_dim,
             c["hidden"],
             c["act"],
         )
         self.gauss = GaussianHead(state_dim, c["max_logvar"], c["min_logvar"])
+        self.relative = RelativeGeometry(self.state_labels, c["relative_groups"])
         feat = state_dim + self.relative.dim
         self.feature_norm = Normalizer(feat)
         self.reward_head = MLP(feat, 1, c["head_hidden"], c["act"])
@@ -214,11 +216,11 @@ class StateModel(nn.Module):
             s, s2, a = data["state"][idx], data["next"][idx], data["action"][idx]
             target = self.delta_norm(s2 - s)
             ctx = self._train_context(data, idx)
-            mean, logvar = self._dynamics(self._dynamics_state(s), a, ctx)
+            mean, logvar = self._dynamics(self.state_norm(s), a, ctx)
             keep = ~self.constant
             nll = gaussian_nll(mean, logvar, target)
-            if self.config["nll_beta"]:  # beta-NLL: rare large deltas keep their weight
-                nll = nll * torch.exp(logvar.detach() * self.config["nll_beta"])
+            if self.config["nll_beta"]:  # beta-NLL: each element weighted by its variance^beta
+                nll = nll * torch.exp(self.config["nll_beta"] * logvar.detach())
             nll = nll[..., keep].mean()
             mse = ((mean - target) ** 2)[..., keep].mean()
             f, f2 = self._features(s), self._features(s2)
@@ -276,12 +278,6 @@ class StateModel(nn.Module):
         parts = [f, f2] if ctx is None else [f, f2, ctx]
         return self.fail_head(torch.cat(parts, -1))[..., 0]
 
-    def _dynamics_state(self, s: torch.Tensor) -> torch.Tensor:
-        """What the dynamics read of a state: normalised, with its relative geometry if set."""
-        if self.config["relative_dynamics"]:
-            return self._features(s)
-        return self.state_norm(s)
-
     def _features(self, s: torch.Tensor) -> torch.Tensor:
         return self.feature_norm(torch.cat([s, self.relative(s)], -1))
 
@@ -325,7 +321,7 @@ class StateModel(nn.Module):
         """The next states (B, D) of the TS-inf ensemble: row b on member b % E."""
         b, e, d = z.shape[0], self.members, self.state_dim
         ctx = self._plan_context(b)
-        parts = [self._dynamics_state(z), action.to(z.dtype).clamp(-1.0, 1.0)]
+        parts = [self.state_norm(z), action.to(z.dtype).clamp(-1.0, 1.0)]
         x = torch.cat(parts if ctx is None else [*parts, ctx], -1)
         pad = (-b) % e
         if pad:
@@ -360,7 +356,7 @@ class StateModel(nn.Module):
         az = a.unsqueeze(0).expand(self.members, -1, -1)
         ctx = self._plan_context(len(z))
         cz = None if ctx is None else ctx.unsqueeze(0).expand(self.members, -1, -1)
-        mean, _ = self._dynamics(self._dynamics_state(zs), az, cz)
+        mean, _ = self._dynamics(self.state_norm(zs), az, cz)
         return z + self._delta(mean).mean(0)
 
     def imagine(self, obs0: Any, actions: np.ndarray, env: Any) -> Imagination:

@@ -63,7 +63,7 @@ def _rare_jump_dataset(tmp_path) -> Dataset:
     """A state whose 'tilt' jumps by 0.5 on the ~5% of steps with action[1] > 0.9."""
     rng = np.random.default_rng(0)
     episodes = []
-    for i in range(40):
+    for i in range(24):
         s = np.zeros((26, 2), np.float32)
         a = rng.uniform(-1, 1, (25, 4)).astype(np.float32)
         s[0, 0] = rng.uniform(-1, 1)
@@ -90,7 +90,7 @@ def _rare_jump_dataset(tmp_path) -> Dataset:
 def test_beta_nll_fits_rare_large_deltas(tmp_path):
     """Plain Gaussian NLL explains a rare large delta (a cup starting to tip) with variance and
     predicts a mean near zero; beta-NLL keeps those steps' weight and predicts more of the jump.
-    Tiny nets, 300 steps."""
+    Tiny nets, 200 steps."""
     ds = _rare_jump_dataset(tmp_path)
     tr = ds.transitions("state")
     rare = tr["action"][:, 1] > 0.9
@@ -103,7 +103,7 @@ def test_beta_nll_fits_rare_large_deltas(tmp_path):
             m = StateModel(
                 members=3, hidden=(32, 32), head_hidden=(16,), batch_size=64, lr=3e-3, nll_beta=beta
             )
-            m.fit(ds, steps=300)
+            m.fit(ds, steps=200)
             jumps[beta] = float((m.predict_mean(s, a)[:, 1] - s[:, 1])[rare].mean())
     finally:
         torch.set_num_threads(threads)
