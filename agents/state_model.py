@@ -6,6 +6,11 @@ uses trajectory sampling TS-inf: row ``b`` of a batch always goes through member
 particle keeps its member for the whole horizon when the planner keeps row order (ours does).
 Delta entries that never change in the data (the target, say) are copied exactly, not predicted,
 so they cannot drift over a long imagined rollout.
+With ``nll_beta`` > 0 the Gaussian NLL is beta-NLL (Seitzer et al. 2022): each element's loss is
+weighted by its predicted variance to the power beta (not differentiated). Plain NLL lets the
+model explain a rare large delta (a pushed cup starting to tip) with a wide variance and a mean
+near "nothing happens"; an open-loop rollout of that mean never tips the cup, so the failure
+head, which reads the predicted states, never sees the tip coming.
 
 A reward head reads s' (trained on steps that did not fail: the failure penalty is the planner's
 business) and a failure head reads (s, s') (BCE on ``dropped``). Both see the state plus its
@@ -87,6 +92,7 @@ class StateModel(nn.Module):
         max_logvar: float = 0.5,
         min_logvar: float = -10.0,
         sample: bool = False,
+        nll_beta: float = 0.0,
         cup_pos_labels: Sequence[str] = CUP_POS_LABELS,
         device: str = "cpu",
         seed: int = 0,
@@ -94,6 +100,8 @@ class StateModel(nn.Module):
         super().__init__()
         if members < 1:
             raise ValueError(f"members must be >= 1; got {members}")
+        if not 0.0 <= nll_beta <= 1.0:
+            raise ValueError(f"nll_beta must be in [0, 1]; got {nll_beta}")
         self.config = dict(
             members=members,
             hidden=list(hidden),
@@ -106,6 +114,7 @@ class StateModel(nn.Module):
             max_logvar=max_logvar,
             min_logvar=min_logvar,
             sample=sample,
+            nll_beta=nll_beta,
             cup_pos_labels=list(cup_pos_labels),
             seed=seed,
         )
@@ -209,7 +218,10 @@ class StateModel(nn.Module):
             ctx = self._train_context(data, idx)
             mean, logvar = self._dynamics(self.state_norm(s), a, ctx)
             keep = ~self.constant
-            nll = gaussian_nll(mean, logvar, target)[..., keep].mean()
+            nll = gaussian_nll(mean, logvar, target)
+            if self.config["nll_beta"]:  # beta-NLL: each element weighted by its variance^beta
+                nll = nll * torch.exp(self.config["nll_beta"] * logvar.detach())
+            nll = nll[..., keep].mean()
             mse = ((mean - target) ** 2)[..., keep].mean()
             f, f2 = self._features(s), self._features(s2)
             reward = self.reward_head(f2)[..., 0]

@@ -3,7 +3,11 @@
 They read MuJoCo's state through ``env.unwrapped`` (privileged) and steer the Cartesian servo
 targets toward waypoints. ``cautious`` moves at a third of the top speed and waits for the
 hand to arrive; ``aggressive`` moves at full speed and waits for nothing. ``noise`` adds
-Gaussian noise (std, in action units) to every action, from the policy's own seed.
+Gaussian noise (std, in action units) to every action, from the policy's own seed, and makes
+the script itself sloppy where a task has a sloppy variant: a noisy CupPush draws per episode
+the hand's height at the cup, how far its servo target leads the cup and the gap it leaves
+when it comes down behind the cup (``SLOPPY_PUSH``), so some pushes tip the cup. Collected
+data needs those failures: a model that never saw a cup tip cannot tell a plan that tips it.
 """
 
 from __future__ import annotations
@@ -16,6 +20,9 @@ import numpy as np
 from embodied.envs.arm import MAX_DELTA, ArmEnv
 
 STYLES = {"cautious": 0.35, "aggressive": 1.0}
+# CupPush's contact: hand height (m), servo lead (x the clean step), gap behind the cup (m).
+CLEAN_PUSH = {"height": 0.03, "lead": 1.0, "gap": 0.03}
+SLOPPY_PUSH = {"height": (0.03, 0.09), "lead": (1.0, 3.0), "gap": (0.0, 0.03)}
 
 
 class ScriptedPolicy:
@@ -42,6 +49,9 @@ class ScriptedPolicy:
         self._env = env.unwrapped  # type: ignore[assignment]
         self.phase = 0
         self.wait = 0
+        self.push = dict(CLEAN_PUSH)
+        if self.noise and self.task == "CupPush":
+            self.push = {k: float(self._rng.uniform(*r)) for k, r in SLOPPY_PUSH.items()}
 
     def act(self, obs: Any) -> np.ndarray:
         env = self._env
@@ -82,8 +92,8 @@ def _push(policy: ScriptedPolicy, env: ArmEnv) -> tuple[np.ndarray | None, float
     to_goal = env.target[:2] - cup[:2]
     dist = np.linalg.norm(to_goal)
     u = to_goal / max(dist, 1e-6)
-    behind = cup[:2] - u * (env.cup_radius + 0.03)
-    low, high = 0.03, 0.15
+    behind = cup[:2] - u * (env.cup_radius + policy.push["gap"])
+    low, high = policy.push["height"], 0.15
     if dist < 0.01:
         return None, 1.0
     hand = env.sensor("ee_pos")
@@ -103,7 +113,7 @@ def _push(policy: ScriptedPolicy, env: ArmEnv) -> tuple[np.ndarray | None, float
     if lateral > 0.025 or rel @ u > 0:
         policy.phase = 0
         return np.array([*hand[:2], high]), 1.0
-    step = min(dist, 0.02 * policy.speed / STYLES["cautious"])
+    step = min(dist, policy.push["lead"] * 0.02 * policy.speed / STYLES["cautious"])
     return np.array([*(cup[:2] - u * (env.cup_radius + 0.012) + u * step), low]), 1.0
 
 
