@@ -26,6 +26,9 @@ import torch
 StepFn = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
 
 
+REFITS = ("clipped", "raw")  # what CEM refits its Gaussian to (see CEM)
+
+
 @contextmanager
 def torch_threads(n: int) -> Iterator[None]:
     """Run the block on ``n`` torch threads, then restore the count (a sub-microsecond switch).
@@ -99,11 +102,18 @@ class Planner:
             return fill.expand(self.horizon, -1).clone()
         return torch.cat([self.mean[1:], fill[None]], 0)  # shift by one step
 
-    def _sample(self, mean: torch.Tensor, std: torch.Tensor, n: int) -> torch.Tensor:
+    def _clip(self, actions: torch.Tensor) -> torch.Tensor:
+        return torch.maximum(torch.minimum(actions, self.high), self.low)
+
+    def _sample(
+        self, mean: torch.Tensor, std: torch.Tensor, n: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``n`` draws around the plan, the plan itself first: raw (what the refit averages)
+        and clipped to the bounds (what the model scores)."""
         noise = torch.randn((n, *mean.shape), generator=self.generator, device=self.device)
-        samples = mean + std * noise
-        samples[0] = mean  # keep the current plan among the candidates
-        return torch.maximum(torch.minimum(samples, self.high), self.low)
+        raw = mean + std * noise
+        raw[0] = mean  # keep the current plan among the candidates
+        return raw, self._clip(raw)
 
     @torch.no_grad()
     def cost(self, step_fn: StepFn, z0: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
@@ -155,13 +165,32 @@ class Planner:
 
 
 class CEM(Planner):
-    """Cross-entropy method: refit a diagonal Gaussian to the ``elites`` best candidates."""
+    """Cross-entropy method: refit a diagonal Gaussian to the ``elites`` best candidates.
 
-    def __init__(self, elites: int = 10, min_std: float = 0.05, momentum: float = 0.1, **kwargs):
+    The model scores the draws clipped to the bounds; ``refit`` says what the Gaussian is
+    refitted to. ``clipped`` (those actions) drags a mean at a bound inwards: a dimension the
+    model is indifferent to there settles at E[min(N(1, 0.5), 1)] = 0.8 (a learned model that
+    never saw a full grip slip plans a grip of 0.8-0.9, and a heavier cup than any in training
+    slips out). ``raw`` (the draws before clipping, the mean clipped after) keeps it at the
+    bound but pushes an optimum just inside one outwards (a toy quadratic's 0.8 under a bound
+    of 1: 0.85-0.92 after 8 plans vs 0.78-0.83); measured per agent (configs/agent/state.yaml).
+    """
+
+    def __init__(
+        self,
+        elites: int = 10,
+        min_std: float = 0.05,
+        momentum: float = 0.1,
+        refit: str = "clipped",
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         if not 1 <= elites <= self.population:
             raise ValueError(f"elites must be in [1, population={self.population}]; got {elites}")
+        if refit not in REFITS:
+            raise ValueError(f"unknown refit {refit!r}; valid: {list(REFITS)}")
         self.elites, self.min_std, self.momentum = elites, min_std, momentum
+        self.refit = refit
 
     def optimise(
         self, step_fn: StepFn, z0: torch.Tensor, prior: torch.Tensor | None = None
@@ -169,11 +198,12 @@ class CEM(Planner):
         mean = self._initial_mean(prior)
         std = torch.full_like(mean, self.init_std)
         for _ in range(self.iterations):
-            actions = self._sample(mean, std, self.population)
+            raw, actions = self._sample(mean, std, self.population)
             cost = self.cost(step_fn, z0, actions)
-            elite = actions[torch.topk(cost, self.elites, largest=False).indices]
+            order = torch.topk(cost, self.elites, largest=False).indices
+            elite = (raw if self.refit == "raw" else actions)[order]
             new_std = elite.std(0, unbiased=False) if self.elites > 1 else std
-            mean = self.momentum * mean + (1 - self.momentum) * elite.mean(0)
+            mean = self._clip(self.momentum * mean + (1 - self.momentum) * elite.mean(0))
             std = (self.momentum * std + (1 - self.momentum) * new_std).clamp(min=self.min_std)
         return mean
 
@@ -197,6 +227,8 @@ class ICEM(CEM):
         **kwargs,
     ):
         super().__init__(**kwargs)
+        if self.refit != "clipped":
+            raise ValueError("ICEM refits to the candidates it scored (refit: clipped)")
         if noise_beta < 0 or not 0 <= keep_elites <= 1 or population_decay < 1:
             raise ValueError(
                 "need noise_beta >= 0, keep_elites in [0, 1], population_decay >= 1; got "
@@ -305,7 +337,7 @@ class MPPI(Planner):
         mean = self._initial_mean(prior)
         std = torch.full_like(mean, self.init_std)
         for _ in range(self.iterations):
-            actions = self._sample(mean, std, self.population)
+            _, actions = self._sample(mean, std, self.population)
             cost = self.cost(step_fn, z0, actions)
             best = cost.min()
             scale = self.temperature * (cost.median() - best + 1e-6)
