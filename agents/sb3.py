@@ -511,8 +511,8 @@ def train_sb3(
             f"per_task.{task} sets unknown settings {sorted(set(over) - valid)}; valid: "
             f"{sorted(valid | {'algo'})}"
         )
-    if algo:
-        agent_cfg = OmegaConf.merge(agent_cfg, {"algo": algo})
+    if algo:  # onto a plain copy: a composed config is in struct mode (no new keys)
+        agent_cfg = OmegaConf.merge(OmegaConf.create(_container(agent_cfg)), {"algo": algo})
     return train(
         agent_cfg,
         dataset_dir,

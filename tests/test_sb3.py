@@ -435,12 +435,13 @@ def test_per_task_settings_apply_to_their_task_only(monkeypatch) -> None:
         seen.append((cfg, kw))
 
     monkeypatch.setattr(sb3, "train", record)
-    table = {"CupCarry": {"bc_weight": 2.0, "algo": {"gamma": 0.9}}}
-    cfg = {"family": "sac", "algo": {"gamma": 0.98, "tau": 0.005}}
+    table = {"CupCarry": {"bc_weight": 2.0, "algo": {"gamma": 0.9, "target_entropy": -8}}}
+    cfg = config().agent  # composed: in struct mode, where target_entropy is a new key
     for env_id in ("embodied/CupCarry-v0", "embodied/Reach-v0"):
         sb3.train_sb3(cfg, None, "out", 10, env_id=env_id, per_task=table, bc_weight=0.5)
     (carry, carry_kw), (reach, reach_kw) = seen
-    assert (carry.algo.gamma, carry.algo.tau, carry_kw["bc_weight"]) == (0.9, 0.005, 2.0)
+    assert (carry.algo.gamma, carry.algo.target_entropy, carry_kw["bc_weight"]) == (0.9, -8, 2.0)
+    assert carry.algo.tau == cfg.algo.tau
     assert (reach.algo.gamma, reach_kw["bc_weight"]) == (0.98, 0.5)
     with pytest.raises(ValueError, match=r"unknown tasks \['Carry'\]; valid: \['CupCarry'"):
         sb3.train_sb3(cfg, None, "out", 10, env_id="embodied/Reach-v0", per_task={"Carry": {}})
