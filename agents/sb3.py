@@ -590,7 +590,7 @@ def train(
     }
     if min(levers.values()) < 0:
         raise ValueError(f"these settings must be >= 0: {levers}")
-    demo_steps, bc_cut = demo_budget(steps, bc_steps)
+    demo_steps, bc_cut, critic_cut = demo_budget(steps, bc_steps, critic_steps)
     out = Path(out_dir)
     ckpt_dir = out / CHECKPOINTS
     ckpt_dir.mkdir(parents=True, exist_ok=True)
@@ -674,15 +674,16 @@ def train(
                 gamma,
             )
             summary["demo_episodes"] = ran
-            if (ran, bc_cut) != (demo_episodes, bc_steps):
+            if (ran, bc_cut, critic_cut) != (demo_episodes, bc_steps, critic_steps):
                 summary["note"] = (
                     f"{steps} env steps: demonstrations cut to fit the run, {ran} scripted "
-                    f"episodes (of {demo_episodes}, at most {demo_steps} steps) and {bc_cut} "
-                    f"behaviour-cloning steps (of {bc_steps})"
+                    f"episodes (of {demo_episodes}, at most {demo_steps} steps), {bc_cut} "
+                    f"behaviour-cloning steps (of {bc_steps}) and {critic_cut} critic "
+                    f"warm-up steps (of {critic_steps})"
                 )
                 if progress:
                     print(summary["note"])
-        bc_steps = bc_cut
+        bc_steps, critic_steps = bc_cut, critic_cut
         model = _build(cls, hyper, venv, seed, steps + len(rows), latest, ckpt_dir, family)
         demos = DemoBatches(rows, seed) if rows else None
         extra: list[BaseCallback] = []
@@ -730,14 +731,15 @@ def train(
     return summary
 
 
-def demo_budget(steps: int, bc_steps: int) -> tuple[int, int]:
-    """(env steps of scripted demonstrations, BC steps) that a run of ``steps`` env steps allows.
+def demo_budget(steps: int, bc_steps: int, critic_steps: int) -> tuple[int, int, int]:
+    """(env steps of scripted demonstrations, BC steps, critic warm-up steps) that a run of
+    ``steps`` env steps allows.
 
     Demonstrations stay a sideline of the run: at most a third of its env steps in scripted
     transitions (counted as run, so short successful episodes buy more of them) and no more
-    BC steps than env steps, so a smoke run gets smoke-sized demos and says so.
+    BC or warm-up steps than env steps, so a smoke run gets smoke-sized demos and says so.
     """
-    return steps // 3, min(bc_steps, steps)
+    return steps // 3, min(bc_steps, steps), min(critic_steps, steps)
 
 
 def demo_rows(

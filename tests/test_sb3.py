@@ -331,7 +331,7 @@ def test_scripted_demos_fill_the_replay_buffer_and_bc_fits_them(tmp_path) -> Non
             "agent.trainer.demo_noise=0.0",
             "agent.trainer.bc_steps=2000",
             "agent.trainer.bc_weight=0.5",
-            "agent.trainer.critic_steps=50",
+            "agent.trainer.critic_steps=500",
             "agent.trainer.shaping=1.0",
         )
     )
@@ -354,9 +354,10 @@ def test_scripted_demos_fill_the_replay_buffer_and_bc_fits_them(tmp_path) -> Non
     # no more BC steps than env steps
     assert (summary["demo_episodes"], summary["bc_steps"]) == (episodes, 400)
     assert (
-        f"cut to fit the run, {episodes} scripted episodes (of 50, at most 133 steps)"
+        f"cut to fit the run, {episodes} scripted episodes (of 50, at most 133 steps), 400"
         in summary["note"]
     )
+    assert "and 400 critic warm-up steps (of 500)" in summary["note"]
     n = len(demo) - len(demo) % 2
     buffer = model.replay_buffer
     assert buffer.size() * buffer.n_envs == 400 + n
