@@ -17,6 +17,7 @@ Files in ``out_dir``:
 from __future__ import annotations
 
 import csv
+import inspect
 import os
 import re
 import time
@@ -38,6 +39,7 @@ from stable_baselines3.common.callbacks import (
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.logger import CSVOutputFormat, configure
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
+from stable_baselines3.common.utils import polyak_update
 from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecNormalize
 from tqdm.auto import tqdm
 
@@ -45,6 +47,8 @@ from embodied.agents.training import graceful_stop
 from embodied.atomic import write_atomic
 from embodied.dataset import Dataset
 from embodied.envs.arm import STATE_LABELS
+from embodied.registration import TASKS
+from embodied.registration import env_id as task_env_id
 from embodied.rollout import Step, rollout
 
 ALGORITHMS: dict[str, type[BaseAlgorithm]] = {"sac": SAC, "ppo": PPO}
@@ -413,9 +417,16 @@ def dataset_transitions(dataset: Dataset, shape: tuple[int, ...]) -> list[Transi
 
 
 def scripted_transitions(
-    env: gymnasium.Env, episodes: int, seed: int, style: str, noise: float
-) -> list[Transition]:
-    """``episodes`` episodes of the task's scripted controller in ``env`` (demonstrations).
+    env: gymnasium.Env,
+    episodes: int,
+    seed: int,
+    style: str,
+    noise: float,
+    max_steps: int | None = None,
+) -> tuple[list[Transition], int]:
+    """``episodes`` episodes of the task's scripted controller in ``env`` (demonstrations),
+    at most ``max_steps`` transitions of them (the last episode cut there), and how many
+    episodes ran.
 
     ``env`` is the training env as SAC sees it (``train`` split, shaping included), so the
     stored rewards are the ones SAC's own transitions carry. Seeds ``seed``, ``seed + 1``...
@@ -425,10 +436,13 @@ def scripted_transitions(
     def keep(step: Step) -> None:
         rows.append((step.obs, step.next_obs, step.action, step.reward, bool(step.terminated)))
 
-    for k in range(episodes):
-        policy = env.unwrapped.scripted_policy(style, noise=noise, seed=seed + k)
-        rollout(env, policy, seed + k, keep)
-    return rows
+    ran = 0
+    limit = episodes * 10**6 if max_steps is None else max_steps
+    while ran < episodes and len(rows) < limit:
+        policy = env.unwrapped.scripted_policy(style, noise=noise, seed=seed + ran)
+        rollout(env, policy, seed + ran, keep)
+        ran += 1
+    return rows[:limit], ran
 
 
 def prefill_replay_buffer(model: OffPolicyAlgorithm, rows: list[Transition]) -> int:
@@ -473,6 +487,49 @@ def train_sb3(
     seed: int = 0,
     progress: bool = True,
     env_id: str | None = None,
+    per_task: dict[str, Any] | None = None,
+    **settings: Any,
+) -> dict[str, Any]:
+    """:func:`train` with the ``per_task`` settings of ``env_id``'s task over ``settings``.
+
+    The bench trains every task with one agent config; ``per_task`` maps a task name to the
+    trainer settings (and an ``algo`` mapping over ``agent_cfg.algo``) that task needs, so a
+    recipe measured on one task leaves the others as they were measured.
+    """
+    if not isinstance(agent_cfg, DictConfig):
+        agent_cfg = OmegaConf.create(agent_cfg)
+    table = _container(per_task) or {}
+    unknown = sorted(set(table) - set(TASKS))
+    if unknown:
+        raise ValueError(f"per_task names unknown tasks {unknown}; valid: {sorted(TASKS)}")
+    task = next((t for t in TASKS if task_env_id(t) == env_id), None)
+    over = dict(table.get(task) or {})
+    algo = over.pop("algo", None)
+    valid = set(inspect.signature(train).parameters) - {"agent_cfg", "dataset_dir", "out_dir"}
+    if set(over) - valid:
+        raise ValueError(
+            f"per_task.{task} sets unknown settings {sorted(set(over) - valid)}; valid: "
+            f"{sorted(valid | {'algo'})}"
+        )
+    if algo:  # onto a plain copy: a composed config is in struct mode (no new keys)
+        agent_cfg = OmegaConf.merge(OmegaConf.create(_container(agent_cfg)), {"algo": algo})
+    return train(
+        agent_cfg,
+        dataset_dir,
+        out_dir,
+        **{"steps": steps, "seed": seed, "progress": progress, "env_id": env_id},
+        **{**settings, **over},
+    )
+
+
+def train(
+    agent_cfg: DictConfig | dict,
+    dataset_dir: str | os.PathLike | None,
+    out_dir: str | os.PathLike,
+    steps: int,
+    seed: int = 0,
+    progress: bool = True,
+    env_id: str | None = None,
     env_kwargs: dict[str, Any] | None = None,
     n_envs: int = 2,
     eval_every: int = 5000,
@@ -484,6 +541,7 @@ def train_sb3(
     demo_noise: float = 0.0,
     bc_steps: int = 0,
     bc_weight: float = 0.0,
+    critic_steps: int = 0,
     shaping: float = 0.0,
     normalize_obs: bool = False,
     threads: int = 1,
@@ -491,18 +549,21 @@ def train_sb3(
 ) -> dict[str, Any]:
     """Train ``agent_cfg``'s SB3 algorithm on ``env_id``'s ``train`` split to ``steps`` env steps.
 
-        ``agent_cfg.algo`` holds the algorithm's keyword arguments (a ``buffer_size`` is capped at
-        what the run can fill: ``steps`` plus the prefill). ``n_envs`` envs step in a DummyVecEnv;
-        every ``eval_every`` steps SB3's EvalCallback scores ``eval_episodes`` deterministic
-        episodes on the ``id`` split; ``normalize_obs`` wraps both in ``VecNormalize`` (rewards
-        untouched). Resumes from ``out_dir/checkpoints``; ``dataset_dir`` is read only for a
-        replay-buffer prefill with its first ``prefill_episodes`` episodes (off-policy, fresh
-        runs). ``demo_episodes`` more come from the task's scripted controller (``demo_style``,
-        ``demo_noise``) in the training env; ``bc_steps`` > 0 then pre-trains the actor on all of
-        these by behaviour cloning before SAC starts, and ``bc_weight`` > 0 keeps cloning them
-    while SAC learns (:class:`BehaviourCloning`). ``shaping`` > 0 adds
-        :class:`ProgressShaping` with that scale to the training env (and the prefill's rewards).
-        Returns a summary with ``step``, ``interrupted``, ``wall_s``, last ``eval_return``.
+    ``agent_cfg.algo`` holds the algorithm's keyword arguments (a ``buffer_size`` is capped at
+    what the run can fill: ``steps`` plus the prefill). ``n_envs`` envs step in a DummyVecEnv;
+    every ``eval_every`` steps SB3's EvalCallback scores ``eval_episodes`` deterministic
+    episodes on the ``id`` split; ``normalize_obs`` wraps both in ``VecNormalize`` (rewards
+    untouched). Resumes from ``out_dir/checkpoints``; ``dataset_dir`` is read only for a
+    replay-buffer prefill with its first ``prefill_episodes`` episodes (off-policy, fresh
+    runs). ``demo_episodes`` more come from the task's scripted controller (``demo_style``,
+    ``demo_noise``) in the training env, at most a third of ``steps`` in transitions
+    (:func:`demo_budget`); ``bc_steps`` > 0 then pre-trains the actor on all of these by
+    behaviour cloning before SAC starts, ``critic_steps`` > 0 then fits the critic alone to
+    them (:func:`warm_critic`), and ``bc_weight`` > 0 keeps cloning them while SAC learns
+    (:class:`BehaviourCloning`). ``shaping`` > 0 adds :class:`ProgressShaping` with that
+    scale to the training env (and the prefill's rewards). Returns a summary with ``step``,
+    ``interrupted``, ``wall_s``, last ``eval_return``, the demonstrations' ``demo_episodes``
+    and ``bc_steps`` and a ``note`` when the budget cut them.
     """
     if not isinstance(agent_cfg, DictConfig):
         agent_cfg = OmegaConf.create(agent_cfg)
@@ -524,13 +585,12 @@ def train_sb3(
         "demo_noise": demo_noise,
         "bc_steps": bc_steps,
         "bc_weight": bc_weight,
+        "critic_steps": critic_steps,
         "shaping": shaping,
     }
     if min(levers.values()) < 0:
         raise ValueError(f"these settings must be >= 0: {levers}")
-    demo_episodes, bc_steps, note = demo_budget(env_id, steps, demo_episodes, bc_steps)
-    if note and progress:
-        print(note)
+    demo_steps, bc_cut, critic_cut = demo_budget(steps, bc_steps, critic_steps)
     out = Path(out_dir)
     ckpt_dir = out / CHECKPOINTS
     ckpt_dir.mkdir(parents=True, exist_ok=True)
@@ -567,9 +627,9 @@ def train_sb3(
         "out_dir": str(out),
         "steps": steps,
         "interrupted": False,
-        "demo_episodes": demo_episodes,
-        "bc_steps": bc_steps,
-        "note": note,
+        "demo_episodes": 0,
+        "bc_steps": bc_cut,
+        "note": "",
     }
     if latest and start_step >= steps:
         if not (out / MODEL_FILE).is_file():
@@ -600,19 +660,30 @@ def train_sb3(
     try:
         rows: list[Transition] = []  # demonstrations: a fresh run's prefill, BC's data
         if off_policy and (latest is None or bc_weight > 0):
-            rows = demo_rows(
+            rows, ran = demo_rows(
                 venv.observation_space.shape,
                 dataset_dir,
                 env_id,
                 train_kwargs,
                 prefill_episodes,
-                demo_episodes,
+                (demo_episodes, demo_steps),
                 demo_style,
                 demo_noise,
                 seed,
                 shaping,
                 gamma,
             )
+            summary["demo_episodes"] = ran
+            if (ran, bc_cut, critic_cut) != (demo_episodes, bc_steps, critic_steps):
+                summary["note"] = (
+                    f"{steps} env steps: demonstrations cut to fit the run, {ran} scripted "
+                    f"episodes (of {demo_episodes}, at most {demo_steps} steps), {bc_cut} "
+                    f"behaviour-cloning steps (of {bc_steps}) and {critic_cut} critic "
+                    f"warm-up steps (of {critic_steps})"
+                )
+                if progress:
+                    print(summary["note"])
+        bc_steps, critic_steps = bc_cut, critic_cut
         model = _build(cls, hyper, venv, seed, steps + len(rows), latest, ckpt_dir, family)
         demos = DemoBatches(rows, seed) if rows else None
         extra: list[BaseCallback] = []
@@ -624,6 +695,8 @@ def train_sb3(
                 venv.obs_rms.update(demos.obs)
             if bc_steps > 0:
                 pretrain_actor(model, demos, bc_steps)
+            if critic_steps > 0:
+                warm_critic(model, critic_steps)  # type: ignore[arg-type]
             if progress:
                 print(
                     f"prefilled the replay buffer with {added} demonstration transitions"
@@ -658,22 +731,15 @@ def train_sb3(
     return summary
 
 
-def demo_budget(env_id: str, steps: int, episodes: int, bc_steps: int) -> tuple[int, int, str]:
-    """(demo episodes, BC steps, a note when they were cut) for a run of ``steps`` env steps.
+def demo_budget(steps: int, bc_steps: int, critic_steps: int) -> tuple[int, int, int]:
+    """(env steps of scripted demonstrations, BC steps, critic warm-up steps) that a run of
+    ``steps`` env steps allows.
 
     Demonstrations stay a sideline of the run: at most a third of its env steps in scripted
-    episodes (at the task's time limit) and no more BC steps than env steps, so a smoke run
-    (a few hundred steps) gets smoke-sized demos and says so.
+    transitions (counted as run, so short successful episodes buy more of them) and no more
+    BC or warm-up steps than env steps, so a smoke run gets smoke-sized demos and says so.
     """
-    limit = gymnasium.spec(env_id).max_episode_steps or 200
-    fit = (min(episodes, max(1, steps // (3 * limit))) if episodes else 0, min(bc_steps, steps))
-    if fit == (episodes, bc_steps):
-        return episodes, bc_steps, ""
-    return (
-        *fit,
-        f"{steps} env steps: demonstrations cut to fit the run, {fit[0]} scripted episodes "
-        f"(of {episodes}) and {fit[1]} behaviour-cloning steps (of {bc_steps})",
-    )
+    return steps // 3, min(bc_steps, steps), min(critic_steps, steps)
 
 
 def demo_rows(
@@ -682,15 +748,16 @@ def demo_rows(
     env_id: str,
     env_kwargs: dict[str, Any],
     prefill_episodes: int,
-    demo_episodes: int,
+    demos: tuple[int, int],
     style: str,
     noise: float,
     seed: int,
     shaping: float,
     gamma: float,
-) -> list[Transition]:
-    """The demonstrations for a fresh off-policy run: dataset episodes, then scripted ones,
-    all with the rewards of the training env (shaped when it is)."""
+) -> tuple[list[Transition], int]:
+    """The demonstrations for a fresh off-policy run and how many scripted episodes ran:
+    dataset episodes, then ``demos`` = (episodes, at most so many steps) of the scripted
+    controller, all with the rewards of the training env (shaped when it is)."""
     env: gymnasium.Env = gymnasium.make(env_id, **env_kwargs)
     if shaping > 0:
         env = ProgressShaping(env, shaping, gamma)
@@ -700,9 +767,14 @@ def demo_rows(
             rows += dataset_transitions(load_demos(dataset_dir, env_id, prefill_episodes), shape)
             if shaping > 0:
                 rows = shaped(rows, str(env.unwrapped.task_name), shaping, gamma)
-        if demo_episodes > 0:  # seeds apart from the training envs' (seed, seed + 1, ...)
-            rows += scripted_transitions(env, demo_episodes, seed + 20_000, style, noise)
-        return rows
+        episodes, max_steps = demos
+        ran = 0
+        if episodes > 0:  # seeds apart from the training envs' (seed, seed + 1, ...)
+            scripted, ran = scripted_transitions(
+                env, episodes, seed + 20_000, style, noise, max_steps
+            )
+            rows += scripted
+        return rows, ran
     finally:
         env.close()
 
@@ -742,6 +814,40 @@ def pretrain_actor(model: BaseAlgorithm, demos: DemoBatches, steps: int) -> None
         actor.optimizer.zero_grad()
         loss.backward()
         actor.optimizer.step()
+
+
+def warm_critic(model: SAC, steps: int) -> None:
+    """``steps`` of SAC's own critic update (soft Bellman targets, Polyak-averaged target
+    nets) on the replay buffer as it stands, the actor and temperature held fixed.
+
+    Offline-to-online practice: after a prefill and behaviour cloning, the critic first
+    learns what the cloned actor is worth, so the first actor updates follow a critic that
+    knows carrying from dropping instead of a random one.
+    """
+    buffer = model.replay_buffer
+    assert buffer is not None
+    ent_coef = (
+        float(torch.exp(model.log_ent_coef.detach()))
+        if model.log_ent_coef is not None
+        else float(model.ent_coef_tensor)
+    )
+    model.policy.set_training_mode(True)
+    for _ in range(steps):
+        data = buffer.sample(model.batch_size, env=model.get_vec_normalize_env())
+        with torch.no_grad():
+            nxt, logp = model.actor.action_log_prob(data.next_observations)
+            q_next = torch.cat(model.critic_target(data.next_observations, nxt), dim=1)
+            q_next = q_next.min(dim=1, keepdim=True).values - ent_coef * logp.reshape(-1, 1)
+            target = data.rewards + (1 - data.dones) * model.gamma * q_next
+        loss = 0.5 * sum(
+            torch.nn.functional.mse_loss(q, target)
+            for q in model.critic(data.observations, data.actions)
+        )
+        model.critic.optimizer.zero_grad()
+        loss.backward()
+        model.critic.optimizer.step()
+        polyak_update(model.critic.parameters(), model.critic_target.parameters(), model.tau)
+    model.policy.set_training_mode(False)
 
 
 class BehaviourCloning(BaseCallback):

@@ -5,13 +5,17 @@ the same trainer ``embodied-train`` uses (resumable: rerun to continue). Every `
 steps the trainer scores ``--episodes`` deterministic episodes on the ``id`` split (its
 EvalCallback); at the end the benchmark runs ``--episodes`` seeded closed-loop episodes
 (seeds 0..N-1) on ``--split``. Prints success vs steps (95% Wilson intervals), drop rate and
-training minutes (evaluations left out). ``--recipe`` adds the demonstration recipe below
-(scripted demos in the buffer, behaviour cloning, progress shaping; configs/agent/sac.yaml
-says what it measured); ``--baseline`` then also trains and prints plain SAC beside it.
+training minutes (evaluations left out). The agent config's ``per_task`` settings apply as in
+the bench: on CupCarry, SAC from demonstrations (scripted demos in the buffer, behaviour
+cloning before and during SAC, progress shaping; configs/agent/sac.yaml says what it
+measured). ``--recipe`` applies that recipe to ``--env`` too; ``--baseline`` also trains and
+prints plain SAC (no per_task settings, no levers) beside it. Override the recipe itself
+with ``agent.trainer.per_task.CupCarry.<setting>=...``.
 
     nice python benchmarks/sb3_budget.py --env reach --steps 15000 --episodes 50
-    nice python benchmarks/sb3_budget.py --env cup_carry --every 2500 --recipe --baseline
-    nice python benchmarks/sb3_budget.py --env cup_carry --steps 30000 agent.algo.gamma=0.99
+    nice python benchmarks/sb3_budget.py --env cup_carry --every 2500 --baseline
+    nice python benchmarks/sb3_budget.py --env cup_carry --seed 1 \
+        agent.trainer.per_task.CupCarry.critic_steps=2000
 """
 
 import argparse
@@ -54,23 +58,20 @@ def evaluate(env: gymnasium.Env, policy, episodes: int, split: str) -> dict[str,
     }
 
 
-RECIPE = [  # SAC from demonstrations (agent/sac.yaml's levers, as measured there)
-    "agent.trainer.demo_episodes=50",
-    "agent.trainer.demo_noise=0.1",
-    "agent.trainer.bc_steps=2000",
-    "agent.trainer.bc_weight=0.5",
-    "agent.trainer.shaping=1.0",
-    "agent.algo.learning_starts=200",
-    "agent.algo.ent_coef=auto_0.01",
-    "+agent.algo.target_entropy=-8",
-]
-PLAIN = [  # the baseline: SAC with none of the levers agent/sac.yaml adds
+PLAIN = [  # the baseline: SAC with none of the levers agent/sac.yaml adds, on any task
+    "~agent.trainer.per_task",
     "agent.trainer.prefill_episodes=0",
     "agent.trainer.demo_episodes=0",
     "agent.trainer.bc_steps=0",
     "agent.trainer.bc_weight=0.0",
+    "agent.trainer.critic_steps=0",
     "agent.trainer.shaping=0.0",
 ]
+
+
+def recipe(task: str) -> list[str]:
+    """CupCarry's per_task recipe (agent/sac.yaml) for ``task`` too, to try it elsewhere."""
+    return [f"+agent.trainer.per_task.{task}=${{agent.trainer.per_task.CupCarry}}"]
 
 
 def curve(out: Path) -> list[tuple[int, float, float]]:
@@ -150,13 +151,15 @@ def main() -> None:
     parser.add_argument("--split", default="id", help="evaluation split")
     parser.add_argument("--seed", type=int, default=0, help="training seed")
     parser.add_argument("--out", default=None, help="checkpoint root (default runs/sb3_budget)")
-    parser.add_argument("--recipe", action="store_true", help="SAC from demonstrations")
+    parser.add_argument("--recipe", action="store_true", help="CupCarry's recipe on --env too")
     parser.add_argument("--baseline", action="store_true", help="also plain SAC")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. agent.algo.gamma=0.95")
     args = parser.parse_args()
-    recipe = RECIPE if args.recipe else []
-    run(args, f"{args.agent}-demos" if args.recipe else args.agent, [*recipe, *args.overrides])
+    with initialize_config_module("embodied.configs", version_base=None):
+        task = compose("train", [f"env={args.env}"]).env.name
+    extra = recipe(task) if args.recipe and task != "CupCarry" else []
+    run(args, f"{args.agent}-recipe" if extra else args.agent, [*extra, *args.overrides])
     if args.baseline:
         run(args, f"{args.agent}-plain", [*args.overrides, *PLAIN])
 

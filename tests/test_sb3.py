@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import functools
 import signal
 from pathlib import Path
 
@@ -322,29 +323,41 @@ def test_shaping_pays_progress_and_leaves_success_and_termination_alone() -> Non
 @pytest.mark.smoke
 def test_scripted_demos_fill_the_replay_buffer_and_bc_fits_them(tmp_path) -> None:
     """Smoke sizes (preset=smoke, 32-unit nets, 400 env steps): plumbing, not a result. The
-    recipe's 50 demo episodes and 2000 BC steps are cut to the run, which says so."""
+    recipe's 50 demo episodes and 2000 BC steps are cut to the run (a third of its env steps
+    in scripted transitions), which says so."""
     cfg = config(
         overrides=(
             "agent.trainer.demo_episodes=50",
             "agent.trainer.demo_noise=0.0",
             "agent.trainer.bc_steps=2000",
             "agent.trainer.bc_weight=0.5",
+            "agent.trainer.critic_steps=500",
             "agent.trainer.shaping=1.0",
         )
     )
     assert cfg.preset.name == "smoke"
     summary = train(cfg, tmp_path, 400)
     assert summary["step"] == 400
-    # a third of 400 steps at Reach's 60-step limit: 2 episodes; no more BC steps than steps
-    assert (summary["demo_episodes"], summary["bc_steps"]) == (2, 400)
-    assert "cut to fit the run, 2 scripted episodes (of 50) and 400" in summary["note"]
     model = sb3.load_sb3(tmp_path / "checkpoints" / "sac_400_steps.zip", sb3.SAC)
     model.load_replay_buffer(tmp_path / "checkpoints" / "sac_replay_buffer_400_steps.pkl")
-    # the demos, re-run here by hand: the controller on the train split, seeds 20000, 20001
+    # the demos, re-run here by hand: the controller on the train split, seeds 20000, 20001...
+    # until 400 // 3 = 133 transitions, the last episode cut there
     gamma = float(cfg.agent.algo.gamma)
     env = sb3.ProgressShaping(gymnasium.make("embodied/Reach-v0", shift="train"), 1.0, gamma)
-    demo = scripted_run(env, 20_000) + scripted_run(env, 20_001)
+    demo, episodes = [], 0
+    while len(demo) < 133:
+        demo += scripted_run(env, 20_000 + episodes)
+        episodes += 1
+    demo = demo[:133]
     env.close()
+    assert 2 <= episodes < 50, "the cut falls inside the recipe's 50 episodes"
+    # no more BC steps than env steps
+    assert (summary["demo_episodes"], summary["bc_steps"]) == (episodes, 400)
+    assert (
+        f"cut to fit the run, {episodes} scripted episodes (of 50, at most 133 steps), 400"
+        in summary["note"]
+    )
+    assert "and 400 critic warm-up steps (of 500)" in summary["note"]
     n = len(demo) - len(demo) % 2
     buffer = model.replay_buffer
     assert buffer.size() * buffer.n_envs == 400 + n
@@ -362,7 +375,7 @@ def test_scripted_demos_fill_the_replay_buffer_and_bc_fits_them(tmp_path) -> Non
 
 def test_behaviour_cloning_moves_the_actor_onto_the_demonstrations() -> None:
     env = gymnasium.make("embodied/Reach-v0", shift="train")
-    rows = sb3.scripted_transitions(env, 3, seed=0, style="cautious", noise=0.1)
+    rows, _ = sb3.scripted_transitions(env, 3, seed=0, style="cautious", noise=0.1)
     model = sb3.SAC("MlpPolicy", env, batch_size=64, policy_kwargs={"net_arch": [32, 32]}, seed=0)
     demos = sb3.DemoBatches(rows, seed=0)
     obs = torch.as_tensor(demos.obs)
@@ -380,3 +393,65 @@ def test_behaviour_cloning_moves_the_actor_onto_the_demonstrations() -> None:
     # Reach's controller always opens the grip (-1): the actor grows sure of it
     assert spread_after[3] < 0.5 * spread[3]
     env.close()
+
+
+def test_critic_warm_up_fits_the_buffer_and_leaves_the_actor_alone() -> None:
+    """The critic alone moves: its soft Bellman error on the demonstrations falls, while the
+    actor and the temperature stay exactly as behaviour cloning left them."""
+    env = gymnasium.make("embodied/Reach-v0", shift="train")
+    rows, _ = sb3.scripted_transitions(env, 4, seed=0, style="cautious", noise=0.1)
+    model = sb3.SAC(
+        "MlpPolicy", env, batch_size=64, gamma=0.5, policy_kwargs={"net_arch": [32, 32]}, seed=0
+    )
+    sb3.prefill_replay_buffer(model, rows)
+    batch = model.replay_buffer.sample(len(rows), env=None)
+
+    def bellman_error() -> float:
+        with torch.no_grad():
+            nxt, logp = model.actor.action_log_prob(batch.next_observations)
+            q_next = torch.cat(model.critic(batch.next_observations, nxt), dim=1).min(1).values
+            ent = torch.exp(model.log_ent_coef)
+            target = batch.rewards[:, 0] + (1 - batch.dones[:, 0]) * 0.5 * (q_next - ent * logp)
+            q = model.critic(batch.observations, batch.actions)[0][:, 0]
+            return float(((q - target) ** 2).mean())
+
+    actor = [p.detach().clone() for p in model.actor.parameters()]
+    temperature = model.log_ent_coef.detach().clone()
+    before = bellman_error()
+    sb3.warm_critic(model, 500)
+    assert bellman_error() < 0.5 * before  # measured 1.25 -> 0.38
+    for p, q in zip(model.actor.parameters(), actor, strict=True):
+        torch.testing.assert_close(p, q, rtol=0, atol=0)
+    torch.testing.assert_close(model.log_ent_coef.detach(), temperature, rtol=0, atol=0)
+    env.close()
+
+
+def test_per_task_settings_apply_to_their_task_only(monkeypatch) -> None:
+    """``per_task`` puts a task's settings (and ``algo``) over the config's for that task
+    alone; unknown tasks and settings fail naming the valid ones."""
+    seen: list[tuple[DictConfig, dict]] = []
+
+    @functools.wraps(sb3.train)  # the settings stay the trainer's (inspect follows the wrap)
+    def record(cfg: DictConfig, *args, **kw) -> None:
+        seen.append((cfg, kw))
+
+    monkeypatch.setattr(sb3, "train", record)
+    table = {"CupCarry": {"bc_weight": 2.0, "algo": {"gamma": 0.9, "target_entropy": -8}}}
+    cfg = config().agent  # composed: in struct mode, where target_entropy is a new key
+    for env_id in ("embodied/CupCarry-v0", "embodied/Reach-v0"):
+        sb3.train_sb3(cfg, None, "out", 10, env_id=env_id, per_task=table, bc_weight=0.5)
+    (carry, carry_kw), (reach, reach_kw) = seen
+    assert (carry.algo.gamma, carry.algo.target_entropy, carry_kw["bc_weight"]) == (0.9, -8, 2.0)
+    assert carry.algo.tau == cfg.algo.tau
+    assert (reach.algo.gamma, reach_kw["bc_weight"]) == (0.98, 0.5)
+    with pytest.raises(ValueError, match=r"unknown tasks \['Carry'\]; valid: \['CupCarry'"):
+        sb3.train_sb3(cfg, None, "out", 10, env_id="embodied/Reach-v0", per_task={"Carry": {}})
+    with pytest.raises(ValueError, match=r"unknown settings \['bc_wieght'\]; valid: .*'bc_weight'"):
+        sb3.train_sb3(
+            cfg,
+            None,
+            "out",
+            10,
+            env_id="embodied/CupCarry-v0",
+            per_task={"CupCarry": {"bc_wieght": 1}},
+        )
