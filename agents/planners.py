@@ -282,7 +282,7 @@ class ICEM(CEM):
             actions[0] = mean
             if kept is not None and len(kept):
                 actions = torch.cat([actions, kept])
-            actions = torch.maximum(torch.minimum(actions, self.high), self.low)
+            actions = self._clip(actions)
             cost = self._scored(step_fn, z0, actions, memo)
             order = torch.topk(cost, self.elites, largest=False).indices
             elite = actions[order]

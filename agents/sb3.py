@@ -484,8 +484,6 @@ def train_sb3(
     dataset_dir: str | os.PathLike | None,
     out_dir: str | os.PathLike,
     steps: int,
-    seed: int = 0,
-    progress: bool = True,
     env_id: str | None = None,
     per_task: dict[str, Any] | None = None,
     **settings: Any,
@@ -513,13 +511,7 @@ def train_sb3(
         )
     if algo:  # onto a plain copy: a composed config is in struct mode (no new keys)
         agent_cfg = OmegaConf.merge(OmegaConf.create(_container(agent_cfg)), {"algo": algo})
-    return train(
-        agent_cfg,
-        dataset_dir,
-        out_dir,
-        **{"steps": steps, "seed": seed, "progress": progress, "env_id": env_id},
-        **{**settings, **over},
-    )
+    return train(agent_cfg, dataset_dir, out_dir, steps, env_id=env_id, **{**settings, **over})
 
 
 def train(
