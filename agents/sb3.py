@@ -437,12 +437,11 @@ def scripted_transitions(
         rows.append((step.obs, step.next_obs, step.action, step.reward, bool(step.terminated)))
 
     ran = 0
-    limit = episodes * 10**6 if max_steps is None else max_steps
-    while ran < episodes and len(rows) < limit:
+    while ran < episodes and (max_steps is None or len(rows) < max_steps):
         policy = env.unwrapped.scripted_policy(style, noise=noise, seed=seed + ran)
         rollout(env, policy, seed + ran, keep)
         ran += 1
-    return rows[:limit], ran
+    return rows[:max_steps], ran
 
 
 def prefill_replay_buffer(model: OffPolicyAlgorithm, rows: list[Transition]) -> int:
