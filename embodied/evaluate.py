@@ -6,13 +6,17 @@
 descends from the cell's seed through a numpy SeedSequence: the episode seeds, the policy's
 seed and the seeds of the held-out clips. The episode and clip seeds depend on the seed alone,
 not on the agent or the split, so every agent meets the same episodes, and a split differs
-from ``id`` at the same seed only in what it shifts (paired draws).
+from ``id`` at the same seed only in what it shifts (paired draws). A look split changes only
+what a camera sees, so an agent that observes no camera meets its ``id`` episodes exactly: the
+first of those cells to finish stores the episodes' rows and the others reuse them.
 """
 
 from __future__ import annotations
 
 import fnmatch
+import hashlib
 import io
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -41,6 +45,7 @@ from embodied.metrics.video import clip_metrics
 from embodied.registration import env_id
 from embodied.results import ResultLine
 from embodied.rollout import Step, rollout
+from embodied.shifts.splits import parse_split
 
 CUP_LABELS = ("cup_x", "cup_y", "cup_z")
 DATA_STYLE, DATA_NOISE = "cautious", 0.1  # the scripted controller that records held-out clips
@@ -213,6 +218,40 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
         "physics_errors": sum(r["physics_error"] for r in rows),
         "per_episode": rows,
     }
+
+
+# ----------------------------------------------------------------------------- shared episodes
+def id_episodes_path(
+    cell: Cell, settings: EvalSettings, agent_cfg: DictConfig, ckpt: str | None
+) -> Path | None:
+    """Where the cell's episode rows are shared with its ``id`` cell, or None when its episodes
+    are its own.
+
+    A look split moves no physics and draws every other parameter as ``id`` does, so an agent
+    that observes no camera (obs_mode ``state``) meets the very same episodes under it
+    (tests/test_eval_app.py runs every look shift). The name carries a digest of everything
+    else the episodes depend on: the agent's config, its checkpoint's bytes, the episode count,
+    the env's keyword arguments, the threads and the version.
+    """
+    split = parse_split(cell.split)
+    if agent_cfg.get("obs_mode", "state") != "state" or split.kind not in ("id", "look"):
+        return None
+    if split.work:
+        return None  # a shift that changes both (cup_size) is not a look alone
+    digest = hashlib.sha256()
+    key = {
+        "agent": OmegaConf.to_container(agent_cfg, resolve=True),
+        "episodes": settings.episodes,
+        "env_kwargs": settings.env_kwargs,
+        "threads": settings.threads,
+        "version": embodied.__version__,
+    }
+    digest.update(json.dumps(key, sort_keys=True, default=str).encode())
+    for path in sorted(Path(ckpt).rglob("*")) if ckpt else []:
+        if path.is_file():
+            digest.update(path.name.encode() + path.read_bytes())
+    name = f"seed{cell.seed}-{digest.hexdigest()[:16]}.json"
+    return Path(settings.run_dir) / "episodes" / cell.task / cell.agent / name
 
 
 # ----------------------------------------------------------------------------- video
@@ -444,14 +483,20 @@ def run_cell(cell: Cell, settings: EvalSettings) -> dict[str, Any]:
     try:
         ckpt = checkpoint_dir(settings, cell.task, agent_cfg.get("name", cell.agent))
         policy = build_policy(agent_cfg, env, ckpt, seeds.policy)
-        rows = []
-        for i, seed in enumerate(seeds.episodes):
-            frames: list[np.ndarray] | None = [] if record and i == 0 else None
-            row, flags = run_episode(env, policy, seed, frames)
-            rows.append(row)
-            if frames:
-                clip = videos.episode_video(np.asarray(frames), **flags)
-                written["episode"] = _write(settings, cell, "episode", clip)
+        shared = id_episodes_path(cell, settings, agent_cfg, ckpt)
+        if shared is not None and shared.is_file() and not record:
+            rows = json.loads(shared.read_text())
+        else:
+            rows = []
+            for i, seed in enumerate(seeds.episodes):
+                frames: list[np.ndarray] | None = [] if record and i == 0 else None
+                row, flags = run_episode(env, policy, seed, frames)
+                rows.append(row)
+                if frames:
+                    clip = videos.episode_video(np.asarray(frames), **flags)
+                    written["episode"] = _write(settings, cell, "episode", clip)
+            if shared is not None:
+                write_atomic(shared, json.dumps(rows))
         world_model = getattr(policy, "world_model", None)
         video = None
         if world_model is not None and settings.video_clips > 0 and settings.video_horizon > 0:

@@ -11,12 +11,14 @@ import gymnasium
 import numpy as np
 import pytest
 from hydra import compose, initialize_config_module
+from omegaconf import OmegaConf
 
 from embodied import evaluate as evaluate_module
 from embodied.apps.eval import evaluate, load_agents
 from embodied.evaluate import EvalSettings, run_cell
 from embodied.grid import Cell
 from embodied.results import ResultsStore
+from embodied.shifts.splits import LOOK_SHIFTS
 
 SPLITS = "[id,ood-cup_mass-3,ood-grip_force-3,look-cup_colour]"
 GRID = [  # 8 small cells of the scripted agent
@@ -137,7 +139,7 @@ def test_sigkill_mid_grid_then_a_rerun_equals_an_uninterrupted_run(tmp_path, uni
     assert f"8 cells ({8 - finished} run now)" in rerun.stdout
     assert by_id(results(tmp_path)) == uninterrupted
     written = sorted(p.name for p in tmp_path.iterdir())
-    assert written == ["config.yaml", "results.jsonl", "version.json"]  # no Hydra litter
+    assert written == ["config.yaml", "episodes", "results.jsonl", "version.json"]  # no Hydra litter
 
 
 class Diverging(gymnasium.Env):
@@ -185,3 +187,56 @@ def test_a_diverging_simulation_is_counted_not_a_crash(tmp_path, monkeypatch):
     assert line["physics_errors"] == 3 and line["success_rate"] == 0.0
     assert line["success_ci"][0] == 0.0 and 0.0 < line["success_ci"][1] < 1.0
     assert [e["steps"] for e in line["per_episode"]] == [3, 3, 3]
+
+
+LOOKS = [f"look-{s}" for s in LOOK_SHIFTS]
+
+
+def blind_settings(run_dir: Path, episodes: int) -> EvalSettings:
+    """scripted (noisy: its own random draws) and nominal (a planner), neither sees a camera."""
+    cfg = config(run_dir, "+agent_overrides.scripted.noise=0.3")
+    return EvalSettings(
+        agents=load_agents(["scripted", "nominal"], cfg),
+        run_dir=str(run_dir),
+        episodes=episodes,
+        env_kwargs={"max_episode_steps": 10},
+    )
+
+
+@pytest.mark.parametrize("agent", ["scripted", "nominal"])
+def test_an_agent_that_sees_no_camera_meets_its_id_episodes_under_every_look(tmp_path, agent):
+    """The physics claim the shared episodes rest on, each cell run in its own run dir."""
+    lines = {
+        split: run_cell(Cell(agent, "CupCarry", split, 0), blind_settings(tmp_path / split, 2))
+        for split in ["id", *LOOKS]
+    }
+    assert (tmp_path / "id" / "episodes").is_dir()  # the id cell stored its rows
+    episodes = {s: line["embodied"]["per_episode"] for s, line in lines.items()}
+    assert all(rows == episodes["id"] for rows in episodes.values()), episodes
+    assert any(r["return"] != 0 for r in episodes["id"])
+
+
+def test_look_cells_reuse_the_id_cells_episodes_and_nothing_else_does(tmp_path, monkeypatch):
+    settings = blind_settings(tmp_path, 2)
+    first = run_cell(Cell("scripted", "CupCarry", "id", 1), settings)
+
+    def never(*args, **kwargs):
+        raise AssertionError("an episode ran")
+
+    monkeypatch.setattr(evaluate_module, "run_episode", never)
+    look = run_cell(Cell("scripted", "CupCarry", "look-cup_colour", 1), settings)
+    assert look["embodied"] == first["embodied"]
+    for cell in [
+        Cell("scripted", "CupCarry", "ood-cup_mass-3", 1),  # physics moves
+        Cell("scripted", "CupCarry", "look-cup_colour", 2),  # another seed
+    ]:
+        with pytest.raises(AssertionError, match="an episode ran"):
+            run_cell(cell, settings)
+    # another agent config, or an agent that sees frames, shares nothing
+    noisier = {**settings.agents["scripted"], "noise": 0.2}
+    other = EvalSettings(agents={"scripted": noisier}, run_dir=str(tmp_path), episodes=2)
+    with pytest.raises(AssertionError, match="an episode ran"):
+        run_cell(Cell("scripted", "CupCarry", "look-cup_colour", 1), other)
+    seeing = OmegaConf.create({**noisier, "obs_mode": "state+pixels"})
+    cell = Cell("scripted", "CupCarry", "look-cup_colour", 1)
+    assert evaluate_module.id_episodes_path(cell, other, seeing, None) is None
