@@ -139,7 +139,8 @@ def test_sigkill_mid_grid_then_a_rerun_equals_an_uninterrupted_run(tmp_path, uni
     assert f"8 cells ({8 - finished} run now)" in rerun.stdout
     assert by_id(results(tmp_path)) == uninterrupted
     written = sorted(p.name for p in tmp_path.iterdir())
-    assert written == ["config.yaml", "episodes", "results.jsonl", "version.json"]  # no Hydra litter
+    # no Hydra litter; episodes/: the rows id and look cells share
+    assert written == ["config.yaml", "episodes", "results.jsonl", "version.json"]
 
 
 class Diverging(gymnasium.Env):
