@@ -56,6 +56,7 @@ class SimulatorModel:
         self.threads = threads  # MuJoCo's rollout threads; None: the cell's, read at attach
         self.device = device
         self.env: ArmEnv | None = None
+        self._pool: rollout.Rollout | None = None  # started at attach
 
     # ------------------------------------------------------------------ protocol
     def attach(self, env: gymnasium.Env) -> None:
@@ -75,7 +76,7 @@ class SimulatorModel:
         # one thread pool for the episode's rollouts (as mujoco.rollout.rollout: one data runs
         # on the calling thread), not a fresh one started and joined at every call
         nthread = threads if threads > 1 else 0
-        if getattr(self, "_pool", None) is None or self._pool.nthread != nthread:
+        if self._pool is None or self._pool.nthread != nthread:
             self._pool = rollout.Rollout(nthread=nthread)
         self.nstate = mujoco.mj_stateSize(self.model, STATE_SPEC)
         self.nu = self.model.nu
