@@ -61,42 +61,48 @@ def planner_cfg(agent: DictConfig, name: str) -> DictConfig:
 
 
 class RolloutLog:
-    """Records the (batch, nstep) of every ``mujoco.rollout`` call while it is installed."""
+    """Records the (batch, nstep) of every ``mujoco.rollout`` call while it is installed: the
+    pool method, which both ``mujoco.rollout.rollout`` and a simulator's own pool run."""
 
     def __init__(self) -> None:
         self.calls: list[tuple[int, int]] = []
-        self.original = mujoco.rollout.rollout
+        self.original = mujoco.rollout.Rollout.rollout
 
     def __enter__(self) -> RolloutLog:
-        def logged(model, data, initial_state, control=None, *args, nstep=None, **kwargs):
-            self.calls.append((len(initial_state), int(nstep)))
-            return self.original(model, data, initial_state, control, *args, nstep=nstep, **kwargs)
+        original = self.original
 
-        mujoco.rollout.rollout = logged
+        def logged(pool, model, data, initial_state, control=None, *args, nstep=None, **kw):
+            self.calls.append((len(initial_state), int(nstep)))
+            return original(pool, model, data, initial_state, control, *args, nstep=nstep, **kw)
+
+        mujoco.rollout.Rollout.rollout = logged
         return self
 
     def __exit__(self, *exc: object) -> None:
-        mujoco.rollout.rollout = self.original
+        mujoco.rollout.Rollout.rollout = self.original
 
 
 def bare_rollout_ms(model: object, calls: list[list[tuple[int, int]]]) -> float | None:
-    """Median ms of the physics alone: bare mujoco.rollout replaying each action's calls."""
+    """Median ms of the physics alone: bare mujoco.rollout replaying each action's calls on
+    one thread pool (as the simulators keep one), holding the env's current controls."""
     if not hasattr(model, "rollout") or not any(calls):
         return None
     state = np.empty(model.nstate)
     mujoco.mj_getState(model.model, model.env.data, state, STATE_SPEC)
     times = []
-    for action in calls:
-        start = time.perf_counter()
-        for batch, nstep in action:
-            mujoco.rollout.rollout(
-                model.model,
-                model.datas,
-                np.tile(state, (batch, 1)),
-                np.tile(model.env.data.ctrl, (batch, nstep, 1)),
-                nstep=nstep,
-            )
-        times.append(time.perf_counter() - start)
+    nthread = len(model.datas) if len(model.datas) > 1 else 0
+    with mujoco.rollout.Rollout(nthread=nthread) as pool:
+        for action in calls:
+            start = time.perf_counter()
+            for batch, nstep in action:
+                pool.rollout(
+                    model.model,
+                    model.datas,
+                    np.tile(state, (batch, 1)),
+                    np.tile(model.env.data.ctrl, (batch, nstep, 1)),
+                    nstep=nstep,
+                )
+            times.append(time.perf_counter() - start)
     return 1000 * float(np.median(times))
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import gymnasium
+import mujoco
+import mujoco.rollout
 import numpy as np
 import pytest
 import torch
@@ -12,6 +14,7 @@ from embodied.agents.mpc import MPCAgent, build_planner, make_policy
 from embodied.agents.planners import CEM, ICEM, MPPI, ModelStep, step_function, zero_cost_step
 from embodied.agents.simulator import SimulatorModel
 from embodied.apps.eval import load_agents
+from embodied.envs.arm import MAX_DELTA
 
 PLANNERS = [CEM, ICEM, MPPI]
 GOAL = torch.tensor([0.5, -0.4, 0.3])
@@ -320,6 +323,62 @@ def test_a_simulator_plans_on_the_cells_threads_with_the_same_result():
         assert torch.equal(one, two)
     with pytest.raises(ValueError, match="threads must be >= 1"):
         SimulatorModel("oracle", threads=0)
+
+
+def reference_rollout(sim: SimulatorModel, z0: torch.Tensor, actions: torch.Tensor):
+    """The simulator's rollout as it was before its own thread pool: a plain
+    ``mujoco.rollout.rollout`` call (a fresh pool, checked and tiled inputs, states recorded)."""
+    z0 = z0.numpy().reshape(-1)
+    acts = np.clip(actions.numpy().astype(np.float64), -1.0, 1.0)
+    n, h = acts.shape[:2]
+    ctrl = np.tile(z0[sim.nstate :], (n, 1))
+    controls = np.empty((n, h, sim.nu))
+    for t in range(h):
+        ctrl[:, :3] = np.clip(ctrl[:, :3] + MAX_DELTA * acts[:, t, :3], sim._lo, sim._hi)
+        ctrl[:, 6] = acts[:, t, 3]
+        controls[:, t] = ctrl
+    sub = sim.env_substeps
+    states, sensors = mujoco.rollout.rollout(
+        sim.model,
+        sim.datas,
+        np.tile(z0[: sim.nstate], (n, 1)),
+        np.repeat(controls, sub, axis=1),
+        nstep=h * sub,
+    )
+    reward, _, failing = sim.env.score(sensors[:, sub - 1 :: sub])
+    return reward, failing, states[:, sub - 1], sensors[:, sub - 1]
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_the_simulators_pooled_rollout_is_bit_identical_to_a_plain_mujoco_rollout(threads):
+    """The simulator rolls out on one thread pool of its own with the wrapper's checks skipped
+    and no states recorded: the very numbers of a plain ``mujoco.rollout.rollout`` call, for
+    the whole horizon (planning) and one step (``step``), and one pool for every call."""
+    env = gymnasium.make("embodied/CupCarry-v0", obs_mode="state")
+    try:
+        obs, _ = env.reset(seed=2)
+        sim = SimulatorModel("oracle", threads=threads)
+        sim.attach(env)
+        pool = sim._pool
+        z0 = sim.encode(obs)[0]
+        actions = torch.rand(7, 5, 4, generator=torch.Generator().manual_seed(1)) * 2.4 - 1.2
+        reward, failing = sim.rollout(z0, actions)
+        ref_reward, ref_failing, ref_state, ref_sensors = reference_rollout(sim, z0, actions)
+        assert reward.std() > 0.01  # the candidates differ
+        assert torch.equal(reward, torch.as_tensor(ref_reward, dtype=torch.float32))
+        assert torch.equal(failing, torch.as_tensor(ref_failing, dtype=torch.float32))
+        # in float64, as the rollout computes its controls (float32 actions round differently)
+        z1, r1, _ = sim.step(z0.reshape(1, -1).expand(7, -1), actions[:, 0].double())
+        np.testing.assert_array_equal(z1[:, : sim.nstate].numpy(), ref_state)
+        ref_r1, _, _ = env.unwrapped.score(ref_sensors)
+        assert torch.equal(r1, torch.as_tensor(ref_r1, dtype=torch.float32))
+        obs, _ = env.reset(seed=3)
+        sim.attach(env)  # a new episode keeps the pool
+        assert sim._pool is pool and pool.nthread == (threads if threads > 1 else 0)
+        with pytest.raises(ValueError, match="controls"):
+            sim._simulate(sim.model, np.zeros((2, sim.nstate)), np.zeros((3, 4, sim.nu)))
+    finally:
+        env.close()
 
 
 def test_a_deterministic_model_rolls_each_sequence_out_once_per_plan_and_plans_the_same():
