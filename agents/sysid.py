@@ -42,7 +42,6 @@ import gymnasium
 import mujoco
 import numpy as np
 import torch
-from mujoco import rollout
 from omegaconf import DictConfig
 
 from embodied.agents.mpc import MPCAgent
@@ -245,12 +244,11 @@ class SysIDModel(SimulatorModel):
                 cands = np.concatenate([cands, self.mean + PROBE * np.eye(d)])
             m = len(cands)
             models = [self.write(model, c) for model, c in zip(self.candidates, cands)]  # noqa: B905
-            states, sensors = rollout.rollout(
+            states, sensors = self._simulate(
                 [model for model in models for _ in range(k)],
-                self.datas,
                 np.tile(starts, (m, 1)),
-                np.tile(controls[:, None, :], (m, 1, 1)),
-                nstep=self.env_substeps,
+                np.repeat(np.tile(controls[:, None, :], (m, 1, 1)), self.env_substeps, axis=1),
+                states=True,
             )
             res = self._residuals(states[:, -1], sensors[:, -1], ends, touches)
             res = res.reshape(m, -1) / np.tile(self.scales, k)
