@@ -240,15 +240,18 @@ class ICEM(CEM):
         # Power-law amplitudes over the horizon's frequencies (the zero frequency as the
         # lowest), turned once into a linear map from white coefficients (real and imaginary
         # parts; DC and Nyquist have none imaginary) to time samples: sampling is one matmul.
+        # On one thread, as the planner's arithmetic runs: a multi-threaded FFT rounds
+        # differently, and the same seed would plan other actions on 2 threads.
         k = self.horizon // 2 + 1
-        freqs = torch.fft.rfftfreq(self.horizon)
-        freqs[0] = freqs[1] if self.horizon > 1 else 1.0
-        amp = torch.diag(freqs ** (-noise_beta / 2)).to(torch.complex64)
-        imag = torch.fft.irfft(1j * amp, n=self.horizon)
-        imag[0] = 0.0
-        if self.horizon % 2 == 0:
-            imag[-1] = 0.0
-        basis = torch.cat([torch.fft.irfft(amp, n=self.horizon), imag])  # (2k, H)
+        with torch_threads(1):
+            freqs = torch.fft.rfftfreq(self.horizon)
+            freqs[0] = freqs[1] if self.horizon > 1 else 1.0
+            amp = torch.diag(freqs ** (-noise_beta / 2)).to(torch.complex64)
+            imag = torch.fft.irfft(1j * amp, n=self.horizon)
+            imag[0] = 0.0
+            if self.horizon % 2 == 0:
+                imag[-1] = 0.0
+            basis = torch.cat([torch.fft.irfft(amp, n=self.horizon), imag])  # (2k, H)
         self._basis = (basis / basis.pow(2).sum(0).mean().sqrt()).to(self.device)
         self._coefficients = 2 * k
 

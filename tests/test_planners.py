@@ -190,6 +190,19 @@ def test_icem_noise_is_unit_variance_and_coloured():
     assert abs(lag1(white)) < 0.05 and lag1(brown) > 0.5  # brown noise: smooth in time
 
 
+def test_icem_noise_basis_does_not_depend_on_the_torch_threads():
+    """Built on 2 threads the FFT rounded differently: the same seed planned other actions."""
+    before = torch.get_num_threads()
+    try:
+        bases = []
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            bases.append(ICEM(horizon=5, population=12, elites=3)._basis)
+    finally:
+        torch.set_num_threads(before)
+    assert torch.equal(bases[0], bases[1])
+
+
 def test_icem_keeps_shifted_elites_and_returns_its_best_candidate():
     scored = []
 
