@@ -173,9 +173,11 @@ def resolve_device(device: str | torch.device) -> torch.device:
 
 
 def frames_to_tensor(frames: np.ndarray | torch.Tensor, device: str | torch.device = "cpu"):
-    """uint8 (..., S, S, 3) -> float (..., 3, S, S) in [-0.5, 0.5]."""
+    """uint8 (..., S, S, 3) -> float (..., 3, S, S) in [-0.5, 0.5], laid out channels-last (a
+    view of the frames' own layout). Scaled in place: a training batch is megabytes, and two
+    more fresh buffers of that size cost a latent-model step more than its predictor."""
     x = torch.as_tensor(np.asarray(frames), device=device)
-    return x.movedim(-1, -3).float().div(255.0).sub(0.5)
+    return x.movedim(-1, -3).to(torch.float32, copy=True).div_(255.0).sub_(0.5)
 
 
 def state_tensor(obs: Any, device: str | torch.device = "cpu") -> torch.Tensor:

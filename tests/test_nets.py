@@ -6,7 +6,14 @@ import copy
 import torch
 from torch import nn
 
-from embodied.agents.nets import MLP, Chain, ConvDecoder, ConvEncoder, match_layouts
+from embodied.agents.nets import (
+    MLP,
+    Chain,
+    ConvDecoder,
+    ConvEncoder,
+    frames_to_tensor,
+    match_layouts,
+)
 
 
 def test_chain_matches_sequential_outputs_gradients_and_keys():
@@ -64,3 +71,13 @@ def test_match_layouts_keeps_fused_adam_exact_across_layouts():
         ref_opt.step()
         opt.step()
     assert torch.equal(w.detach(), ref.detach())
+
+
+def test_frames_to_tensor_scales_a_copy_laid_out_channels_last():
+    frames = torch.randint(0, 256, (2, 5, 8, 8, 3), dtype=torch.uint8)
+    for given in (frames, frames.float()):  # scaled in place, but never the caller's tensor
+        before = given.clone()
+        x = frames_to_tensor(given)
+        assert torch.equal(given, before)
+        assert torch.equal(x, frames.movedim(-1, -3).float().div(255.0).sub(0.5))
+        assert x[0].is_contiguous(memory_format=torch.channels_last)
