@@ -17,7 +17,7 @@ from toy_world import (
 )
 
 from embodied.agents.mpc import make_policy
-from embodied.agents.pixel_model import PixelModel, sample_windows
+from embodied.agents.pixel_model import Gaussian, PixelModel, gaussian_kl, sample_windows
 from embodied.agents.training import train_world_model
 from embodied.apps.eval import load_agents
 from embodied.dataset import Dataset, Episode
@@ -54,6 +54,18 @@ def test_loss_falls(trained):
     for key in ("loss", "recon", "reward_mse", "proprio_mse"):
         assert np.mean(losses[key][-15:]) < 0.7 * np.mean(losses[key][:15]), key
     assert len(losses["loss"]) == 120
+
+
+def test_gaussian_kl_is_torchs_normal_kl_bit_for_bit():
+    """The training loss's KL, without torch's distribution objects, is the very same number."""
+    g = torch.Generator().manual_seed(0)
+    p = Gaussian(torch.randn(8, 4, generator=g), torch.rand(8, 4, generator=g) + 0.1)
+    q = Gaussian(torch.randn(8, 4, generator=g), torch.rand(8, 4, generator=g) + 0.1)
+    want = torch.distributions.kl_divergence(
+        torch.distributions.Normal(*p), torch.distributions.Normal(*q)
+    )
+    assert torch.equal(gaussian_kl(p, q), want)
+    assert gaussian_kl(p, p).abs().max() == 0
 
 
 def test_windows_include_short_episodes_and_mask_their_padding():
