@@ -46,7 +46,14 @@ from embodied.agents.frames import (
     masked_mse,
     sample_windows,
 )
-from embodied.agents.nets import MLP, ConvDecoder, ConvEncoder, frames_to_tensor, tensor_to_frames
+from embodied.agents.nets import (
+    MLP,
+    ConvDecoder,
+    ConvEncoder,
+    frames_to_tensor,
+    match_layouts,
+    tensor_to_frames,
+)
 from embodied.dataset import Dataset
 from embodied.protocols import Imagination
 
@@ -161,6 +168,8 @@ class LatentModel(FrameModel):
         )
         losses: dict[str, list[float]] = {k: [] for k in keys}
         self.train()
+        for optimizer in (self._optimizer, self._probe_optimizer):
+            match_layouts(optimizer)  # after train(): conv weights channels-last
         for _ in range(steps):
             batch = sample_windows(
                 dataset, c["batch_size"], c["seq_len"], self._rng, modes, self.history
@@ -275,9 +284,11 @@ class LatentModel(FrameModel):
 
     # -- prediction -----------------------------------------------------------------------
     def _stack(self, frames: np.ndarray) -> torch.Tensor:
-        """uint8 (..., K, S, S, 3) frame histories -> (..., 3K, S, S) encoder input."""
-        x = frames_to_tensor(frames, self.device)  # (..., K, 3, S, S)
-        return x.reshape(*x.shape[:-4], -1, *x.shape[-2:])
+        """uint8 (..., K, S, S, 3) frame histories -> (..., 3K, S, S) encoder input, channel
+        3k + c being colour c of frame k, laid out channels-last (see ``frames_to_tensor``)."""
+        frames = np.asarray(frames)
+        stacked = np.moveaxis(frames, -4, -2)  # (..., S, S, K, 3)
+        return frames_to_tensor(stacked.reshape(*stacked.shape[:-2], -1), self.device)
 
     def _predict(self, x: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
         return x + self.predictor(torch.cat([x, a], -1))
@@ -301,7 +312,8 @@ class LatentModel(FrameModel):
     def _encode_history(self, history: np.ndarray, obs: Any) -> torch.Tensor:
         """Frame histories (B, K, S, S, 3) and the latest observation -> [e, p, g] (B, Z)."""
         proprio, goal = self._obs_entries(obs, len(history))
-        return torch.cat([self.encoder(self._stack(history)), proprio, goal], -1)
+        x = self._stack(history).contiguous()  # the layout (so the rounding) plans were made with
+        return torch.cat([self.encoder(x), proprio, goal], -1)
 
     @torch.no_grad()
     def encode(self, obs: Any) -> torch.Tensor:

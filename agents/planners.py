@@ -311,10 +311,13 @@ class ICEM(CEM):
         the simulators' 24 rollouts per action."""
         if memo is None:
             return self.cost(step_fn, z0, actions)
-        keys = [row.cpu().numpy().tobytes() for row in actions]
-        fresh = list(dict.fromkeys(k for k in keys if k not in memo))
+        keys = [row.tobytes() for row in actions.reshape(len(actions), -1).cpu().numpy()]
+        fresh: dict[bytes, int] = {}  # each new sequence -> its first row
+        for i, key in enumerate(keys):
+            if key not in memo:
+                fresh.setdefault(key, i)
         if fresh:
-            rows = actions[[keys.index(k) for k in fresh]]
+            rows = actions[list(fresh.values())]
             memo.update(zip(fresh, self.cost(step_fn, z0, rows).tolist(), strict=True))
         return torch.tensor([memo[k] for k in keys], device=actions.device)
 

@@ -10,6 +10,7 @@ from toy_world import (
     PROPRIO,
     SIZE,
     SpaceOnlyEnv,
+    check_plans_like_a_fresh_load,
     check_rollout_of_toy_model,
     obs_of,
     toy_episodes,
@@ -103,6 +104,10 @@ def test_encode_and_step_are_batched(trained):
 def test_whole_horizon_rollout_equals_stepping(trained):
     """The planners' fast path scores every step as ``step`` does, out of the data too."""
     check_rollout_of_toy_model(trained[0])
+
+
+def test_a_trained_model_plans_as_its_weights_loaded_fresh(trained, tmp_path):
+    check_plans_like_a_fresh_load(trained[0], tmp_path / "m.pt")
 
 
 def test_save_load_round_trip_predicts_identically(trained, tmp_path):

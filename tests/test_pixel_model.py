@@ -10,6 +10,7 @@ from toy_world import (
     PROPRIO,
     SIZE,
     SpaceOnlyEnv,
+    check_plans_like_a_fresh_load,
     check_rollout_of_toy_model,
     obs_of,
     toy_episodes,
@@ -17,7 +18,7 @@ from toy_world import (
 )
 
 from embodied.agents.mpc import make_policy
-from embodied.agents.pixel_model import PixelModel, sample_windows
+from embodied.agents.pixel_model import Gaussian, PixelModel, gaussian_kl, sample_windows
 from embodied.agents.training import train_world_model
 from embodied.apps.eval import load_agents
 from embodied.dataset import Dataset, Episode
@@ -54,6 +55,18 @@ def test_loss_falls(trained):
     for key in ("loss", "recon", "reward_mse", "proprio_mse"):
         assert np.mean(losses[key][-15:]) < 0.7 * np.mean(losses[key][:15]), key
     assert len(losses["loss"]) == 120
+
+
+def test_gaussian_kl_is_torchs_normal_kl_bit_for_bit():
+    """The training loss's KL, without torch's distribution objects, is the very same number."""
+    g = torch.Generator().manual_seed(0)
+    p = Gaussian(torch.randn(8, 4, generator=g), torch.rand(8, 4, generator=g) + 0.1)
+    q = Gaussian(torch.randn(8, 4, generator=g), torch.rand(8, 4, generator=g) + 0.1)
+    want = torch.distributions.kl_divergence(
+        torch.distributions.Normal(*p), torch.distributions.Normal(*q)
+    )
+    assert torch.equal(gaussian_kl(p, q), want)
+    assert gaussian_kl(p, p).abs().max() == 0
 
 
 def test_windows_include_short_episodes_and_mask_their_padding():
@@ -113,6 +126,10 @@ def test_encode_and_step_are_batched(trained):
 def test_whole_horizon_rollout_equals_stepping(trained):
     """The planners' fast path scores every step as ``step`` does, out of the data too."""
     check_rollout_of_toy_model(trained[0])
+
+
+def test_a_trained_model_plans_as_its_weights_loaded_fresh(trained, tmp_path):
+    check_plans_like_a_fresh_load(trained[0], tmp_path / "m.pt")
 
 
 def test_save_load_round_trip_predicts_identically(trained, tmp_path):

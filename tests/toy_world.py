@@ -15,6 +15,8 @@ import gymnasium
 import numpy as np
 import torch
 
+from embodied.agents.mpc import MPCAgent
+from embodied.agents.planners import ICEM
 from embodied.dataset import Episode, write_dataset
 
 LABELS = ["cup_x", "cup_y", "target_x", "target_y", "target_z", "hand_x", "hand_y"]
@@ -117,3 +119,20 @@ def check_rollout_of_toy_model(model) -> None:
         assert got.shape == (6, 5)
         torch.testing.assert_close(got, want)
     assert whole[1].std() > 0  # the candidates' predictions differ
+
+
+def check_plans_like_a_fresh_load(model, path: Path) -> None:
+    """A model that trained (its conv weights switched layout and back) plans an episode's
+    actions bit for bit as the same weights loaded into a fresh model: the planner amplifies
+    any rounding difference in an encoding into other actions."""
+    assert all(p.is_contiguous() for p in model.parameters())  # the layout plans were made in
+    model.save(path)
+    loaded = type(model).load(path)
+    ep = toy_episodes(1, seed=5)[0]
+    runs = []
+    for m in (model, loaded):
+        planner = ICEM(horizon=4, population=16, elites=4, particles=1, population_decay=2.0)
+        agent = MPCAgent(m, planner)
+        agent.reset(SpaceOnlyEnv())
+        runs.append(np.stack([agent.act(obs_of(ep, t)) for t in range(4)]))
+    np.testing.assert_array_equal(runs[0], runs[1])
