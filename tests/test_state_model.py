@@ -131,3 +131,51 @@ def test_errors_name_the_problem(tmp_path):
     bogus.write_bytes(b"not a torch file")
     with pytest.raises(ValueError, match="cannot read checkpoint"):
         StateModel.load(bogus)
+
+
+def test_returns_to_go_follow_each_episodes_end(cup_carry_states):
+    """The value head's targets: G from each next state, by the episode's own rewards."""
+    m = StateModel(**{**TINY, "value_weight": 1.0, "value_gamma": 0.9, "value_fail": -7.0})
+    g = m.returns_to_go(cup_carry_states)
+    tr = cup_carry_states.transitions("state")
+    for start, length in zip(cup_carry_states.act_start, cup_carry_states.lengths, strict=True):
+        last = start + length - 1
+        want_end = (
+            -7.0
+            if tr["dropped"][last]
+            else 0.0
+            if tr["terminated"][last]
+            else tr["reward"][last] / 0.1
+        )
+        assert g[last] == pytest.approx(want_end)
+        for i in range(start, last):  # G_i = r_{i+1} + gamma G_{i+1}
+            assert g[i] == pytest.approx(tr["reward"][i + 1] + 0.9 * g[i + 1], rel=1e-5)
+
+
+def test_value_head_fits_returns_and_rollout_adds_exactly_its_terminal_value(cup_carry_states):
+    on = StateModel(**{**TINY, "value_weight": 0.5, "value_gamma": 0.9})
+    off = StateModel(**TINY)
+    on.fit(cup_carry_states, steps=300)
+    off.fit(cup_carry_states, steps=300)
+    tr = cup_carry_states.transitions("state")
+    g = torch.as_tensor(on.returns_to_go(cup_carry_states), dtype=torch.float32)
+    v = on.value(torch.as_tensor(tr["next_obs"]))
+    # fitted: far better than predicting the targets' mean
+    assert ((v - g) ** 2).mean() < 0.25 * g.var()
+    # the dynamics, reward and failure heads are untouched by the switch: same seed, same nets
+    z0 = torch.as_tensor(tr["obs"][0])  # an episode's start: far from the goal, V < 0
+    actions = (torch.rand(6, 5, 4, generator=torch.Generator().manual_seed(1)) * 2 - 1) * 0.1
+    r_on, p_on = on.rollout(z0, actions)
+    r_off, p_off = off.rollout(z0, actions)
+    torch.testing.assert_close(p_on, p_off, rtol=0, atol=0)
+    torch.testing.assert_close(r_on[:, :-1], r_off[:, :-1], rtol=0, atol=0)
+    # ... and only the last step gains weight * gamma^H * V(z_H); step adds nothing
+    z_h, r_step = z0.reshape(1, -1).expand(6, -1), []
+    for t in range(5):
+        z_h, r, _ = on.step(z_h, actions[:, t])
+        r_step.append(r)
+    torch.testing.assert_close(torch.stack(r_step, 1), r_off)
+    torch.testing.assert_close(r_on[:, -1], r_off[:, -1] + 0.5 * 0.9**5 * on.value(z_h))
+    assert (0.5 * 0.9**5 * on.value(z_h)).abs().min() > 1e-3  # the check above could fail
+    with pytest.raises(RuntimeError, match="no value head"):
+        off.value(z0[None])
