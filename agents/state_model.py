@@ -27,8 +27,10 @@ discounted Monte-Carlo return-to-go of each collected episode, and ``rollout`` a
 where it leaves the arm, beyond a horizon too short to reward going round the cup on CupPush.
 Monte-Carlo rather than TD: no target network or extra training loop, and the collected episodes
 are mostly scripted ones whose returns show which states lead to a push. Episodes end in success
-(V = 0 after it: rewards are <= 0), a failure (the failing step's own reward, the env's
-penalty, then ``value_fail``) or the time limit (the last reward taken to persist:
+(V = 0 after it: rewards are <= 0), a failure (``value_fail`` is the return from the state
+before it and from the failed state; it replaces the env's own failing-step reward, whose -200
+penalty made every state near the cup look like a tip on CupPush; the planner's failure head
+prices failures within the horizon) or the time limit (the last reward taken to persist:
 r / (1 - gamma)). ``step`` never adds it: its semantics are the one-step model's.
 """
 
@@ -232,8 +234,9 @@ class StateModel(nn.Module):
     def returns_to_go(self, dataset: Dataset) -> np.ndarray:
         """(N,) discounted return from each transition's *next* state: the value head's target.
 
-        G after the last step is 0 after a success, ``value_fail`` after a failure and
-        r_last / (1 - gamma) after the time limit (the situation taken to persist)."""
+        G after the last step is 0 after a success, ``value_fail`` after a failure (also from
+        the state before it, instead of the failing step's reward) and r_last / (1 - gamma)
+        after the time limit (the situation taken to persist)."""
         c = self.config
         gamma, fail = float(c["value_gamma"]), float(c["value_fail"])
         tr = dataset.transitions("state")
@@ -241,13 +244,14 @@ class StateModel(nn.Module):
         out = np.zeros(len(reward), np.float64)
         for start, length in zip(dataset.act_start, dataset.lengths, strict=True):
             last = start + length - 1
+            end = last
             if dropped[last]:
-                g = fail
+                out[last], g, end = fail, fail, last - 1
             elif terminated[last]:
                 g = 0.0
             else:
                 g = float(reward[last]) / max(1.0 - gamma, 1e-6)
-            for i in range(last, start - 1, -1):
+            for i in range(end, start - 1, -1):
                 out[i] = g  # return from s_{i+1}
                 g = float(reward[i]) + gamma * g
         return out

@@ -133,23 +133,26 @@ def test_errors_name_the_problem(tmp_path):
         StateModel.load(bogus)
 
 
-def test_returns_to_go_follow_each_episodes_end(cup_carry_states):
-    """The value head's targets: G from each next state, by the episode's own rewards."""
-    m = StateModel(**{**TINY, "value_weight": 1.0, "value_gamma": 0.9, "value_fail": -7.0})
-    g = m.returns_to_go(cup_carry_states)
-    tr = cup_carry_states.transitions("state")
-    for start, length in zip(cup_carry_states.act_start, cup_carry_states.lengths, strict=True):
-        last = start + length - 1
-        want_end = (
-            -7.0
-            if tr["dropped"][last]
-            else 0.0
-            if tr["terminated"][last]
-            else tr["reward"][last] / 0.1
-        )
-        assert g[last] == pytest.approx(want_end)
-        for i in range(start, last):  # G_i = r_{i+1} + gamma G_{i+1}
-            assert g[i] == pytest.approx(tr["reward"][i + 1] + 0.9 * g[i + 1], rel=1e-5)
+def test_returns_to_go_end_as_each_episode_ends(tmp_path):
+    """The value head's targets, by hand: G from each next state, per episode's ending."""
+    from toy_world import toy_episodes, write_toy
+
+    from embodied.dataset import Dataset
+
+    eps = toy_episodes(n=3, steps=3, drops=False)
+    ends = {0: "success", 1: "failure", 2: "time limit"}
+    for i, ep in enumerate(eps):
+        ep.reward[:] = [-1.0, -2.0, -500.0 if i == 1 else -4.0]
+        ep.terminated[-1] = i < 2
+        ep.dropped[-1] = ends[i] == "failure"
+    data = Dataset.load(write_toy(tmp_path, eps))
+    m = StateModel(**{**TINY, "value_weight": 1.0, "value_gamma": 0.5, "value_fail": -7.0})
+    g = m.returns_to_go(data).reshape(3, 3)
+    np.testing.assert_allclose(g[0], [-2.0 + 0.5 * -4.0, -4.0, 0.0])  # success: 0 after it
+    # failure: value_fail from the failed state and from the one before (not the -500 reward)
+    np.testing.assert_allclose(g[1], [-2.0 + 0.5 * -7.0, -7.0, -7.0])
+    # time limit: the last reward persists, -4 / (1 - 0.5)
+    np.testing.assert_allclose(g[2], [-2.0 + 0.5 * (-4.0 + 0.5 * -8.0), -4.0 + 0.5 * -8.0, -8.0])
 
 
 def test_value_head_fits_returns_and_rollout_adds_exactly_its_terminal_value(cup_carry_states):
