@@ -271,9 +271,8 @@ class StateModel(nn.Module):
             )
         self.train()
         n, bs, e = len(data["state"]), int(self.config["batch_size"]), self.members
-        losses: dict[str, list[float]] = {
-            k: [] for k in ("loss", "nll", "mse", "reward_mse", "fail_bce", "value_mse")
-        }
+        keys = ("loss", "nll", "mse", "reward_mse", "fail_bce") + ("value_mse",) * self.has_value
+        losses: dict[str, list[float]] = {k: [] for k in keys}
         for _ in range(steps):
             idx = torch.as_tensor(self._rng.integers(0, n, size=(e, bs)), device=self.device)
             s, s2, a = data["state"][idx], data["next"][idx], data["action"][idx]
@@ -302,8 +301,8 @@ class StateModel(nn.Module):
             self._optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self._optimizer.step()
-            terms = (loss, nll, mse, reward_mse, fail_bce, value_mse)
-            for key, term in zip(losses, terms, strict=True):
+            terms = (loss, nll, mse, reward_mse, fail_bce, value_mse)[: len(keys)]
+            for key, term in zip(keys, terms, strict=True):
                 losses[key].append(term.item())
         self.eval()
         return losses

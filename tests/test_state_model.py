@@ -158,8 +158,9 @@ def test_returns_to_go_end_as_each_episode_ends(tmp_path):
 def test_value_head_fits_returns_and_rollout_adds_exactly_its_terminal_value(cup_carry_states):
     on = StateModel(**{**TINY, "value_weight": 0.5, "value_gamma": 0.9})
     off = StateModel(**TINY)
-    on.fit(cup_carry_states, steps=300)
-    off.fit(cup_carry_states, steps=300)
+    losses = on.fit(cup_carry_states, steps=300)
+    assert "value_mse" not in off.fit(cup_carry_states, steps=300)
+    assert np.mean(losses["value_mse"][-10:]) < 0.5 * np.mean(losses["value_mse"][:10])
     tr = cup_carry_states.transitions("state")
     g = torch.as_tensor(on.returns_to_go(cup_carry_states), dtype=torch.float32)
     v = on.value(torch.as_tensor(tr["next_obs"]))
