@@ -20,6 +20,18 @@ functions of such differences; without them a head fitted on a few hundred targe
 extrapolates wildly and the planner exploits it. Neither head sees the action, and the reward is
 clamped to the range seen in the data, so a planner cannot buy reward with actions or states the
 data never showed: it has to move the predicted state.
+
+With ``value_weight`` > 0 a value head V(s) (reading the same features) is fitted to the
+discounted Monte-Carlo return-to-go of each collected episode, and ``rollout`` adds
+``value_weight * value_gamma**H * V(z_H)`` to the last step's reward: a plan is also paid for
+where it leaves the arm, beyond a horizon too short to reward going round the cup on CupPush.
+Monte-Carlo rather than TD: no target network or extra training loop, and the collected episodes
+are mostly scripted ones whose returns show which states lead to a push. Episodes end in success
+(V = 0 after it: rewards are <= 0), a failure (``value_fail`` is the return from the state
+before it and from the failed state; it replaces the env's own failing-step reward, whose -200
+penalty made every state near the cup look like a tip on CupPush; the planner's failure head
+prices failures within the horizon) or the time limit (the last reward taken to persist:
+r / (1 - gamma)). ``step`` never adds it: its semantics are the one-step model's.
 """
 
 from __future__ import annotations
@@ -93,6 +105,9 @@ class StateModel(nn.Module):
         min_logvar: float = -10.0,
         sample: bool = False,
         nll_beta: float = 0.0,
+        value_weight: float = 0.0,
+        value_gamma: float = 0.95,
+        value_fail: float = -20.0,
         cup_pos_labels: Sequence[str] = CUP_POS_LABELS,
         device: str = "cpu",
         seed: int = 0,
@@ -102,6 +117,11 @@ class StateModel(nn.Module):
             raise ValueError(f"members must be >= 1; got {members}")
         if not 0.0 <= nll_beta <= 1.0:
             raise ValueError(f"nll_beta must be in [0, 1]; got {nll_beta}")
+        if value_weight < 0.0 or not 0.0 < value_gamma <= 1.0:
+            raise ValueError(
+                f"value_weight must be >= 0 and value_gamma in (0, 1]; "
+                f"got {value_weight}, {value_gamma}"
+            )
         self.config = dict(
             members=members,
             hidden=list(hidden),
@@ -115,6 +135,9 @@ class StateModel(nn.Module):
             min_logvar=min_logvar,
             sample=sample,
             nll_beta=nll_beta,
+            value_weight=value_weight,
+            value_gamma=value_gamma,
+            value_fail=value_fail,
             cup_pos_labels=list(cup_pos_labels),
             seed=seed,
         )
@@ -162,6 +185,14 @@ class StateModel(nn.Module):
         self.feature_norm = Normalizer(feat)
         self.reward_head = MLP(feat, 1, c["head_hidden"], c["act"])
         self.fail_head = MLP(2 * feat + self.context_dim, 1, c["head_hidden"], c["act"])
+        if self.has_value:  # built only when used: models without it stay bit-identical
+            self.value_head = MLP(feat, 1, c["head_hidden"], c["act"])
+            self.value_norm = Normalizer(1)
+            self.register_buffer("value_range", torch.tensor([-1e9, 1e9]))
+
+    @property
+    def has_value(self) -> bool:
+        return self.config["value_weight"] > 0.0
 
     @torch.no_grad()
     def _fit_normalisers(self, data: dict[str, torch.Tensor]) -> None:
@@ -175,6 +206,9 @@ class StateModel(nn.Module):
         ok = data["reward"][data["dropped"] < 0.5]
         if len(ok):
             self.reward_range.copy_(torch.stack([ok.min(), ok.max()]))
+        if self.has_value:
+            self.value_norm.fit(data["value"].cpu())
+            self.value_range.copy_(torch.stack([data["value"].min(), data["value"].max()]))
         self.to(self.device)
 
     def _tensors(self, dataset: Dataset) -> dict[str, torch.Tensor]:
@@ -191,7 +225,36 @@ class StateModel(nn.Module):
                     "dropped": torch.as_tensor(tr["dropped"], device=dev).float(),
                 },
             )
+            if self.has_value:
+                self._data[1]["value"] = torch.as_tensor(
+                    self.returns_to_go(dataset), device=dev, dtype=torch.float32
+                )
         return self._data[1]
+
+    def returns_to_go(self, dataset: Dataset) -> np.ndarray:
+        """(N,) discounted return from each transition's *next* state: the value head's target.
+
+        G after the last step is 0 after a success, ``value_fail`` after a failure (also from
+        the state before it, instead of the failing step's reward) and r_last / (1 - gamma)
+        after the time limit (the situation taken to persist)."""
+        c = self.config
+        gamma, fail = float(c["value_gamma"]), float(c["value_fail"])
+        tr = dataset.transitions("state")
+        reward, dropped, terminated = tr["reward"], tr["dropped"], tr["terminated"]
+        out = np.zeros(len(reward), np.float64)
+        for start, length in zip(dataset.act_start, dataset.lengths, strict=True):
+            last = start + length - 1
+            end = last
+            if dropped[last]:
+                out[last], g, end = fail, fail, last - 1
+            elif terminated[last]:
+                g = 0.0
+            else:
+                g = float(reward[last]) / max(1.0 - gamma, 1e-6)
+            for i in range(end, start - 1, -1):
+                out[i] = g  # return from s_{i+1}
+                g = float(reward[i]) + gamma * g
+        return out
 
     # -- training -------------------------------------------------------------------------
     def fit(
@@ -208,9 +271,8 @@ class StateModel(nn.Module):
             )
         self.train()
         n, bs, e = len(data["state"]), int(self.config["batch_size"]), self.members
-        losses: dict[str, list[float]] = {
-            k: [] for k in ("loss", "nll", "mse", "reward_mse", "fail_bce")
-        }
+        keys = ("loss", "nll", "mse", "reward_mse", "fail_bce") + ("value_mse",) * self.has_value
+        losses: dict[str, list[float]] = {k: [] for k in keys}
         for _ in range(steps):
             idx = torch.as_tensor(self._rng.integers(0, n, size=(e, bs)), device=self.device)
             s, s2, a = data["state"][idx], data["next"][idx], data["action"][idx]
@@ -230,11 +292,18 @@ class StateModel(nn.Module):
             reward_mse = ((reward - data["reward"][idx]) ** 2 * ok).sum() / ok.sum().clamp(min=1.0)
             fail_bce = F.binary_cross_entropy_with_logits(fail_logit, data["dropped"][idx])
             loss = nll + 0.01 * self.gauss.bound_loss() + reward_mse + fail_bce
+            value_mse = torch.zeros((), device=self.device)
+            if self.has_value:  # in normalised units, on the next states
+                value = self.value_head(f2)[..., 0]
+                target_v = self.value_norm(data["value"][idx, None])[..., 0]
+                value_mse = ((value - target_v) ** 2).mean()
+                loss = loss + value_mse
             self._optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self._optimizer.step()
-            for key, value in zip(losses, (loss, nll, mse, reward_mse, fail_bce), strict=True):
-                losses[key].append(value.item())
+            terms = (loss, nll, mse, reward_mse, fail_bce, value_mse)[: len(keys)]
+            for key, term in zip(keys, terms, strict=True):
+                losses[key].append(term.item())
         self.eval()
         return losses
 
@@ -309,13 +378,28 @@ class StateModel(nn.Module):
     def rollout(self, z0: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(reward, p_fail), each (N, H), of N sequences (N, H, A) from one state: the ensemble
         stepped H times (row b on member b % E, as in ``step``), the heads (not fed back)
-        scoring all N x H transitions in one batch."""
+        scoring all N x H transitions in one batch. With the value head on, the last step's
+        reward also gets ``value_weight * gamma**H * V(z_H)``."""
         self._check_built()
         zs = [z0.reshape(1, -1).expand(len(actions), -1)]
         for t in range(actions.shape[1]):
             zs.append(self._advance(zs[-1], actions[:, t]))
         z = torch.stack(zs, 1)
-        return self._score(z[:, :-1], z[:, 1:], self._plan_context(len(actions)))
+        reward, p_fail = self._score(z[:, :-1], z[:, 1:], self._plan_context(len(actions)))
+        if self.has_value:
+            c = self.config
+            scale = c["value_weight"] * c["value_gamma"] ** actions.shape[1]
+            reward = torch.cat([reward[:, :-1], reward[:, -1:] + scale * self.value(z[:, -1:])], 1)
+        return reward, p_fail
+
+    @torch.no_grad()
+    def value(self, z: torch.Tensor) -> torch.Tensor:
+        """V (...) of raw states (..., D): the fitted return-to-go, clamped to the targets'."""
+        self._check_built()
+        if not self.has_value:
+            raise RuntimeError("this model has no value head (value_weight is 0)")
+        v = self.value_norm.inverse(self.value_head(self._features(z)))[..., 0]
+        return v.clamp(self.value_range[0], self.value_range[1])
 
     def _advance(self, z: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
         """The next states (B, D) of the TS-inf ensemble: row b on member b % E."""

@@ -131,3 +131,55 @@ def test_errors_name_the_problem(tmp_path):
     bogus.write_bytes(b"not a torch file")
     with pytest.raises(ValueError, match="cannot read checkpoint"):
         StateModel.load(bogus)
+
+
+def test_returns_to_go_end_as_each_episode_ends(tmp_path):
+    """The value head's targets, by hand: G from each next state, per episode's ending."""
+    from toy_world import toy_episodes, write_toy
+
+    from embodied.dataset import Dataset
+
+    eps = toy_episodes(n=3, steps=3, drops=False)
+    ends = {0: "success", 1: "failure", 2: "time limit"}
+    for i, ep in enumerate(eps):
+        ep.reward[:] = [-1.0, -2.0, -500.0 if i == 1 else -4.0]
+        ep.terminated[-1] = i < 2
+        ep.dropped[-1] = ends[i] == "failure"
+    data = Dataset.load(write_toy(tmp_path, eps))
+    m = StateModel(**{**TINY, "value_weight": 1.0, "value_gamma": 0.5, "value_fail": -7.0})
+    g = m.returns_to_go(data).reshape(3, 3)
+    np.testing.assert_allclose(g[0], [-2.0 + 0.5 * -4.0, -4.0, 0.0])  # success: 0 after it
+    # failure: value_fail from the failed state and from the one before (not the -500 reward)
+    np.testing.assert_allclose(g[1], [-2.0 + 0.5 * -7.0, -7.0, -7.0])
+    # time limit: the last reward persists, -4 / (1 - 0.5)
+    np.testing.assert_allclose(g[2], [-2.0 + 0.5 * (-4.0 + 0.5 * -8.0), -4.0 + 0.5 * -8.0, -8.0])
+
+
+def test_value_head_fits_returns_and_rollout_adds_exactly_its_terminal_value(cup_carry_states):
+    on = StateModel(**{**TINY, "value_weight": 0.5, "value_gamma": 0.9})
+    off = StateModel(**TINY)
+    losses = on.fit(cup_carry_states, steps=300)
+    assert "value_mse" not in off.fit(cup_carry_states, steps=300)
+    assert np.mean(losses["value_mse"][-10:]) < 0.5 * np.mean(losses["value_mse"][:10])
+    tr = cup_carry_states.transitions("state")
+    g = torch.as_tensor(on.returns_to_go(cup_carry_states), dtype=torch.float32)
+    v = on.value(torch.as_tensor(tr["next_obs"]))
+    # fitted: far better than predicting the targets' mean
+    assert ((v - g) ** 2).mean() < 0.25 * g.var()
+    # the dynamics, reward and failure heads are untouched by the switch: same seed, same nets
+    z0 = torch.as_tensor(tr["obs"][0])  # an episode's start: far from the goal, V < 0
+    actions = (torch.rand(6, 5, 4, generator=torch.Generator().manual_seed(1)) * 2 - 1) * 0.1
+    r_on, p_on = on.rollout(z0, actions)
+    r_off, p_off = off.rollout(z0, actions)
+    torch.testing.assert_close(p_on, p_off, rtol=0, atol=0)
+    torch.testing.assert_close(r_on[:, :-1], r_off[:, :-1], rtol=0, atol=0)
+    # ... and only the last step gains weight * gamma^H * V(z_H); step adds nothing
+    z_h, r_step = z0.reshape(1, -1).expand(6, -1), []
+    for t in range(5):
+        z_h, r, _ = on.step(z_h, actions[:, t])
+        r_step.append(r)
+    torch.testing.assert_close(torch.stack(r_step, 1), r_off)
+    torch.testing.assert_close(r_on[:, -1], r_off[:, -1] + 0.5 * 0.9**5 * on.value(z_h))
+    assert (0.5 * 0.9**5 * on.value(z_h)).abs().min() > 1e-3  # the check above could fail
+    with pytest.raises(RuntimeError, match="no value head"):
+        off.value(z0[None])
