@@ -198,6 +198,14 @@ def test_every_preset_gives_a_whole_grid(app, preset):
         assert list(cfg.agents) == list(p.agents)
 
 
+@pytest.mark.parametrize("preset", sorted(PRESETS))
+def test_no_preset_flags_every_cell_it_runs(preset):
+    """The report leaves out cells with fewer than min_episodes episodes: a preset whose cells
+    all have fewer (standard had 5 against 10) reports n/a for every agent."""
+    p = PRESETS[preset]
+    assert p.min_episodes <= p.eval_episodes
+
+
 def test_the_preset_budget_reaches_the_eval_settings():
     """Every budget key of the preset arrives in the settings the cells run with (probe_clips
     was once configured but never passed on)."""
