@@ -105,6 +105,12 @@ EXPECTED = {
         QUICK.eval_seeds,
     ),
     "embodied-bench env=reach": (QUICK.agents, ["Reach"], QUICK.splits, QUICK.eval_seeds),
+    "embodied-bench tasks=[CupPickPlace] agents=[scripted,state] splits=[id]": (
+        ["scripted", "state"],
+        ["CupPickPlace"],
+        ["id"],
+        QUICK.eval_seeds,
+    ),
     "embodied-bench preset=smoke shift=standard": (
         SMOKE.agents,
         SMOKE.tasks,
