@@ -1,7 +1,10 @@
 """CupPush: push a standing cup across the table onto a target spot.
 
 Reward per step: ``-(d_cup / 0.3 + 0.3 * min(d_hand, 0.5) / 0.5)`` with ``d_cup`` the cup's
-horizontal distance to the target and ``d_hand`` the grip point's distance to the cup (m).
+horizontal distance to the target and ``d_hand`` the grip point's distance to the push spot (m):
+2 cm behind the cup on the line away from the target, 3 cm above the table. (v0 measured
+``d_hand`` to the cup itself, which paid as much for standing beside or in front of it as behind:
+a short-horizon planner parked there, or reached the cup from above and tipped it.)
 Success: the cup upright (tilt < 0.3 rad) within 3 cm of the target. Failure: the cup tips
 over (tilt > 1 rad) or leaves the table top.
 """
@@ -14,6 +17,7 @@ from embodied.envs.arm import ArmEnv
 
 TABLE_X = (0.0, 0.9)
 TABLE_Y = (-0.6, 0.6)
+PUSH_GAP, PUSH_HEIGHT = 0.02, 0.03  # where a push starts: behind the cup, low (m)
 
 
 class CupPush(ArmEnv):
@@ -40,8 +44,12 @@ class CupPush(ArmEnv):
     def score(self, sensordata: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         s = self.sensors(sensordata)
         cup = s["cup_pos"]
-        d_cup = np.linalg.norm(cup[..., :2] - self.target[:2], axis=-1)
-        d_hand = np.linalg.norm(s["ee_pos"] - cup, axis=-1)
+        to_goal = self.target[:2] - cup[..., :2]
+        d_cup = np.linalg.norm(to_goal, axis=-1)
+        u = to_goal / np.maximum(d_cup, 1e-6)[..., None]
+        push_xy = cup[..., :2] - u * (self.cup_radius + PUSH_GAP)
+        push = np.concatenate([push_xy, np.full_like(push_xy[..., :1], PUSH_HEIGHT)], -1)
+        d_hand = np.linalg.norm(s["ee_pos"] - push, axis=-1)
         reward = -(d_cup / 0.3 + 0.3 * np.minimum(d_hand, 0.5) / 0.5)
         tilt = self.tilt(s)
         on_table = (

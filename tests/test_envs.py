@@ -264,3 +264,32 @@ def test_record_video_works_out_of_the_box(tmp_path):
         frames = list(reader.iter_data())
     assert len(frames) >= 9 and frames[0].shape == first.shape == (240, 320, 3)
     assert np.abs(frames[0].astype(float) - first).mean() < 5  # h264 is lossy, not wrong
+
+
+def test_cup_push_pays_the_hand_for_standing_behind_the_cup_not_beside_it():
+    """Beside the cup is a dead end for a short-horizon planner (a push from there moves the
+    cup sideways or tips it); the reward's hand term points at the push spot: behind the cup
+    on the line away from the goal, low."""
+    env = gymnasium.make(env_id("CupPush"))
+    env.reset(seed=3)
+    u = env.unwrapped
+    sd = u.data.sensordata.copy()
+    s = u.sensors(sd)
+    cup = s["cup_pos"].copy()
+    away = (cup[:2] - u.target[:2]) / np.linalg.norm(cup[:2] - u.target[:2])
+    side = np.array([-away[1], away[0]])
+
+    def reward(xy_offset, z):
+        s["ee_pos"][:] = [*(cup[:2] + xy_offset), z]
+        return float(u.score(sd)[0])
+
+    gap = u.cup_radius + 0.02
+    behind, beside, ahead = (
+        reward(gap * away, 0.03),
+        reward(gap * side, 0.03),
+        reward(-gap * away, 0.03),
+    )
+    assert behind > beside + 0.01 and beside > ahead + 0.01
+    assert behind > reward(gap * away, 0.1) + 0.01  # low, under the cup's rim
+    d_cup = np.linalg.norm(cup[:2] - u.target[:2])
+    assert behind == pytest.approx(-d_cup / 0.3, abs=1e-6)  # the hand term is zero there
