@@ -1,6 +1,6 @@
 """embodied-ood: does a world model get the physical state right out of distribution?
 
-Importing the package registers the gymnasium ids (``embodied/<Task>-v0``) and sets up
+Importing the package registers the gymnasium ids (``embodied/<Task>-v<version>``) and sets up
 rendering before MuJoCo first renders (``embodied.envs.gl``: a headless backend, and rendering
 that is safe beside torch's compiler and across fork).
 """

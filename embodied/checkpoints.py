@@ -4,7 +4,8 @@ Trainers write ``trained_on.json`` beside their model (``<run_dir>/models/<Task>
 the dataset's task and split and the world model's family and class. Eval and the policy
 factories refuse a model trained on another task or of another family instead of planning with
 it (every task shares the state layout, so such a model would load and quietly plan nonsense).
-Directories without the file (other trainers, older runs) are not checked.
+A model trained on an older version of its task (``env_id``) is refused too. Directories
+without the file (other trainers, older runs) are not checked.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from embodied.atomic import write_atomic
+from embodied.registration import TASKS, env_id
 
 TRAINED_ON = "trained_on.json"
 
@@ -51,6 +53,12 @@ def check_trained_on(
         raise ValueError(
             f"the model in {checkpoint_dir} was trained on {record['task']} data, not {task}: "
             f"train agent {name!r} on {task} (models live in <checkpoints>/<Task>/<agent>/)"
+        )
+    trained_id, task_id = record.get("env_id"), env_id(task) if task in TASKS else None
+    if trained_id is not None and task_id is not None and trained_id != task_id:
+        raise ValueError(
+            f"the model in {checkpoint_dir} was trained on {trained_id} data; the task is now "
+            f"{task_id} (CHANGELOG.md says what changed): train {name!r} again on fresh data"
         )
     world_model = agent_cfg.get("world_model") or {}
     target = world_model.get("_target_")

@@ -214,7 +214,7 @@ def collect(
         out_dir,
         out,
         env_id=env_id,
-        task=env_id.split("/")[-1].removesuffix("-v0"),
+        task=env_id.split("/")[-1].rsplit("-v", 1)[0],
         split=split,
         obs_modes=list(obs_modes),
         image_size=image_size,

@@ -231,7 +231,8 @@ def id_episodes_path(
     that observes no camera (obs_mode ``state``) meets the very same episodes under it
     (tests/test_eval_app.py runs every look shift). The name carries a digest of everything
     else the episodes depend on: the agent's config, its checkpoint's bytes, the episode count,
-    the env's keyword arguments, the threads and the version.
+    the task's version (its reward is in every row), the env's keyword arguments, the threads
+    and the package version.
     """
     split = parse_split(cell.split)
     if agent_cfg.get("obs_mode", "state") != "state" or split.kind not in ("id", "look"):
@@ -242,6 +243,7 @@ def id_episodes_path(
     key = {
         "agent": OmegaConf.to_container(agent_cfg, resolve=True),
         "episodes": settings.episodes,
+        "env_id": env_id(cell.task),
         "env_kwargs": settings.env_kwargs,
         "threads": settings.threads,
         "version": embodied.__version__,

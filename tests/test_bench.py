@@ -79,3 +79,54 @@ def test_smoke_bench_end_to_end_and_deterministic(tmp_path):
     rerun = bench(first)
     assert "reusing the dataset" in rerun
     assert "(0 run now)" in rerun
+
+
+@pytest.mark.parametrize("version", ["v0", "v1"])
+def test_a_dataset_of_an_older_task_version_is_collected_anew(tmp_path, monkeypatch, version):
+    """CupPush v1 changed its reward: a run dir collected under v0 must not train v1's models
+    on v0's rewards, so bench recollects (and drops the task's models) instead of reusing."""
+    import numpy as np
+    from omegaconf import OmegaConf
+
+    from embodied.apps import bench as bench_app
+    from embodied.dataset import Episode, write_dataset
+
+    assert bench_app.env_id("CupPush") == "embodied/CupPush-v1"
+    cfg = OmegaConf.create(
+        {
+            "run_dir": str(tmp_path),
+            "checkpoints": str(tmp_path / "models"),
+            "progress": False,
+            "env": {"image_size": 8},
+            "collect": {
+                "episodes": 1,
+                "seed": 0,
+                "styles": ["cautious"],
+                "noises": [0.0],
+                "random_fraction": 0.0,
+            },
+        }
+    )
+    out = tmp_path / "data" / "CupPush" / "train"
+    zeros = {k: np.zeros(2) for k in ("reward", "dropped", "success", "terminated")}
+    episode = Episode(
+        state=np.zeros((3, 2)), pixels=None, action=np.zeros((2, 4)), physics={}, seed=0, **zeros
+    )
+    calls = []
+    monkeypatch.setattr(bench_app, "collect", lambda **kw: calls.append(kw))
+    bench_app.collect_stage(cfg, "CupPush", obs_mode_needed=False)  # collects, stamps
+    # what the stub did not write: a dataset of `version` under the same settings, models
+    write_dataset(
+        out,
+        [episode],
+        env_id=f"embodied/CupPush-{version}",
+        task="CupPush",
+        split="train",
+        obs_modes=["state"],
+        image_size=8,
+        state_labels=["a", "b"],
+    )
+    (tmp_path / "models" / "CupPush").mkdir(parents=True)
+    bench_app.collect_stage(cfg, "CupPush", obs_mode_needed=False)
+    assert len(calls) == (2 if version == "v0" else 1)
+    assert (tmp_path / "models" / "CupPush").is_dir() == (version == "v1")

@@ -241,3 +241,8 @@ def test_look_cells_reuse_the_id_cells_episodes_and_nothing_else_does(tmp_path, 
     seeing = OmegaConf.create({**noisier, "obs_mode": "state+pixels"})
     cell = Cell("scripted", "CupCarry", "look-cup_colour", 1)
     assert evaluate_module.id_episodes_path(cell, other, seeing, None) is None
+    # nor does another version of the task (CupPush v1 changed the reward every row sums)
+    blind = OmegaConf.create(noisier)
+    now = evaluate_module.id_episodes_path(cell, other, blind, None)
+    monkeypatch.setattr(evaluate_module, "env_id", lambda task: f"embodied/{task}-v9")
+    assert evaluate_module.id_episodes_path(cell, other, blind, None) not in (now, None)

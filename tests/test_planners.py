@@ -15,6 +15,7 @@ from embodied.agents.planners import CEM, ICEM, MPPI, ModelStep, step_function, 
 from embodied.agents.simulator import SimulatorModel
 from embodied.apps.eval import load_agents
 from embodied.envs.arm import MAX_DELTA
+from embodied.registration import env_id
 
 PLANNERS = [CEM, ICEM, MPPI]
 GOAL = torch.tensor([0.5, -0.4, 0.3])
@@ -161,7 +162,7 @@ def test_simulators_plan_as_far_ahead_as_the_task_declares(agent):
     cfg = OmegaConf.create(load_agents([agent], OmegaConf.create())[agent])
     assert cfg.planner.horizon is None
     for task, horizon in (("CupCarry", 5), ("CupPush", 10), ("CupPickPlace", 10)):
-        env = gymnasium.make(f"embodied/{task}-v0")
+        env = gymnasium.make(env_id(task))
         assert env.unwrapped.plan_horizon == horizon
         assert build_planner(cfg.planner, env, 0, None).horizon == horizon
         explicit = OmegaConf.merge(cfg.planner, {"horizon": 7})

@@ -39,7 +39,7 @@ def push_episode(env: gymnasium.Env, seed: int, noise: float) -> tuple[dict, flo
 
 @pytest.fixture(scope="module")
 def env():
-    env = gymnasium.make("embodied/CupPush-v0")
+    env = gymnasium.make("embodied/CupPush-v1")
     yield env
     env.close()
 

@@ -25,7 +25,7 @@ from embodied.agents.mpc import make_policy
 from embodied.apps import cli
 from embodied.apps import train as train_app
 from embodied.apps.eval import evaluate, load_agents
-from embodied.checkpoints import TRAINED_ON
+from embodied.checkpoints import TRAINED_ON, check_trained_on, write_trained_on
 from embodied.collect import collect
 from embodied.dataset import MANIFEST, Dataset, DatasetError, read_manifest
 from embodied.results import ResultsStore, write_atomic
@@ -146,7 +146,7 @@ def foreign_dataset(run: Path, env_id: str) -> Path:
     path = run / "data" / "foreign"
     shutil.copytree(run / "data" / "CupCarry" / "train", path, dirs_exist_ok=True)
     manifest = read_manifest(path)
-    manifest.update(env_id=env_id, task=env_id.split("/")[1].removesuffix("-v0"))
+    manifest.update(env_id=env_id, task=env_id.split("/")[1].rsplit("-v", 1)[0])
     (path / MANIFEST).write_text(json.dumps(manifest))
     return path
 
@@ -156,17 +156,17 @@ def test_a_dataset_of_another_task_is_refused(trained, tmp_path):
     run, agent = trained
     data = run / "data" / "CupCarry" / "train"
     with pytest.raises(DatasetError, match=r"holds 'embodied/CupCarry-v0' episodes; 'embodied/"):
-        Dataset.load(data, env_id="embodied/CupPush-v0")
+        Dataset.load(data, env_id="embodied/CupPush-v1")
     out = tmp_path / "model"
     with initialize_config_module("embodied.configs", version_base="1.3"):
         cfg = compose("train", ["env=cup_push", f"data_dir={data}", f"out_dir={out}"])
-    with pytest.raises(DatasetError, match=r"'embodied/CupPush-v0' needs a dataset of its own"):
+    with pytest.raises(DatasetError, match=r"'embodied/CupPush-v1' needs a dataset of its own"):
         train_app.train(cfg)  # embodied-train env=cup_push data_dir=<CupCarry data>
     assert not out.exists()  # refused before anything was written
     # resuming a CupCarry model on CupPush data would mix two tasks in one model
     with pytest.raises(ValueError, match=r"trained on 'embodied/CupCarry-v0' data; .* holds"):
         training.train_world_model(
-            agent, foreign_dataset(run, "embodied/CupPush-v0"), run / "models/CupCarry/state", 20
+            agent, foreign_dataset(run, "embodied/CupPush-v1"), run / "models/CupCarry/state", 20
         )
 
 
@@ -219,7 +219,7 @@ def test_eval_refuses_a_model_of_another_task_or_family_before_any_cell(trained)
 def test_make_policy_refuses_foreign_truncated_and_empty_checkpoints(trained, tmp_path):
     run, agent = trained
     ckpt = run / "models" / "CupCarry" / "state"
-    push = gymnasium.make("embodied/CupPush-v0")
+    push = gymnasium.make("embodied/CupPush-v1")
     with pytest.raises(ValueError, match=r"trained on CupCarry data, not CupPush"):
         make_policy(agent, ckpt, push, seed=0)
     carry = gymnasium.make("embodied/CupCarry-v0")
@@ -326,3 +326,14 @@ def test_eval_into_a_results_path_that_is_a_directory_fails_in_one_line(tmp_path
     assert done.returncode == 2
     assert done.stderr.startswith("embodied-eval: error: [Errno 21]")
     assert "results.jsonl" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_a_model_trained_on_an_older_version_of_its_task_is_refused(tmp_path):
+    """CupPush v1 pays for another hand position than v0 did: a v0 model's reward head
+    predicts the old reward, so planning with it would quietly chase the old goal."""
+    record = {"task": "CupPush", "split": "train", "family": "state"}
+    write_trained_on(tmp_path, {**record, "env_id": "embodied/CupPush-v0"})
+    with pytest.raises(ValueError, match=r"trained on embodied/CupPush-v0 data; the task is now "):
+        check_trained_on(tmp_path, "CupPush", {"name": "state"})
+    write_trained_on(tmp_path, {**record, "env_id": "embodied/CupPush-v1"})
+    check_trained_on(tmp_path, "CupPush", {"name": "state"})  # the current version passes

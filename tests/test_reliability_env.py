@@ -15,6 +15,7 @@ from hypothesis.extra import numpy as hnp
 import embodied
 from embodied import evaluate
 from embodied.collect import collect
+from embodied.registration import env_id
 from embodied.shifts import PARAMS, valid_splits
 
 TASKS = sorted(embodied.TASKS)
@@ -28,7 +29,7 @@ DIVERGING = [{"joint_damping": 1e9}, {"grip_force": 1e300}, {"gravity": 1e300}]
 
 @pytest.fixture(scope="module")
 def envs():
-    made = {task: gymnasium.make(f"embodied/{task}-v0") for task in TASKS}
+    made = {task: gymnasium.make(env_id(task)) for task in TASKS}
     yield made
     for env in made.values():
         env.close()
@@ -143,7 +144,7 @@ def test_invalid_explicit_physics_fails_naming_the_valid_range(envs, values, tas
     with pytest.raises(ValueError, match=r"must be (an integer|a finite number) in [\[(]"):
         envs[task].reset(seed=0, options={"physics": values})
     with pytest.raises(ValueError, match=r"must be (an integer|a finite number) in [\[(]"):
-        gymnasium.make(f"embodied/{task}-v0", physics=values)
+        gymnasium.make(env_id(task), physics=values)
 
 
 @pytest.mark.parametrize(

@@ -25,7 +25,7 @@ from embodied.agents.training import MODEL_FILE, load_model, train_world_model
 from embodied.apps.eval import load_agents
 from embodied.dataset import Dataset, Episode, write_dataset
 from embodied.envs.arm import STATE_LABELS
-from embodied.registration import TASKS
+from embodied.registration import TASKS, env_id
 
 HAND = ["ee_x", "ee_y", "ee_z"]
 TINY = {
@@ -58,7 +58,7 @@ def data(tmp_path_factory) -> dict[str, str]:
         write_dataset(
             path,
             episodes,
-            env_id=f"embodied/{task}-v0",
+            env_id=env_id(task),
             task=task,
             split="train",
             obs_modes=("state", "pixels"),

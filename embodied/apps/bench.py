@@ -53,7 +53,7 @@ def collect_stage(cfg: DictConfig, task: str, obs_mode_needed: bool) -> Path:
     stamp = out / "bench-collect.json"
     if stamp.is_file() and stamp.read_text() == settings:
         try:
-            Dataset.load(out)
+            Dataset.load(out, env_id=env_id(task))  # a task's new version collects anew
             print(f"{task}: reusing the dataset in {out}")
             return out
         except (OSError, ValueError) as err:
