@@ -23,7 +23,14 @@ from gymnasium.envs.registration import load_env_creator
 from torch import nn
 from torch.nn import functional as F
 
-from embodied.agents.nets import MLP, Normalizer, load_checkpoint, resolve_device, save_checkpoint
+from embodied.agents.nets import (
+    MLP,
+    Normalizer,
+    load_checkpoint,
+    match_layouts,
+    resolve_device,
+    save_checkpoint,
+)
 from embodied.dataset import Dataset
 from embodied.registration import TASKS, env_id
 
@@ -240,6 +247,13 @@ class FrameModel(nn.Module):
     """
 
     FORMAT = ""
+
+    def train_with(self, *optimizers: torch.optim.Optimizer) -> None:
+        """Training mode, with each optimizer's state laid out as its parameters now are (the
+        conv nets train channels-last: ``nets.ChannelsLastTraining``, ``nets.match_layouts``)."""
+        self.train()
+        for optimizer in optimizers:
+            match_layouts(optimizer)
 
     def _setup(
         self,

@@ -51,7 +51,6 @@ from embodied.agents.nets import (
     ConvDecoder,
     ConvEncoder,
     frames_to_tensor,
-    match_layouts,
     tensor_to_frames,
 )
 from embodied.dataset import Dataset
@@ -167,9 +166,7 @@ class LatentModel(FrameModel):
             "probe",
         )
         losses: dict[str, list[float]] = {k: [] for k in keys}
-        self.train()
-        for optimizer in (self._optimizer, self._probe_optimizer):
-            match_layouts(optimizer)  # after train(): conv weights channels-last
+        self.train_with(self._optimizer, self._probe_optimizer)
         for _ in range(steps):
             batch = sample_windows(
                 dataset, c["batch_size"], c["seq_len"], self._rng, modes, self.history

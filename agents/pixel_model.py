@@ -52,7 +52,6 @@ from embodied.agents.nets import (
     ConvDecoder,
     ConvEncoder,
     frames_to_tensor,
-    match_layouts,
     tensor_to_frames,
 )
 from embodied.dataset import Dataset
@@ -202,8 +201,7 @@ class PixelModel(FrameModel):
             self._optimizer = self._new_optimizer()
         keys = ("loss", "recon", "kl", "reward_mse", "fail_bce", "proprio_mse", "open_reward_mse")
         losses: dict[str, list[float]] = {k: [] for k in keys}
-        self.train()
-        match_layouts(self._optimizer)  # after train(): conv weights channels-last
+        self.train_with(self._optimizer)
         for _ in range(steps):
             batch = sample_windows(dataset, c["batch_size"], c["seq_len"], self._rng, modes)
             terms = self._losses(batch)
