@@ -14,7 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from embodied.agents.nets import resolve_device
 from embodied.agents.planners import Planner, step_function
-from embodied.agents.training import MODEL_FILE, load_model, set_torch_threads
+from embodied.agents.training import MODEL_FILE, for_task, load_model, set_torch_threads
 from embodied.checkpoints import check_trained_on
 
 
@@ -78,6 +78,7 @@ def make_policy(
     """Build the MPC policy of an agent config (the ``policy`` factory eval instantiates)."""
     if not isinstance(agent_cfg, DictConfig):
         agent_cfg = OmegaConf.create(agent_cfg)
+    agent_cfg = for_task(agent_cfg, getattr(env.unwrapped, "task_name", None))
     set_torch_threads(agent_cfg.get("torch_threads"))
     if checkpoint_dir is not None and agent_cfg.get("trainer") is not None:
         check_trained_on(checkpoint_dir, getattr(env.unwrapped, "task_name", None), agent_cfg)

@@ -39,6 +39,7 @@ from tqdm.auto import tqdm
 from embodied.agents.nets import load_checkpoint, resolve_device, save_checkpoint
 from embodied.checkpoints import write_trained_on
 from embodied.dataset import Dataset, read_manifest
+from embodied.registration import TASKS
 from embodied.results import write_atomic
 
 CHECKPOINT = "checkpoint.pt"
@@ -185,6 +186,22 @@ def save_training(
     write_atomic(out_dir / MODEL_FILE, data)
 
 
+def for_task(agent_cfg: DictConfig, task: str | None) -> DictConfig:
+    """The agent config as it trains on ``task``: its ``per_task[task]`` merged over it.
+
+    One agent config serves every task of a bench; a setting that helps one task and hurts
+    another (``state``'s terminal value: CupPush 13/30 vs 6/30 without, CupCarry 25/30 vs
+    30/30) is set for that task alone. Training and ``mpc.make_policy`` both merge it.
+    """
+    table = agent_cfg.get("per_task") or {}
+    unknown = sorted(set(table) - set(TASKS))
+    if unknown:
+        raise ValueError(f"per_task names unknown tasks {unknown}; valid: {sorted(TASKS)}")
+    if task not in table:
+        return agent_cfg
+    return OmegaConf.merge(agent_cfg, table[task])
+
+
 def train_world_model(
     agent_cfg: DictConfig | dict,
     dataset_dir: str | os.PathLike,
@@ -209,6 +226,7 @@ def train_world_model(
             f"got {steps}, {checkpoint_every}, {log_every}"
         )
     manifest = read_manifest(dataset_dir, env_id)  # a foreign dataset fails before any work
+    agent_cfg = for_task(agent_cfg, manifest.get("task"))
     wm_cfg = agent_cfg.world_model
     trained_on = {
         "env_id": manifest["env_id"],

@@ -165,3 +165,23 @@ def test_trains_a_model_that_passes_its_arguments_on(data_dir, tmp_path):
     }
     summary = training.train_world_model(agent, data_dir, tmp_path, steps=2, progress=False)
     assert summary["step"] == 2 and (tmp_path / training.MODEL_FILE).exists()
+
+
+def test_per_task_settings_train_and_plan_on_their_task_alone(data_dir, tmp_path):
+    """state's terminal value helps CupPush and hurts CupCarry: one agent config, one task."""
+    import gymnasium
+
+    from embodied.agents.mpc import make_policy
+
+    table = {"CupCarry": {"world_model": {"value_weight": 0.5}, "planner": {"horizon": 3}}}
+    agent = {**AGENT, "per_task": table, "planner": {"_target_": "embodied.agents.planners.CEM"}}
+    training.train_world_model(agent, data_dir, tmp_path / "carry", 5, progress=False)
+    model = StateModel.load(tmp_path / "carry" / training.MODEL_FILE)
+    assert model.config["value_weight"] == 0.5 and model.has_value
+    env = gymnasium.make("embodied/CupCarry-v0")
+    policy = make_policy(agent, tmp_path / "carry", env, seed=0)
+    assert policy.planner.horizon == 3  # the planner's per-task settings reach it too
+    other = training.for_task(OmegaConf.create(agent), "Reach")  # another task: untouched
+    assert "value_weight" not in other.world_model and "horizon" not in other.planner
+    with pytest.raises(ValueError, match=r"unknown tasks \['CupCary'\]; valid: \['CupCarry'"):
+        training.for_task(OmegaConf.create({**agent, "per_task": {"CupCary": {}}}), "Reach")
