@@ -81,10 +81,20 @@ def test_smoke_bench_end_to_end_and_deterministic(tmp_path):
     assert "(0 run now)" in rerun
 
 
-@pytest.mark.parametrize("version", ["v0", "v1"])
-def test_a_dataset_of_an_older_task_version_is_collected_anew(tmp_path, monkeypatch, version):
-    """CupPush v1 changed its reward: a run dir collected under v0 must not train v1's models
-    on v0's rewards, so bench recollects (and drops the task's models) instead of reusing."""
+@pytest.mark.parametrize(
+    "version, first, then, recollects",
+    [
+        ("v0", False, False, True),  # an older version of the task: its rewards are stale
+        ("v1", False, False, False),
+        ("v1", True, False, False),  # frames collected serve a run of state agents
+        ("v1", False, True, True),  # states alone cannot serve a frame model
+    ],
+)
+def test_bench_reuses_a_dataset_that_serves_the_run_and_only_then(
+    tmp_path, monkeypatch, version, first, then, recollects
+):
+    """CupPush v1 changed its reward: v0 data must not train v1's models. A run dir whose data
+    has frames keeps it (and the frame models trained on it) for a bench of state agents."""
     import numpy as np
     from omegaconf import OmegaConf
 
@@ -92,32 +102,27 @@ def test_a_dataset_of_an_older_task_version_is_collected_anew(tmp_path, monkeypa
     from embodied.dataset import Episode, write_dataset
 
     assert bench_app.env_id("CupPush") == "embodied/CupPush-v1"
+    collect = {"episodes": 1, "seed": 0, "styles": ["cautious"], "noises": [0.0]}
+    collect.update(random_fraction=0.0, obs_modes=["state", "pixels"])
     cfg = OmegaConf.create(
         {
             "run_dir": str(tmp_path),
             "checkpoints": str(tmp_path / "models"),
             "progress": False,
             "env": {"image_size": 8},
-            "collect": {
-                "episodes": 1,
-                "seed": 0,
-                "styles": ["cautious"],
-                "noises": [0.0],
-                "random_fraction": 0.0,
-            },
+            "collect": collect,
         }
     )
-    out = tmp_path / "data" / "CupPush" / "train"
     zeros = {k: np.zeros(2) for k in ("reward", "dropped", "success", "terminated")}
     episode = Episode(
         state=np.zeros((3, 2)), pixels=None, action=np.zeros((2, 4)), physics={}, seed=0, **zeros
     )
     calls = []
     monkeypatch.setattr(bench_app, "collect", lambda **kw: calls.append(kw))
-    bench_app.collect_stage(cfg, "CupPush", obs_mode_needed=False)  # collects, stamps
-    # what the stub did not write: a dataset of `version` under the same settings, models
+    bench_app.collect_stage(cfg, "CupPush", obs_mode_needed=first)  # collects, stamps
+    # what the stub did not write: a dataset of `version` under the stamp, a trained model
     write_dataset(
-        out,
+        tmp_path / "data" / "CupPush" / "train",
         [episode],
         env_id=f"embodied/CupPush-{version}",
         task="CupPush",
@@ -126,7 +131,7 @@ def test_a_dataset_of_an_older_task_version_is_collected_anew(tmp_path, monkeypa
         image_size=8,
         state_labels=["a", "b"],
     )
-    (tmp_path / "models" / "CupPush").mkdir(parents=True)
-    bench_app.collect_stage(cfg, "CupPush", obs_mode_needed=False)
-    assert len(calls) == (2 if version == "v0" else 1)
-    assert (tmp_path / "models" / "CupPush").is_dir() == (version == "v1")
+    (tmp_path / "models" / "CupPush" / "pixel").mkdir(parents=True)
+    bench_app.collect_stage(cfg, "CupPush", obs_mode_needed=then)
+    assert len(calls) == 1 + recollects
+    assert (tmp_path / "models" / "CupPush" / "pixel").is_dir() != recollects

@@ -35,23 +35,23 @@ def stage(name: str, started: float) -> None:
 
 
 def collect_stage(cfg: DictConfig, task: str, obs_mode_needed: bool) -> Path:
-    """The task's training dataset: reused when collected with these very settings.
+    """The task's training dataset: reused when collected with these settings (a dataset with
+    frames serves a run that needs only states: a bench of state agents in a run dir keeps the
+    frame models trained there).
 
     A fresh dataset invalidates the task's trained models, which are removed with it.
     """
     out = Path(cfg.run_dir) / "data" / task / "train"
     c = cfg.collect
     obs_modes = list(c.obs_modes) if obs_mode_needed else ["state"]
-    settings = json.dumps(
-        {
-            **OmegaConf.to_container(c, resolve=True),
-            "obs_modes": obs_modes,
-            "image_size": int(cfg.env.image_size),
-        },
-        sort_keys=True,
-    )
+    wanted = {
+        **OmegaConf.to_container(c, resolve=True),
+        "obs_modes": obs_modes,
+        "image_size": int(cfg.env.image_size),
+    }
+    settings = json.dumps(wanted, sort_keys=True)
     stamp = out / "bench-collect.json"
-    if stamp.is_file() and stamp.read_text() == settings:
+    if stamp.is_file() and _serves(stamp.read_text(), wanted):
         try:
             Dataset.load(out, env_id=env_id(task))  # a task's new version collects anew
             print(f"{task}: reusing the dataset in {out}")
@@ -75,6 +75,18 @@ def collect_stage(cfg: DictConfig, task: str, obs_mode_needed: bool) -> Path:
     )
     write_atomic(stamp, settings.encode())
     return out
+
+
+def _serves(stamp: str, wanted: dict) -> bool:
+    """Whether a dataset stamped ``stamp`` was collected as ``wanted`` asks, with at least the
+    observation modes it asks for."""
+    try:
+        have = json.loads(stamp)
+    except json.JSONDecodeError:
+        return False
+    if not isinstance(have, dict) or not set(wanted["obs_modes"]) <= set(have.get("obs_modes", [])):
+        return False
+    return {**have, "obs_modes": None} == {**wanted, "obs_modes": None}
 
 
 @dataclass(frozen=True)
