@@ -105,6 +105,18 @@ EXPECTED = {
         QUICK.eval_seeds,
     ),
     "embodied-bench env=reach": (QUICK.agents, ["Reach"], QUICK.splits, QUICK.eval_seeds),
+    "embodied-bench preset=standard tasks=[CupPush]": (
+        STANDARD_PRESET.agents,
+        ["CupPush"],
+        STANDARD_PRESET.splits,
+        STANDARD_PRESET.eval_seeds,
+    ),
+    "embodied-bench preset=standard tasks=[CupPush] agents=[scripted,state]": (
+        ["scripted", "state"],
+        ["CupPush"],
+        STANDARD_PRESET.splits,
+        STANDARD_PRESET.eval_seeds,
+    ),
     "embodied-bench tasks=[CupPickPlace] agents=[scripted,state] splits=[id]": (
         ["scripted", "state"],
         ["CupPickPlace"],
