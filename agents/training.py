@@ -187,7 +187,7 @@ def save_training(
 
 
 def for_task(agent_cfg: DictConfig, task: str | None) -> DictConfig:
-    """The agent config as it trains on ``task``: its ``per_task[task]`` merged over it.
+    """The agent config for ``task``: its ``per_task[task]`` merged over it.
 
     One agent config serves every task of a bench; a setting that helps one task and hurts
     another (``state``'s terminal value: CupPush 13/30 vs 6/30 without, CupCarry 25/30 vs
