@@ -245,17 +245,17 @@ def train_world_model(
     step = 0
     if (out / CHECKPOINT).exists():
         ckpt = load_checkpoint(out / CHECKPOINT, FORMAT)
+        before = ckpt.get("trained_on") or {}  # another task first: its config may differ too
+        if before.get("env_id", manifest["env_id"]) != manifest["env_id"]:
+            raise ValueError(
+                f"{out} holds a model trained on {before['env_id']!r} data; {dataset_dir} holds "
+                f"{manifest['env_id']!r} episodes: use another out_dir for another task"
+            )
         if ckpt["world_model"] != wm_yaml:
             raise ValueError(
                 f"{out} holds a checkpoint of a different world_model config; use another "
                 f"out_dir or delete {out / CHECKPOINT}.\ncheckpoint:\n{ckpt['world_model']}"
                 f"requested:\n{wm_yaml}"
-            )
-        before = ckpt.get("trained_on") or {}
-        if before.get("env_id", manifest["env_id"]) != manifest["env_id"]:
-            raise ValueError(
-                f"{out} holds a model trained on {before['env_id']!r} data; {dataset_dir} holds "
-                f"{manifest['env_id']!r} episodes: use another out_dir for another task"
             )
         model = _model_from_bytes(cls, ckpt["model"], out, device)
         if ckpt["train_state"] is not None and hasattr(model, "load_train_state"):
