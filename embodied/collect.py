@@ -13,6 +13,7 @@ from typing import Any
 
 import gymnasium
 import numpy as np
+from gymnasium.envs.registration import parse_env_id
 from tqdm.auto import tqdm
 
 from embodied.dataset import OBS_MODES, Episode, write_dataset
@@ -214,7 +215,7 @@ def collect(
         out_dir,
         out,
         env_id=env_id,
-        task=env_id.split("/")[-1].rsplit("-v", 1)[0],
+        task=parse_env_id(env_id)[1],
         split=split,
         obs_modes=list(obs_modes),
         image_size=image_size,

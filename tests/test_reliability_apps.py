@@ -17,6 +17,7 @@ from pathlib import Path
 
 import gymnasium
 import pytest
+from gymnasium.envs.registration import parse_env_id
 from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 
@@ -146,7 +147,7 @@ def foreign_dataset(run: Path, env_id: str) -> Path:
     path = run / "data" / "foreign"
     shutil.copytree(run / "data" / "CupCarry" / "train", path, dirs_exist_ok=True)
     manifest = read_manifest(path)
-    manifest.update(env_id=env_id, task=env_id.split("/")[1].rsplit("-v", 1)[0])
+    manifest.update(env_id=env_id, task=parse_env_id(env_id)[1])
     (path / MANIFEST).write_text(json.dumps(manifest))
     return path
 
