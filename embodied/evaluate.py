@@ -4,7 +4,8 @@
 ``embodied`` and ``video`` metrics (with the state probes of embodied.metrics.probes), the
 ``videos`` it wrote and ``wall_s``. Every random draw
 descends from the cell's seed through a numpy SeedSequence: the episode seeds, the policy's
-seed and the seeds of the held-out clips. The episode and clip seeds depend on the seed alone,
+seed and the seeds of the held-out clips (collected before the grid by the clips stage,
+embodied.clips, and only read here). The episode and clip seeds depend on the seed alone,
 not on the agent or the split, so every agent meets the same episodes, and a split differs
 from ``id`` at the same seed only in what it shifts (paired draws). A look split changes only
 what a camera sees, so an agent that observes no camera meets its ``id`` episodes exactly: the
@@ -15,7 +16,6 @@ from __future__ import annotations
 
 import fnmatch
 import hashlib
-import io
 import json
 import time
 from collections.abc import Callable
@@ -46,9 +46,6 @@ from embodied.registration import env_id
 from embodied.results import ResultLine
 from embodied.rollout import Step, rollout
 from embodied.shifts.splits import parse_split
-
-CUP_LABELS = ("cup_x", "cup_y", "cup_z")
-DATA_STYLE, DATA_NOISE = "cautious", 0.1  # the scripted controller that records held-out clips
 
 
 @dataclass(frozen=True)
@@ -257,95 +254,28 @@ def id_episodes_path(
 
 
 # ----------------------------------------------------------------------------- video
-def heldout_path(settings: EvalSettings, cell: Cell) -> Path:
+def heldout_path(settings: EvalSettings, task: str, split: str, seed: int) -> Path:
+    """The held-out clips of every cell of (task, split, seed)."""
     h, c, s = settings.video_horizon, settings.video_clips, settings.image_size
-    return (
-        Path(settings.run_dir)
-        / "heldout"
-        / cell.task
-        / cell.split
-        / f"seed{cell.seed}-c{c}-h{h}-s{s}.npz"
-    )
+    return Path(settings.run_dir) / "heldout" / task / split / f"seed{seed}-c{c}-h{h}-s{s}.npz"
 
 
-def record_clip(env: gymnasium.Env, seed: int, horizon: int) -> tuple[list, list, list]:
-    """(states, frames, actions) of ``horizon`` steps of the scripted controller, run on the
-    unwrapped env past the task's end (drop or success); cut short where the simulation
-    diverges."""
-    controller = env.unwrapped.scripted_policy(DATA_STYLE, noise=DATA_NOISE, seed=seed)
-    states: list[np.ndarray] = []
-    frames: list[np.ndarray] = []
-    actions: list[np.ndarray] = []
-
-    def start(obs: Any, info: dict[str, Any]) -> None:
-        states.append(obs["state"])
-        frames.append(obs["pixels"])
-
-    def record(step: Step) -> bool:
-        if step.info["physics_error"]:
-            return True
-        actions.append(step.action)
-        states.append(step.next_obs["state"])
-        frames.append(step.next_obs["pixels"])
-        return False
-
-    rollout(env.unwrapped, controller, seed, record, horizon=horizon, on_reset=start)
-    return states, frames, actions
+def probe_path(settings: EvalSettings, task: str) -> Path:
+    """The train-split clips the state probes of every cell of the task are fitted on."""
+    h, c, s = settings.video_horizon, settings.probe_clips, settings.image_size
+    return Path(settings.run_dir) / "heldout" / task / "train" / f"probe-c{c}-h{h}-s{s}.npz"
 
 
-def collect_clips(
-    task: str, split: str, settings: EvalSettings, candidates: list[int], count: int
-) -> dict[str, np.ndarray]:
-    """``count`` H-step clips of (task, split) by the scripted controller.
-
-    The clip runs on through a drop (what happens next is still physics worth predicting); a
-    clip whose simulation diverges is replaced by the next candidate seed.
-    """
-    env = make_env(task, split, settings, "state+pixels")
-    horizon = settings.video_horizon
-    out: dict[str, list] = {"seed": [], "state": [], "pixels": [], "action": []}
-    try:
-        for seed in candidates:
-            if len(out["seed"]) == count:
-                break
-            states, frames, actions = record_clip(env, seed, horizon)
-            if len(actions) == horizon:
-                for key, value in zip(out, (seed, states, frames, actions), strict=True):
-                    out[key].append(value)
-        if len(out["seed"]) < count:
-            raise RuntimeError(f"{task}/{split}: too many clips diverged")
-        labels = list(env.unwrapped.state_labels)
-    finally:
-        env.close()
-    clips = {k: np.asarray(v) for k, v in out.items()}
-    clips["cup_index"] = np.asarray([labels.index(name) for name in CUP_LABELS])
-    return clips
-
-
-def cached_clips(path: Path, collect: Callable[[], dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
-    """The clips stored at ``path``, collected and stored on first use.
-
-    Workers may race to write the same file; the content is deterministic and the write
-    atomic, so the race is harmless.
-    """
-    if path.exists():
-        with np.load(path) as data:
-            return {k: data[k] for k in data.files}
-    clips = collect()
-    buffer = io.BytesIO()
-    np.savez_compressed(buffer, **clips)
-    write_atomic(path, buffer.getvalue())
-    return clips
-
-
-def heldout_clips(
-    cell: Cell, settings: EvalSettings, candidates: list[int]
-) -> dict[str, np.ndarray]:
-    """The cached clips of (task, split, seed), collected on first use."""
-    return cached_clips(
-        heldout_path(settings, cell),
-        lambda: collect_clips(cell.task, cell.split, settings, candidates, settings.video_clips),
-    )
+def read_clips(path: Path) -> dict[str, np.ndarray]:
+    """A clip file the clips stage wrote (embodied.clips): a cell reads clips, never collects."""
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"no clips at {path}: the clips stage collects them before the grid's cells "
+            "(embodied-eval and embodied-bench run it; from Python, "
+            "embodied.clips.collect_stage(cells, settings))"
+        )
+    with np.load(path) as data:
+        return {k: data[k] for k in data.files}
 
 
 def model_obs(clips: dict[str, np.ndarray], i: int | slice, obs_mode: str) -> Any:
@@ -399,25 +329,6 @@ def video_metrics(
 
 
 # ----------------------------------------------------------------------------- probes
-PROBE_STREAM = 3  # cell_seeds spawns streams 0-2 of a seed; the probes' clips draw stream 3
-
-
-def probe_path(settings: EvalSettings, task: str) -> Path:
-    h, c, s = settings.video_horizon, settings.probe_clips, settings.image_size
-    return Path(settings.run_dir) / "heldout" / task / "train" / f"probe-c{c}-h{h}-s{s}.npz"
-
-
-def probe_clips(task: str, settings: EvalSettings) -> dict[str, np.ndarray]:
-    """``probe_clips`` clips of the task's ``train`` split that fit the learned probes: the same
-    for every cell of the task (seeds of no cell's), so collected once and cached on disk."""
-    count = settings.probe_clips
-    stream = np.random.SeedSequence(0, spawn_key=(PROBE_STREAM,))
-    seeds = [int(s) for s in stream.generate_state(CLIP_SPARES * count)]
-    return cached_clips(
-        probe_path(settings, task), lambda: collect_clips(task, "train", settings, seeds, count)
-    )
-
-
 def probe_latents(
     world_model: Any, env: gymnasium.Env, clips: dict[str, np.ndarray]
 ) -> tuple[np.ndarray, bool]:
@@ -502,12 +413,11 @@ def run_cell(cell: Cell, settings: EvalSettings) -> dict[str, Any]:
         world_model = getattr(policy, "world_model", None)
         video = None
         if world_model is not None and settings.video_clips > 0 and settings.video_horizon > 0:
-            clips = heldout_clips(cell, settings, seeds.clips)
+            clips = read_clips(heldout_path(settings, cell.task, cell.split, cell.seed))
             video, first = video_metrics(world_model, env, clips)
             if settings.probe_clips > 0 and hasattr(world_model, "step"):
-                video["probe"] = state_probes(
-                    world_model, env, clips, lambda: probe_clips(cell.task, settings)
-                )
+                train = probe_path(settings, cell.task)
+                video["probe"] = state_probes(world_model, env, clips, lambda: read_clips(train))
             if record and first is not None:
                 strip = videos.triptych(*first, scale=settings.video_scale)
                 written["imagination"] = _write(settings, cell, "imagination", strip)

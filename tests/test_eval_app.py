@@ -143,6 +143,22 @@ def test_sigkill_mid_grid_then_a_rerun_equals_an_uninterrupted_run(tmp_path, uni
     assert written == ["config.yaml", "episodes", "results.jsonl", "version.json"]
 
 
+def test_eval_collects_the_clips_before_the_grid_and_its_cells_only_read_them(tmp_path):
+    """The held-out clips of the world-model agent's cells (nominal's; scripted has none) are
+    written by the clips stage; skipped, the cell that needs them fails naming it."""
+    grid = ["agents=[scripted,nominal]", "splits=[id]", "seeds=[0]", "episodes=1"]
+    grid += ["video.clips=2", "video.horizon=4", "video.probe_clips=0", "executor.workers=1"]
+    with pytest.raises(RuntimeError, match=r"nominal/CupCarry/id/0 failed: no clips at .* clips"):
+        evaluate(config(tmp_path, *grid), clips=False)
+    lines = evaluate(config(tmp_path, *grid))
+    heldout = tmp_path / "heldout"
+    assert [p for p in heldout.rglob("*") if p.is_file()] == [
+        heldout / "CupCarry" / "id" / "seed0-c2-h4-s64.npz"
+    ]
+    video = {line["agent"]: line["video"] for line in lines}
+    assert video["scripted"] is None and video["nominal"]["clips"] == 2
+
+
 class Diverging(gymnasium.Env):
     """An env whose simulation blows up on the third step, as a NaN in MuJoCo would."""
 

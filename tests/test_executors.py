@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from embodied.clips import collect_stage
 from embodied.evaluate import EvalSettings, run_cell
 from embodied.executors import LocalExecutor, RayExecutor
 from embodied.grid import expand
@@ -20,7 +21,7 @@ AGENT = {
     "kind": "scripted",
     "family": "state",
     "obs_mode": "state",
-    "world": "frozen",
+    "world_model": {"_target_": "test_videos.FrozenWorld"},
     "trainer": None,
     "policy": {"_target_": "test_videos.make_policy", "_partial_": True},
 }
@@ -39,7 +40,9 @@ def settings(run_dir) -> EvalSettings:
 
 
 def lines(executor, run_dir) -> dict[str, dict]:
-    """Result lines by cell id, without the one timing field."""
+    """Result lines by cell id, without the one timing field; the clips collected first, as
+    tasks of the same executor."""
+    assert len(collect_stage(CELLS, settings(run_dir), executor, progress=False)) == 2
     out = {}
     for cell, line in executor.map(run_cell, CELLS, settings(run_dir)):
         assert line["cell_id"] == cell.cell_id

@@ -13,22 +13,17 @@ import mujoco
 import numpy as np
 import pytest
 import torch
+from hydra.utils import instantiate
 
-from embodied import evaluate as evaluate_module
+from embodied import clips as clips_module
 from embodied.agents.simulator import SimulatorModel
 from embodied.agents.state_model import StateModel
+from embodied.clips import collect_clips, collect_stage
 from embodied.collect import collect
 from embodied.dataset import Dataset
 from embodied.envs.arm import STATE_LABELS
 from embodied.envs.scripted import make_policy as make_scripted
-from embodied.evaluate import (
-    EvalSettings,
-    collect_clips,
-    make_env,
-    probe_path,
-    run_cell,
-    state_probes,
-)
+from embodied.evaluate import EvalSettings, make_env, probe_path, run_cell, state_probes
 from embodied.grid import Cell
 from embodied.metrics.probes import simulator_states
 from embodied.protocols import Imagination
@@ -64,18 +59,25 @@ class FrozenMix(FrozenState):
 
 def make_policy(agent_cfg, checkpoint_dir, env, seed):
     policy = make_scripted(agent_cfg, checkpoint_dir, env, seed)
-    policy.world_model = {"frozen": FrozenState, "mix": FrozenMix}[agent_cfg.world]()
+    policy.world_model = instantiate(agent_cfg.world_model)
     return policy
 
 
-def agent(world: str) -> dict:
+def agent(name: str, world: str) -> dict:
     target = {"_target_": "test_probe_cells.make_policy", "_partial_": True}
-    return {"name": world, "family": world, "obs_mode": "state", "world": world, "policy": target}
+    model = {"_target_": f"test_probe_cells.{world}"}
+    return {
+        "name": name,
+        "family": name,
+        "obs_mode": "state",
+        "world_model": model,
+        "policy": target,
+    }
 
 
 def settings(tmp_path, **kw) -> EvalSettings:
     base = dict(
-        agents={"frozen": agent("frozen"), "mix": agent("mix")},
+        agents={"frozen": agent("frozen", "FrozenState"), "mix": agent("mix", "FrozenMix")},
         run_dir=str(tmp_path),
         episodes=1,
         video_clips=3,
@@ -96,7 +98,9 @@ def finite_per_horizon(errors: dict[str, list[float]]) -> bool:
 
 
 def test_a_state_latent_is_read_exactly_and_needs_no_training_clips(tmp_path):
-    probe = run_cell(Cell("frozen", "CupCarry", "id", 0), settings(tmp_path))["video"]["probe"]
+    cell = Cell("frozen", "CupCarry", "id", 0)
+    collect_stage([cell], settings(tmp_path, probe_clips=0), progress=False)  # held-out clips only
+    probe = run_cell(cell, settings(tmp_path))["video"]["probe"]
     assert set(probe) == {"exact"} and finite_per_horizon(probe["exact"])
     exact = probe["exact"]
     assert exact["rel"][0] == exact["vel"][0] == exact["held"][0] == 0.0  # t=0: the truth
@@ -106,16 +110,19 @@ def test_a_state_latent_is_read_exactly_and_needs_no_training_clips(tmp_path):
 
 def test_a_learned_latent_gets_probes_fitted_on_train_clips_collected_once(tmp_path, monkeypatch):
     collected = []
-    collect = evaluate_module.collect_clips
+    collect = clips_module.collect_clips
 
     def counting(task, split, *args):
         collected.append(split)
         return collect(task, split, *args)
 
-    monkeypatch.setattr(evaluate_module, "collect_clips", counting)
+    monkeypatch.setattr(clips_module, "collect_clips", counting)
     s = settings(tmp_path)
-    lines = [run_cell(Cell("mix", "CupCarry", split, 0), s) for split in ("id", "ood-cup_mass-3")]
-    assert collected == ["id", "train", "ood-cup_mass-3"]  # the train clips: once per task
+    cells = [Cell("mix", "CupCarry", split, 0) for split in ("id", "ood-cup_mass-3")]
+    collect_stage(cells, s, progress=False)
+    assert collected == ["id", "ood-cup_mass-3", "train"]  # the train clips: once per task
+    lines = [run_cell(cell, s) for cell in cells]
+    assert len(collected) == 3  # the cells only read
     with np.load(probe_path(s, "CupCarry")) as data:
         assert data["state"].shape[:2] == (16, HORIZON + 1)
     for line in lines:
@@ -123,7 +130,9 @@ def test_a_learned_latent_gets_probes_fitted_on_train_clips_collected_once(tmp_p
         assert set(probe) == {"linear", "mlp"}
         assert all(finite_per_horizon(probe[k]) for k in probe)
     # no probes asked for: none computed
-    line = run_cell(Cell("mix", "CupCarry", "id", 1), settings(tmp_path, probe_clips=0))
+    cell, s = Cell("mix", "CupCarry", "id", 1), settings(tmp_path, probe_clips=0)
+    collect_stage([cell], s, progress=False)
+    line = run_cell(cell, s)
     assert "probe" not in line["video"]
 
 

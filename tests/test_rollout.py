@@ -6,8 +6,8 @@ import gymnasium
 import numpy as np
 import pytest
 
+from embodied.clips import record_clip
 from embodied.collect import run_episode as collect_episode
-from embodied.evaluate import record_clip
 from embodied.evaluate import run_episode as eval_episode
 from embodied.rollout import Step, rollout
 

@@ -6,8 +6,10 @@ processes (``_target_: test_videos.make_policy``).
 
 import numpy as np
 import pytest
+from hydra.utils import instantiate
 
 from embodied import videos
+from embodied.clips import collect_stage
 from embodied.envs.scripted import make_policy as make_scripted
 from embodied.evaluate import EvalSettings, heldout_path, run_cell
 from embodied.grid import Cell
@@ -46,25 +48,28 @@ class FrozenWorld:
 
 
 def make_policy(agent_cfg, checkpoint_dir, env, seed):
-    """The scripted controller, planning-free, with a fake world model attached."""
+    """The scripted controller, planning-free, with the config's fake world model attached."""
     policy = make_scripted(agent_cfg, checkpoint_dir, env, seed)
-    policy.world_model = {"replay": ReplayWorld, "frozen": FrozenWorld}[agent_cfg.world]()
+    policy.world_model = instantiate(agent_cfg.world_model)
     return policy
 
 
-def fake_agent(world: str, obs_mode: str) -> dict:
+def fake_agent(name: str, world: str, obs_mode: str) -> dict:
     return {
-        "name": world,
+        "name": name,
         "kind": "scripted",
-        "family": world,
+        "family": name,
         "obs_mode": obs_mode,
-        "world": world,
+        "world_model": {"_target_": f"test_videos.{world}"},  # declared: the clips stage reads it
         "trainer": None,
         "policy": {"_target_": "test_videos.make_policy", "_partial_": True},
     }
 
 
-AGENTS = {"replay": fake_agent("replay", "state+pixels"), "frozen": fake_agent("frozen", "state")}
+AGENTS = {
+    "replay": fake_agent("replay", "ReplayWorld", "state+pixels"),
+    "frozen": fake_agent("frozen", "FrozenWorld", "state"),
+}
 
 
 def settings(tmp_path, **kw) -> EvalSettings:
@@ -123,17 +128,19 @@ def test_overlay_colours_the_border_by_status():
 
 def test_a_perfect_model_scores_zero_error_and_a_frozen_one_does_not(tmp_path):
     s = settings(tmp_path)
-    perfect = run_cell(Cell("replay", "CupCarry", "id", 0), s)["video"]
+    cells = [Cell("replay", "CupCarry", "id", 0), Cell("frozen", "CupCarry", "id", 0)]
+    collect_stage(cells, s, progress=False)
+    assert heldout_path(s, "CupCarry", "id", 0).exists()  # one clip file serves both agents
+    perfect = run_cell(cells[0], s)["video"]
     assert perfect["horizon"] == 6 and perfect["clips"] == 2
     assert perfect["mse"] == [0.0] * 6 and perfect["ssim_mean"] == pytest.approx(1.0)
     assert perfect["psnr_mean"] == 100.0 and perfect["cup_pos_error_mean"] == 0.0
 
-    frozen = run_cell(Cell("frozen", "CupCarry", "id", 0), s)
+    frozen = run_cell(cells[1], s)
     video = frozen["video"]
     assert len(video["psnr"]) == len(video["cup_pos_error"]) == 6
     assert video["cup_pos_error"][-1] > video["cup_pos_error"][0] > 0.0
     assert video["mse_mean"] > 0.0 and video["ssim_mean"] < 1.0
-    assert heldout_path(s, Cell("frozen", "CupCarry", "id", 0)).exists()
 
     # the rollout videos of a chosen cell: the episode and truth | prediction | error
     root = tmp_path / "videos"
@@ -144,5 +151,7 @@ def test_a_perfect_model_scores_zero_error_and_a_frozen_one_does_not(tmp_path):
 
 
 def test_cells_not_chosen_write_no_videos(tmp_path):
-    line = run_cell(Cell("frozen", "CupCarry", "id", 1), settings(tmp_path))
+    cell, s = Cell("frozen", "CupCarry", "id", 1), settings(tmp_path)
+    collect_stage([cell], s, progress=False)
+    line = run_cell(cell, s)
     assert line["videos"] is None and not (tmp_path / "videos").exists()

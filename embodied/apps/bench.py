@@ -1,8 +1,9 @@
-"""``embodied-bench``: the main job, collect -> train -> evaluate -> report in one run directory.
+"""``embodied-bench``: the main job, collect -> train -> clips -> evaluate -> report in one run
+directory.
 
 Each stage reuses what a previous run left: a dataset whose manifest is complete, a model whose
-training reached its step budget, cells already in the results file. Ctrl-C stops with every
-finished piece kept; rerunning the same command carries on.
+training reached its step budget, clip files already written, cells already in the results
+file. Ctrl-C stops with every finished piece kept; rerunning the same command carries on.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
 from embodied.apps import cli
-from embodied.apps.eval import check_grid, evaluate
+from embodied.apps.eval import check_grid, collect_clips, evaluate
 from embodied.atomic import write_atomic
 from embodied.collect import collect
 from embodied.dataset import Dataset
@@ -189,8 +190,10 @@ def bench(cfg: DictConfig) -> None:
     if jobs:
         stage(f"train {len(jobs)} models", started)
         train_stage(cfg, jobs)
+    stage("clips", started)
+    collect_clips(cfg)
     stage("evaluate", started)
-    evaluate(cfg)
+    evaluate(cfg, clips=False)
     stage("report", started)
     paths = build_report(cfg.run_dir, min_episodes=int(cfg.report.min_episodes))
     headline = paths.markdown.read_text().split("\n## ")[1] if paths.markdown else ""

@@ -4,9 +4,10 @@
     embodied-eval executor=ray executor.address=auto        # the same cells on a Ray cluster
     embodied-eval agents=[oracle] +agent_overrides.oracle.planner.horizon=12
 
-Names are checked before any work starts. Finished cells are appended one line at a time by
-this process only, so Ctrl-C or a crash loses only the cells still running, and rerunning the
-same command skips the cells already in the file.
+Names are checked before any work starts. The clips stage then collects the clips the cells'
+world models are scored on (embodied.clips), and the cells run. Finished cells are appended one
+line at a time by this process only, so Ctrl-C or a crash loses only the cells still running,
+and rerunning the same command skips the cells already in the file and reuses the clips.
 """
 
 from __future__ import annotations
@@ -26,8 +27,9 @@ from tqdm.auto import tqdm
 
 from embodied.apps import cli
 from embodied.checkpoints import check_trained_on
+from embodied.clips import clip_sets, collect_stage
 from embodied.evaluate import EvalSettings, run_cell
-from embodied.grid import check_names, expand
+from embodied.grid import Cell, check_names, expand
 from embodied.registration import TASKS
 from embodied.results import CONFIG_FILE, ResultsStore
 from embodied.shifts.splits import check_seed, parse_split
@@ -137,21 +139,53 @@ def check_grid(cfg: DictConfig) -> EvalSettings:
     return settings_from(cfg, load_agents(names, cfg))
 
 
-def evaluate(cfg: DictConfig) -> list[dict[str, Any]]:
-    """Run every cell of the grid not yet in the results file; returns all lines, grid order."""
-    names, tasks = list(cfg.agents), list(cfg.tasks)
-    splits, seeds = list(cfg.splits), [int(s) for s in cfg.seeds]
+def plan(cfg: DictConfig) -> tuple[EvalSettings, list[Cell]]:
+    """The grid checked before any work (names, counts, checkpoints): its cells' settings and
+    its cells."""
     settings = check_grid(cfg)
-    check_checkpoints(settings, tasks)
-    executor = instantiate(cfg.executor)
+    check_checkpoints(settings, list(cfg.tasks))
+    seeds = [int(s) for s in cfg.seeds]
+    cells = expand(list(cfg.agents), list(cfg.tasks), list(cfg.splits), seeds)
+    return settings, cells
 
-    cells = expand(names, tasks, splits, seeds)
+
+def unfinished(cells: list[Cell], store: ResultsStore) -> list[Cell]:
+    done = store.done_ids()
+    return [cell for cell in cells if cell.cell_id not in done]
+
+
+def collect_clips(cfg: DictConfig) -> None:
+    """The clips stage alone: every clip file the grid's unfinished cells read, collected on the
+    grid's executor (embodied.clips)."""
+    settings, cells = plan(cfg)
+    clips_stage(cfg, settings, unfinished(cells, ResultsStore(settings.run_dir)))
+
+
+def clips_stage(cfg: DictConfig, settings: EvalSettings, todo: list[Cell]) -> None:
+    """The clip files ``todo`` read, collected where missing, with a line saying what was."""
+    needed = clip_sets(todo, settings)
+    collected = collect_stage(todo, settings, instantiate(cfg.executor), bool(cfg.progress))
+    print(
+        f"clips: {len(collected)} files collected, {len(needed) - len(collected)} reused "
+        f"in {Path(settings.run_dir) / 'heldout'}"
+    )
+
+
+def evaluate(cfg: DictConfig, clips: bool = True) -> list[dict[str, Any]]:
+    """Run every cell of the grid not yet in the results file; returns all lines, grid order.
+
+    The clips stage runs first; ``clips=False`` skips it, for a caller that ran
+    ``collect_clips`` as a stage of its own (a cell whose clips are missing fails, naming it).
+    """
+    settings, cells = plan(cfg)
+    executor = instantiate(cfg.executor)
     store = ResultsStore(settings.run_dir)
     warn_if_changed(store, cfg)
     store.write_config(OmegaConf.to_yaml(cfg, resolve=True))
     store.write_version()
-    done = store.done_ids()
-    todo = [cell for cell in cells if cell.cell_id not in done]
+    todo = unfinished(cells, store)
+    if clips:
+        clips_stage(cfg, settings, todo)
     with tqdm(
         total=len(cells), initial=len(cells) - len(todo), desc="eval", disable=not cfg.progress
     ) as bar:
