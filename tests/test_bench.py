@@ -49,6 +49,8 @@ def test_smoke_bench_end_to_end_and_deterministic(tmp_path):
     first, second = tmp_path / "a", tmp_path / "b"
     out = bench(first)
     assert "Headline" in out and "report.html" in out
+    # the clips stage before the grid: 3 splits of the world models' seed 0, their probe clips
+    assert out.index("== clips") < out.index("clips: 4 files collected") < out.index("== evaluate")
 
     for name in ("results.jsonl", "report.md", "report.html", "summary.csv", "summary.json"):
         assert (first / name).is_file(), name
