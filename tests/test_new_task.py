@@ -85,6 +85,12 @@ def test_a_task_class_registers_itself(task):
     env.close()
 
 
+def test_configs_derive_its_id_from_its_name(task):
+    with initialize_config_module("embodied.configs", version_base="1.3"):
+        cfg = compose("collect", overrides=[f"env.name={NAME}"])
+    assert cfg.env.id == "embodied/CupHover-v0"
+
+
 def test_a_second_class_of_the_same_name_is_refused(task):
     with pytest.raises(ValueError, match="defined twice"):
         type(NAME, (ArmEnv,), {"task_name": NAME, "max_episode_steps": 30})
