@@ -26,9 +26,7 @@ class Task(Protocol):
     task is declared on its class (envs/arm.ArmEnv and its subclasses)."""
 
     task_name: ClassVar[str]  # the name in TASKS, configs and result lines
-    # bumped by a change that moves the task's numbers (its reward, say), so data, models and
-    # results of the old version are refused rather than mixed in
-    version: ClassVar[int]
+    version: ClassVar[int]  # bumped by a change that moves the task's numbers
     max_episode_steps: ClassVar[int]  # the time limit, in control steps
     plan_horizon: ClassVar[int]  # the planners' ``horizon: null``
     reward_entries: ClassVar[tuple[str, ...]]  # state entries the reward compares with the goal
