@@ -107,6 +107,7 @@ def test_bench_reuses_a_dataset_that_serves_the_run_and_only_then(
     cfg = OmegaConf.create(
         {
             "run_dir": str(tmp_path),
+            "data_dir": str(tmp_path / "data"),
             "checkpoints": str(tmp_path / "models"),
             "progress": False,
             "env": {"image_size": 8},

@@ -42,7 +42,7 @@ def collect_stage(cfg: DictConfig, task: str, obs_mode_needed: bool) -> Path:
 
     A fresh dataset invalidates the task's trained models, which are removed with it.
     """
-    out = Path(cfg.run_dir) / "data" / task / "train"
+    out = Path(cfg.data_dir) / task / "train"
     c = cfg.collect
     obs_modes = list(c.obs_modes) if obs_mode_needed else ["state"]
     wanted = {
