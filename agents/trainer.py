@@ -69,7 +69,8 @@ def resumed_rows(path: Path, step_key: str, upto: int) -> tuple[list[str], list[
     with open(path, newline="") as f:
         reader = csv.DictReader(f)
         fields = list(reader.fieldnames or [])
-        rows = [r for r in reader if None not in r and _step(r.get(step_key)) <= upto]
+        whole = (r for r in reader if None not in r and None not in r.values())
+        rows = [r for r in whole if _step(r.get(step_key)) <= upto]
     return fields, rows
 
 

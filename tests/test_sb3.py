@@ -23,12 +23,12 @@ from embodied.agents.sb3.cloning import DemoBatches, pretrain_actor, warm_critic
 from embodied.agents.sb3.demos import prefill_replay_buffer, scripted_transitions
 from embodied.agents.sb3.policy import MODEL_FILE, NORMALIZER, SB3Policy, load_sb3, make_policy
 from embodied.agents.sb3.shaping import ProgressShaping, progress_point, shaped
-from embodied.agents.sb3.trainer import PROGRESS, SB3Settings, task_settings
+from embodied.agents.sb3.trainer import PROGRESS, SB3Settings, SB3Trainer, task_settings
 from embodied.checkpoints import TRAINED_ON, check_trained_on
 from embodied.dataset import Dataset, Episode, write_dataset
 from embodied.envs.arm import STATE_LABELS, ArmEnv
 from embodied.envs.cup_carry import CupCarry
-from embodied.protocols import Policy
+from embodied.protocols import Policy, Trainer
 
 PLAIN = [  # checkpoint mechanics on plain SAC (exact buffer counts); demos, BC, shaping below
     "agent.trainer.demo_episodes=0",
@@ -101,6 +101,7 @@ def test_configs_resolve_through_the_train_app() -> None:
 def test_sac_trains_saves_and_reloads_deterministically(trained, env) -> None:
     cfg, out, summary = trained
     assert summary["step"] == 300 and not summary["interrupted"]
+    assert {"out_dir", "steps", "step", "interrupted", "wall_s"} <= set(summary)
     assert summary["eval_return"] is not None
     assert (out / MODEL_FILE).is_file()
     assert (out / "checkpoints" / "sac_300_steps.zip").is_file()
@@ -508,7 +509,7 @@ OLD_CUPCARRY = {
 
 
 @pytest.mark.parametrize("task", ["CupCarry", "Reach"])
-def test_sac_settings_per_task_are_the_ones_measured(task) -> None:
+def test_sac_settings_per_task_are_the_ones_measured(task, tmp_path) -> None:
     """The agent-level ``per_task`` hands every task exactly the trainer settings and algo the
     old ``trainer.per_task`` did: same seeds, same SAC."""
     with initialize_config_module("embodied.configs", version_base=None):
@@ -522,6 +523,8 @@ def test_sac_settings_per_task_are_the_ones_measured(task) -> None:
     assert dataclasses.asdict(settings) == dataclasses.asdict(SB3Settings(**{**block, **old}))
     assert OmegaConf.to_container(agent.algo, resolve=True) == old_algo
     assert list(OmegaConf.to_container(agent.algo)) == list(old_algo)  # same order: same identity
+    trainer = SB3Trainer(agent, settings, None, tmp_path, 10, 0, False, env_id)
+    assert isinstance(trainer, Trainer) and trainer.trained_on["task"] == task
 
 
 def test_a_misspelt_trainer_key_is_refused(tmp_path) -> None:
