@@ -122,11 +122,11 @@ class Trainer(ABC):
         """Release what :meth:`prepare` built, after :meth:`fit` returned or raised."""
 
     def check_resume(
-        self, saved: dict[str, Any] | None, saved_cfg: str | None, cfg: str, what: str
+        self, saved: dict[str, Any] | None, saved_cfg: str | None, cfg: str, where: Path, what: str
     ) -> None:
-        """Refuse to continue a checkpoint of another task (``saved``: its ``trained_on``), then
-        one of another config (``saved_cfg`` against ``cfg``, the text of ``what``); None: the
-        checkpoint has no such record."""
+        """Refuse to continue the checkpoint at ``where`` if it is of another task (``saved``:
+        its ``trained_on``), then if it is of another config (``saved_cfg`` against ``cfg``, the
+        text of ``what``); None: the checkpoint has no such record."""
         before, now = (saved or {}).get("env_id"), self.trained_on["env_id"]
         if before is not None and before != now:
             raise ValueError(
@@ -136,7 +136,7 @@ class Trainer(ABC):
         if saved_cfg is not None and saved_cfg != cfg:
             raise ValueError(
                 f"{self.out} holds checkpoints of a different {what}; use another out_dir or "
-                f"delete them.\ncheckpoint:\n{saved_cfg}requested:\n{cfg}"
+                f"delete {where}.\ncheckpoint:\n{saved_cfg}requested:\n{cfg}"
             )
 
     def source(self) -> str:

@@ -161,6 +161,7 @@ def for_task(agent_cfg: DictConfig, task: str | None) -> DictConfig:
         return agent_cfg
     with open_dict(agent_cfg):
         merged = OmegaConf.merge(agent_cfg, table[task])
+    assert isinstance(merged, DictConfig)
     OmegaConf.set_struct(merged, OmegaConf.is_struct(agent_cfg))
     return merged
 
@@ -203,6 +204,7 @@ class WorldModelTrainer(Trainer):
         self.cls = get_class(self.wm_cfg._target_)
         self.device = str(resolve_device(self.wm_cfg.get("device", "cpu")))  # "auto": CUDA
         self.saved_model: bytes | None = None
+        self.log: LossLog | None = None
 
     def source(self) -> str:
         return f"{self.dataset_dir} holds {self.trained_on['env_id']!r} episodes"
@@ -215,7 +217,11 @@ class WorldModelTrainer(Trainer):
         if (self.out / CHECKPOINT).exists():
             ckpt = load_checkpoint(self.out / CHECKPOINT, FORMAT)
             self.check_resume(
-                ckpt.get("trained_on"), ckpt["world_model"], self.wm_yaml, "world_model config"
+                ckpt.get("trained_on"),
+                ckpt["world_model"],
+                self.wm_yaml,
+                self.out / CHECKPOINT,
+                "world_model config",
             )
             self.model = _model_from_bytes(self.cls, ckpt["model"], self.out, self.device)
             if ckpt["train_state"] is not None and hasattr(self.model, "load_train_state"):
@@ -256,7 +262,8 @@ class WorldModelTrainer(Trainer):
         self.log = LossLog(self.out, step)
 
     def fit(self, step: int, stop: StopFlag) -> dict[str, Any]:
-        start = time.perf_counter()
+        log, start = self.log, time.perf_counter()
+        assert log is not None
         means: dict[str, float] = {}
         saved, every = step, self.checkpoint_every
         bar = tqdm(
@@ -269,7 +276,7 @@ class WorldModelTrainer(Trainer):
             n = min(self.log_every, self.steps - step, (step // every + 1) * every - step)
             losses = self.model.fit(self.dataset, steps=n)
             step += n
-            means = self.log.log(step, time.perf_counter() - start, losses)
+            means = log.log(step, time.perf_counter() - start, losses)
             bar.update(n)
             bar.set_postfix({k: f"{v:.3g}" for k, v in list(means.items())[:3]})
             if step % every == 0:
@@ -284,9 +291,8 @@ class WorldModelTrainer(Trainer):
         save_training(self.model, self.out, step, self.wm_yaml, self.trained_on)
 
     def close(self) -> None:
-        log = getattr(self, "log", None)
-        if log is not None:
-            log.close()
+        if self.log is not None:
+            self.log.close()
 
 
 def train_world_model(

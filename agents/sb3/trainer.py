@@ -213,7 +213,7 @@ class SB3Trainer(Trainer):
     def restore(self) -> int:
         saved, identity = self.ckpt_dir / "config.yaml", self.identity()
         before = saved.read_text() if saved.is_file() else None
-        self.check_resume(read_trained_on(self.out), before, identity, "config")
+        self.check_resume(read_trained_on(self.out), before, identity, self.ckpt_dir, "config")
         self.ckpt_dir.mkdir(parents=True, exist_ok=True)
         write_atomic(saved, identity)
         torch.set_num_threads(self.settings.threads)
