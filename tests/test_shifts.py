@@ -29,7 +29,7 @@ from embodied.shifts import (
     start_physics,
     valid_splits,
 )
-from embodied.shifts.splits import ALL_SHIFTS, LOOK_SHIFTS, OOD_SHIFTS
+from embodied.shifts.splits import ALL_SHIFTS, LOOK_SHIFTS, OOD_SHIFTS, train_physics_names
 
 MODEL_SHIFTS = [n for n, s in SHIFTS.items() if s.start_effect is None]
 ENV_SHIFTS = [n for n, s in SHIFTS.items() if s.start_effect is not None]
@@ -513,7 +513,8 @@ def test_the_command_prints_every_shift_and_resolves_a_split(capsys):
     assert "valid" in capsys.readouterr().err
     shifts_main(["--splits"])
     assert set(capsys.readouterr().out.split()) == set(valid_splits())
-    assert len(OOD_SHIFTS) * 5 + len(LOOK_SHIFTS) + 7 == len(valid_splits())
+    trains = len(train_physics_names())  # train, train-wide-1..4, train-interp-<shift>
+    assert len(OOD_SHIFTS) * 5 + len(LOOK_SHIFTS) + 6 + trains == len(valid_splits())
 
 
 # ----------------------------------------------------------------- one place for each thing

@@ -37,6 +37,7 @@ CORRELATION_PAIRS = (
     ("psnr", "drop"),
 )
 CORRELATED_CLASSES = ("id", "ood", "look")
+REPORTED_CLASSES = ("id", "ood", "look", "interp")  # "train" cells are counted, not reported
 # An agent "works in distribution" on a task when its pooled ID success is at least this; one
 # that does not is shown everywhere but left out of "does a better prediction mean a better
 # robot": its points would measure which family is broken, not whether prediction predicts.
@@ -253,7 +254,7 @@ class Summary:
     correlations: list[Correlation]
     look_work: dict[str, dict[tuple[bool, bool], Agg]]
     curves: dict[str, dict[str, list[tuple[int, Agg]]]]  # shift -> agent -> (severity, agg)
-    by_class: dict[str, dict[str, Agg]]  # agent -> class -> agg (ID, OOD, look)
+    by_class: dict[str, dict[str, Agg]]  # agent -> class -> agg (REPORTED_CLASSES)
     by_split: list[tuple[str, str, Agg]]  # (agent, split, agg)
     eligible: list[CellResult]
     flagged: list[CellResult]
@@ -326,6 +327,7 @@ def _cell_dict(c: CellResult, flagged: bool) -> dict[str, Any]:
         "task": c.task,
         "split": c.split,
         "class": c.cls,
+        "coverage": c.coverage,
         "seed": c.seed,
         "episodes": c.episodes,
         "success_rate": _num(c.success_rate),
@@ -597,7 +599,7 @@ def summarize(run: RunData, min_episodes: int = 10, n_boot: int = 2000, seed: in
         correlations=correlations(eligible, id_rates, n_boot, seed),
         look_work=look_work,
         curves=dict(curves),
-        by_class={a: {k: aggregate(group[a, k]) for k in ("id", "ood", "look")} for a in agents},
+        by_class={a: {k: aggregate(group[a, k]) for k in REPORTED_CLASSES} for a in agents},
         by_split=by_split,
         eligible=eligible,
         flagged=flagged,
