@@ -110,3 +110,21 @@ class FilteringWorldModel(WorldModel, Protocol):
     def observe(self, belief: Any, action: np.ndarray, obs: Any) -> tuple[Any, torch.Tensor]:
         """Fold the action just taken and the observation it led to into ``belief`` (None at an
         episode's start: the action is then ignored); returns the new belief and z (B, Z)."""
+
+
+@runtime_checkable
+class Trainer(Protocol):
+    """One agent's training run on one task: ``agents/trainer.py`` holds the lifecycle every
+    trainer shares (resume checks, ``agent.yaml`` and ``trained_on.json``, logs, clean stop).
+
+    An agent config's ``trainer`` is the factory the apps call as ``trainer(agent_cfg=...,
+    dataset_dir=..., out_dir=..., steps=..., seed=..., progress=..., env_id=...)``; it builds a
+    Trainer and returns what :meth:`train` returns.
+    """
+
+    steps: int
+    trained_on: dict[str, Any]  # what trained_on.json records: env_id, task, split, family...
+
+    def train(self) -> dict[str, Any]:
+        """Train to ``steps`` in total, resuming what ``out_dir`` holds; a summary with
+        ``out_dir``, ``steps``, ``step`` (reached), ``interrupted`` (Ctrl-C) and ``wall_s``."""

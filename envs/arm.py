@@ -169,6 +169,8 @@ class ArmEnv(gymnasium.Env):
     # z), one per goal coordinate: a frame model whose proprioception holds them all predicts
     # the reward from their geometry relative to the goal (agents/frames.py). () when none do.
     reward_entries: tuple[str, ...] = ()
+    # (point, axes) SAC's progress shaping moves to the target, e.g. ("cup", 2): agents/sb3
+    progress_point: tuple[str, int] | None = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

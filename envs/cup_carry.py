@@ -36,6 +36,7 @@ class CupCarry(ArmEnv):
     # the reward measures the cup, which rides at a fixed offset below the hand while held (a
     # slip costs apart): the hand stands for it
     reward_entries = ("ee_x", "ee_y", "ee_z")
+    progress_point = ("cup", 3)
     success_hold = 3
     fail_hold = 2
 

@@ -24,6 +24,7 @@ class CupPickPlace(ArmEnv):
     plan_horizon = 10
     # the cup to the coaster (and the hand to the cup)
     reward_entries = ("cup_x", "cup_y", "cup_z")
+    progress_point = ("cup", 2)
 
     def _setup_episode(self, rng: np.random.Generator) -> None:
         cup = np.array([*rng.uniform([0.42, -0.2], [0.58, 0.0]), self.cup_half_height])

@@ -38,6 +38,7 @@ class CupPush(ArmEnv):
     plan_horizon = 10
     # the cup to the target (and the hand to the cup)
     reward_entries = ("cup_x", "cup_y", "cup_z")
+    progress_point = ("cup", 2)
 
     def _setup_episode(self, rng: np.random.Generator) -> None:
         cup = np.array([*rng.uniform([0.42, -0.12], [0.55, 0.12]), self.cup_half_height])

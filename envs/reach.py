@@ -17,6 +17,7 @@ class Reach(ArmEnv):
     max_episode_steps = 60
     success_radius = 0.02
     reward_entries = ("ee_x", "ee_y", "ee_z")
+    progress_point = ("ee", 3)
 
     def _setup_episode(self, rng: np.random.Generator) -> None:
         start = rng.uniform([0.4, -0.2, 0.18], [0.6, 0.2, 0.35])
