@@ -17,7 +17,15 @@ from typing import Any
 import numpy as np
 
 import embodied
-from embodied.metrics.stats import Rate, degradation, ood_tell, spearman_bootstrap
+from embodied.metrics.stats import (
+    GapScore,
+    Rate,
+    degradation,
+    gap_closed,
+    ood_tell,
+    spearman_bootstrap,
+)
+from embodied.report.difficulty import bites, load_bites
 from embodied.report.load import CLASSES, CellResult, RunData
 
 VIDEO_METRICS = ("psnr", "ssim", "mse")
@@ -136,6 +144,7 @@ class HeadlineRow:
     tell_floored: bool  # PSNR degradation was below the floor: the ratio is a bound
     tell_ssim: float
     tell_ssim_floored: bool
+    gap: GapScore | None = None  # share of the nominal-to-oracle gap closed on biting cells
 
     @property
     def tell_gap(self) -> float:
@@ -154,6 +163,7 @@ class HeadlineRow:
             "ood_tell_psnr_gap": _num(self.tell_gap),
             "ood_tell_ssim": _num(self.tell_ssim),
             "ood_tell_ssim_floored": self.tell_ssim_floored,
+            "gap_closed": self.gap.to_dict() if self.gap else None,
         }
 
 
@@ -437,6 +447,49 @@ def survivors(cells: list[CellResult], agents: list[str]) -> tuple[list[str], li
     return present, rows
 
 
+def gap_scores(
+    cells: list[CellResult],
+    agents: list[str],
+    table: dict[tuple[str, str], bool],
+    n_boot: int,
+    seed: int,
+) -> dict[str, GapScore]:
+    """Each agent's gap-closed score over the OOD work cells that bite, where the run holds
+    `nominal` and `oracle` on the same task, split and seed (the references of those episodes).
+
+    Whether a (task, split) bites comes from the measured table (``table``), or where it has
+    no entry, from the run's own references pooled over seeds.
+    """
+    refs = {
+        (c.agent, c.task, c.split, c.seed): c for c in cells if c.agent in ("nominal", "oracle")
+    }
+    work = [c for c in cells if c.cls == "ood" and c.work]
+    pooled: dict[tuple[str, str, str], list[int]] = defaultdict(lambda: [0, 0])
+    for (agent, task, split, _), c in refs.items():
+        pooled[agent, task, split][0] += c.successes
+        pooled[agent, task, split][1] += c.episodes
+
+    def biting(task: str, split: str) -> bool:
+        if (task, split) in table:
+            return table[task, split]
+        return bites(Rate(*pooled["oracle", task, split]), Rate(*pooled["nominal", task, split]))
+
+    out = {}
+    for a in agents:
+        triples = [
+            (c, refs["nominal", c.task, c.split, c.seed], refs["oracle", c.task, c.split, c.seed])
+            for c in work
+            if c.agent == a
+            and ("nominal", c.task, c.split, c.seed) in refs
+            and ("oracle", c.task, c.split, c.seed) in refs
+            and biting(c.task, c.split)
+        ]
+        if triples:
+            rates = [[Rate(x.successes, x.episodes) for x in t] for t in triples]
+            out[a] = gap_closed(*map(list, zip(*rates, strict=True)), n_boot=n_boot, seed=seed)
+    return out
+
+
 def estimates(cells: list[CellResult]) -> list[Estimate]:
     """Estimate vs truth per (agent, split, parameter), pooled over seeds."""
     pairs: dict[tuple[str, str, str], list[tuple[float, float]]] = defaultdict(list)
@@ -480,6 +533,7 @@ def summarize(run: RunData, min_episodes: int = 10, n_boot: int = 2000, seed: in
     for c in eligible:
         group[c.agent, c.cls].append(c)
 
+    gaps = gap_scores(eligible, agents, load_bites(), n_boot, seed)
     headline = []
     for a in agents:
         id_agg, ood_agg = aggregate(group[a, "id"]), aggregate(group[a, "ood"])
@@ -487,7 +541,9 @@ def summarize(run: RunData, min_episodes: int = 10, n_boot: int = 2000, seed: in
         tell, floored = ood_tell(deg["success"], deg["psnr"])
         tell_s, floored_s = ood_tell(deg["success"], deg["ssim"])
         headline.append(
-            HeadlineRow(a, families[a], id_agg, ood_agg, deg, tell, floored, tell_s, floored_s)
+            HeadlineRow(
+                a, families[a], id_agg, ood_agg, deg, tell, floored, tell_s, floored_s, gaps.get(a)
+            )
         )
 
     look_work: dict[str, dict[tuple[bool, bool], Agg]] = {}
