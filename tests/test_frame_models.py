@@ -291,6 +291,16 @@ def test_unknown_settings_are_refused_with_the_valid_names(name):
         CLASSES[name](task="CupCarry", reward_labels="hand")
 
 
+def test_a_misspelt_agent_config_key_fails_by_name(family, toy_dir, tmp_path):
+    """What agent.yaml's world_model holds reaches the dataclass: a typo stops training."""
+    cfg = OmegaConf.create(load_agents([family], OmegaConf.create())[family])
+    typo = {"lerning_rate": 1e-3}
+    cfg.world_model = OmegaConf.merge(cfg.world_model, FAMILIES[family].tiny, typo)
+    with pytest.raises(Exception, match=r"unknown \w+Config settings \['lerning_rate'\]; valid: "):
+        train_world_model(cfg, toy_dir, tmp_path, steps=1, progress=False)
+    assert not (tmp_path / "model.pt").exists()
+
+
 def test_a_checkpoint_written_before_the_dataclasses_loads(tmp_path):
     """The old writer's config: a plain dict in the old key order, loaded into the dataclass."""
     model = PixelModel(**FAMILIES["pixel"].tiny, device="cpu")
