@@ -274,7 +274,8 @@ def test_a_checkpoint_holds_the_settings_it_held_before(name, tmp_path):
     model = CLASSES[name](task="CupCarry", device="cpu")
     config = saved_config(model, tmp_path / "m.pt")
     assert set(config) == set(SAVED_KEYS[name].split())
-    # plain values (a checkpoint loads with weights_only), the task's labels resolved
+    # plain lists (not tuples or OmegaConf's), the task's reward labels resolved
+    assert type(config["proprio_labels"]) is list and type(config["reward_labels"]) is list
     assert config["proprio_labels"] == list(PROPRIO_LABELS)
     assert config["goal_labels"] == list(GOAL_LABELS)
     assert config["reward_labels"] == ["ee_x", "ee_y", "ee_z"] and config["task"] == "CupCarry"
