@@ -37,6 +37,7 @@ CORRELATION_PAIRS = (
     ("psnr", "drop"),
 )
 CORRELATED_CLASSES = ("id", "ood", "look")
+REPORTED_CLASSES = ("id", "ood", "look", "interp")  # "train" cells are counted, not reported
 # An agent "works in distribution" on a task when its pooled ID success is at least this; one
 # that does not is shown everywhere but left out of "does a better prediction mean a better
 # robot": its points would measure which family is broken, not whether prediction predicts.
@@ -253,7 +254,7 @@ class Summary:
     correlations: list[Correlation]
     look_work: dict[str, dict[tuple[bool, bool], Agg]]
     curves: dict[str, dict[str, list[tuple[int, Agg]]]]  # shift -> agent -> (severity, agg)
-    by_class: dict[str, dict[str, Agg]]  # agent -> class -> agg (ID, OOD, look)
+    by_class: dict[str, dict[str, Agg]]  # agent -> class -> agg (REPORTED_CLASSES)
     by_split: list[tuple[str, str, Agg]]  # (agent, split, agg)
     eligible: list[CellResult]
     flagged: list[CellResult]
@@ -326,6 +327,7 @@ def _cell_dict(c: CellResult, flagged: bool) -> dict[str, Any]:
         "task": c.task,
         "split": c.split,
         "class": c.cls,
+        "coverage": c.coverage,
         "seed": c.seed,
         "episodes": c.episodes,
         "success_rate": _num(c.success_rate),
@@ -518,6 +520,54 @@ def estimates(cells: list[CellResult]) -> list[Estimate]:
     return out
 
 
+def headline_rows(
+    agents: list[str],
+    families: dict[str, str],
+    group: dict[tuple[str, str], list[CellResult]],
+    gaps: dict[str, GapScore],
+) -> list[HeadlineRow]:
+    """Each agent's ID and OOD aggregates, their degradations, tells and gap-closed score."""
+    rows = []
+    for a in agents:
+        id_agg, ood_agg = aggregate(group[a, "id"]), aggregate(group[a, "ood"])
+        deg = degradations(id_agg, ood_agg)
+        tell, floored = ood_tell(deg["success"], deg["psnr"])
+        tell_s, floored_s = ood_tell(deg["success"], deg["ssim"])
+        rows.append(
+            HeadlineRow(
+                a, families[a], id_agg, ood_agg, deg, tell, floored, tell_s, floored_s, gaps.get(a)
+            )
+        )
+    return rows
+
+
+def look_work_quadrants(mine: list[CellResult]) -> dict[tuple[bool, bool], Agg]:
+    """One agent's cells by (look, work) flag: no/no is id, work-only the dynamics shifts."""
+    return {
+        (lk, wk): aggregate([c for c in mine if c.look == lk and c.work == wk])
+        for lk in (False, True)
+        for wk in (False, True)
+    }
+
+
+def severity_curves(
+    eligible: list[CellResult], agents: list[str], group: dict[tuple[str, str], list[CellResult]]
+) -> dict[str, dict[str, list[tuple[int, Agg]]]]:
+    """shift -> agent -> (severity, agg), severity 0 being the agent's ID cells."""
+    curves: dict[str, dict[str, list[tuple[int, Agg]]]] = defaultdict(dict)
+    ood_cells = [c for c in eligible if c.cls == "ood" and c.severity is not None and c.shift]
+    for shift in sorted({c.shift for c in ood_cells}, key=lambda s: (s == "all", s)):
+        for a in agents:
+            mine = [c for c in ood_cells if c.agent == a and c.shift == shift]
+            if not mine:
+                continue
+            points = [(0, aggregate(group[a, "id"]))] if group[a, "id"] else []
+            for sev in sorted({int(c.severity) for c in mine}):
+                points.append((sev, aggregate([c for c in mine if c.severity == sev])))
+            curves[shift][a] = points
+    return dict(curves)
+
+
 def summarize(run: RunData, min_episodes: int = 10, n_boot: int = 2000, seed: int = 0) -> Summary:
     """All the report's numbers from a loaded run (see the module doc for the rules)."""
     if min_episodes < 1:
@@ -534,38 +584,9 @@ def summarize(run: RunData, min_episodes: int = 10, n_boot: int = 2000, seed: in
         group[c.agent, c.cls].append(c)
 
     gaps = gap_scores(eligible, agents, load_bites(), n_boot, seed)
-    headline = []
-    for a in agents:
-        id_agg, ood_agg = aggregate(group[a, "id"]), aggregate(group[a, "ood"])
-        deg = degradations(id_agg, ood_agg)
-        tell, floored = ood_tell(deg["success"], deg["psnr"])
-        tell_s, floored_s = ood_tell(deg["success"], deg["ssim"])
-        headline.append(
-            HeadlineRow(
-                a, families[a], id_agg, ood_agg, deg, tell, floored, tell_s, floored_s, gaps.get(a)
-            )
-        )
-
-    look_work: dict[str, dict[tuple[bool, bool], Agg]] = {}
-    for a in agents:
-        mine = [c for c in eligible if c.agent == a]
-        look_work[a] = {
-            (lk, wk): aggregate([c for c in mine if c.look == lk and c.work == wk])
-            for lk in (False, True)
-            for wk in (False, True)
-        }
-
-    curves: dict[str, dict[str, list[tuple[int, Agg]]]] = defaultdict(dict)
-    ood_cells = [c for c in eligible if c.cls == "ood" and c.severity is not None and c.shift]
-    for shift in sorted({c.shift for c in ood_cells}, key=lambda s: (s == "all", s)):
-        for a in agents:
-            mine = [c for c in ood_cells if c.agent == a and c.shift == shift]
-            if not mine:
-                continue
-            points = [(0, aggregate(group[a, "id"]))] if group[a, "id"] else []
-            for sev in sorted({int(c.severity) for c in mine}):
-                points.append((sev, aggregate([c for c in mine if c.severity == sev])))
-            curves[shift][a] = points
+    headline = headline_rows(agents, families, group, gaps)
+    look_work = {a: look_work_quadrants([c for c in eligible if c.agent == a]) for a in agents}
+    curves = severity_curves(eligible, agents, group)
 
     split_groups: dict[tuple[str, str], list[CellResult]] = defaultdict(list)
     for c in eligible:
@@ -596,8 +617,8 @@ def summarize(run: RunData, min_episodes: int = 10, n_boot: int = 2000, seed: in
         headline=headline,
         correlations=correlations(eligible, id_rates, n_boot, seed),
         look_work=look_work,
-        curves=dict(curves),
-        by_class={a: {k: aggregate(group[a, k]) for k in ("id", "ood", "look")} for a in agents},
+        curves=curves,
+        by_class={a: {k: aggregate(group[a, k]) for k in REPORTED_CLASSES} for a in agents},
         by_split=by_split,
         eligible=eligible,
         flagged=flagged,

@@ -269,10 +269,16 @@ def look_work_table(s: Summary) -> Table:
 
 
 def split_table(s: Summary) -> Table:
-    header = ["Agent", "Split", "Cells", "Episodes", "Success", "Drop", "Mean return"]
-    header += ["PSNR", "SSIM", "MSE", "Cup pos err (m)"]
+    """Per agent and split; "vs training" says what the split is to the agent's training
+    range (extrapolation is OOD proper; covered and interpolation are kept out of OOD)."""
+    where: dict[tuple[str, str], set[str]] = {}
+    for c in s.eligible:
+        where.setdefault((c.agent, c.split), set()).add(c.coverage)
+    header = ["Agent", "Split", "vs training", "Cells", "Episodes", "Success", "Drop"]
+    header += ["Mean return", "PSNR", "SSIM", "MSE", "Cup pos err (m)"]
     rows = [
-        [a, split, str(g.cells), str(g.episodes), fmt_rate(g.success), fmt_rate(g.drop)]
+        [a, split, "/".join(sorted(where.get((a, split), ()))) or NA, str(g.cells)]
+        + [str(g.episodes), fmt_rate(g.success), fmt_rate(g.drop)]
         + [fmt_float(g.mean_return, 2)]
         + [fmt_video(g, m) for m in ("psnr", "ssim", "mse", "cup_pos_error")]
         for a, split, g in s.by_split
@@ -281,13 +287,12 @@ def split_table(s: Summary) -> Table:
 
 
 def counts_table(s: Summary) -> Table:
+    interp = any(s.counts[a]["interp"] for a in s.agents)
     header = ["Agent", "Family", "ID cells", "OOD cells", "Look cells", "Train cells"]
+    header += ["Interpolation cells"] if interp else []
     header += [f"Flagged (< {s.min_episodes} episodes)", "Episodes"]
-    rows = [
-        [a, s.families[a] or NA]
-        + [str(s.counts[a][k]) for k in ("id", "ood", "look", "train", "flagged", "episodes")]
-        for a in s.agents
-    ]
+    keys = ("id", "ood", "look", "train", *(("interp",) if interp else ()), "flagged", "episodes")
+    rows = [[a, s.families[a] or NA] + [str(s.counts[a][k]) for k in keys] for a in s.agents]
     return Table(header, rows)
 
 
