@@ -70,7 +70,7 @@ class RetrievalConfig:
     reward_labels: list[str] = field(default_factory=list)  # resolved: no "task" here
     chunk: int = 8192  # stored keys compared at once (bounds memory at batch x chunk floats)
     store_frames: bool = True  # keep the next frames for ``imagine``
-    rerank: int = 4  # blocks of keys re-scored exactly beyond the k needed (agents/knn.py)
+    rerank: int = 4  # margin: blocks and candidates kept beyond the k needed (agents/knn.py)
     fail_neighbours: int = 5  # p_fail: the share of this many nearest transitions that failed
     task: str | None = None  # what ``reward_labels="task"`` was resolved against
 
