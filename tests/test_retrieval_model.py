@@ -213,3 +213,10 @@ def test_planned_actions_equal_the_reference_search(dataset, monkeypatch):
         return reference_nearest(q, index.keys, 8192, k, 4)
 
     assert np.array_equal(plan(None), plan(old_search))
+
+
+def test_refitting_on_another_dataset_indexes_it(dataset, tmp_path):
+    model = RetrievalModel(**TINY)
+    model.fit(dataset, 1)
+    other = Dataset.load(write_toy(tmp_path / "other", toy_episodes(3, seed=11)))
+    assert model.fit(other, 1)["transitions"] == [float(len(other.transitions("state")["obs"]))]
