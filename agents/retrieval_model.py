@@ -25,28 +25,23 @@ happened; out of distribution it replays training physics, which is the point of
 
 ``imagine`` shows the stored frames of the retrieved next observations (``frames_kind=
 "retrieved"``) and the retrieved steps' cup positions (metrics only; the planner never sees them).
-Queries are one ``torch.cdist`` per chunk of stored keys.
+Both lookups are exact (``agents/knn.py``: one product over the stored keys, the nearest
+blocks of rows re-scored exactly).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 import torch
 from torch.nn import functional as F
 
-from embodied.agents.frames import (
-    FROM_TASK,
-    GOAL_LABELS,
-    PROPRIO_LABELS,
-    frames_of,
-    hand_columns,
-    resolve_reward_labels,
-)
+from embodied.agents.frames import FrameConfig, frames_of, hand_columns
+from embodied.agents.knn import ExactIndex
 from embodied.agents.nets import load_checkpoint, resolve_device, save_checkpoint
+from embodied.agents.settings import config_from
 from embodied.dataset import Dataset
 from embodied.protocols import Imagination
 
@@ -57,20 +52,25 @@ PCA_ROWS = 4096  # frames the projection is fitted on (a fixed subsample: fast, 
 
 
 @dataclass
-class RetrievalConfig:
+class RetrievalConfig(FrameConfig):
+    """The retrieval model's settings (``world_model`` in configs/agent/retrieval.yaml)."""
+
     mode: str = "delta"  # "delta" | "next", see the module docstring
     action_weight: float | None = None  # None: the actions count as much as the proprioception
     frame_weight: float = 1.0  # the frame features' weight relative to the proprioception
     frame_dims: int = 16  # principal components of the pooled frame kept
     pool: int = 8  # frames are average-pooled to pool x pool x 3 first
-    proprio_labels: list[str] = field(default_factory=lambda: list(PROPRIO_LABELS))
-    goal_labels: list[str] = field(default_factory=lambda: list(GOAL_LABELS))
-    reward_labels: list[str] = field(default_factory=list)  # resolved: no "task" here
     chunk: int = 8192  # stored keys compared at once (bounds memory at batch x chunk floats)
     store_frames: bool = True  # keep the next frames for ``imagine``
-    rerank: int = 4  # candidates re-scored exactly, so a stored query finds itself
+    rerank: int = 4  # margin: blocks and candidates kept beyond the k needed (agents/knn.py)
     fail_neighbours: int = 5  # p_fail: the share of this many nearest transitions that failed
-    task: str | None = None  # what ``reward_labels="task"`` was resolved against
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"unknown retrieval mode {self.mode!r}; valid: {list(MODES)}")
+        if self.fail_neighbours < 1:
+            raise ValueError(f"fail_neighbours must be >= 1; got {self.fail_neighbours}")
+        super().__post_init__()
 
 
 class RetrievalModel:
@@ -79,41 +79,11 @@ class RetrievalModel:
     family = "retrieval"
 
     def __init__(
-        self,
-        mode: str = "delta",
-        action_weight: float | None = None,
-        frame_weight: float = 1.0,
-        frame_dims: int = 16,
-        pool: int = 8,
-        proprio_labels: Sequence[str] = PROPRIO_LABELS,
-        goal_labels: Sequence[str] = GOAL_LABELS,
-        reward_labels: Sequence[str] | str = FROM_TASK,
-        chunk: int = 8192,
-        store_frames: bool = True,
-        rerank: int = 4,
-        fail_neighbours: int = 5,
-        task: str | None = None,
-        device: str = "auto",
+        self, *, task: str | None = None, device: str = "auto", seed: int = 0, **settings: Any
     ):
-        if mode not in MODES:
-            raise ValueError(f"unknown retrieval mode {mode!r}; valid: {list(MODES)}")
-        if fail_neighbours < 1:
-            raise ValueError(f"fail_neighbours must be >= 1; got {fail_neighbours}")
-        self.config = RetrievalConfig(
-            mode,
-            action_weight,
-            frame_weight,
-            frame_dims,
-            pool,
-            list(proprio_labels),
-            list(goal_labels),
-            resolve_reward_labels(reward_labels, task, proprio_labels),
-            chunk,
-            store_frames,
-            rerank,
-            fail_neighbours,
-            task,
-        )
+        """``settings``: ``RetrievalConfig``'s fields; ``task`` resolves ``reward_labels="task"``.
+        ``seed`` is taken as every family's is, and unused: nothing here is drawn at random."""
+        self.config = config_from(RetrievalConfig, {**settings, "task": task})
         c = self.config
         self._reward_cols = hand_columns(c.proprio_labels, c.goal_labels, c.reward_labels)
         self.obs_mode = "state+pixels" if c.proprio_labels or c.goal_labels else "pixels"
@@ -179,9 +149,12 @@ class RetrievalModel:
     def _build_keys(self) -> None:
         self._t = {k: v.to(self.device) for k, v in self._t.items()}
         t = self._t
+        c = self.config
         self._keys = torch.cat([self._norm(t["z"]), self._norm_action(t["action"])], 1)
         self._delta = t["next_z"] - t["z"]
-        self._reward_keys = self._relative(t["next_z"], t["z"])
+        self._key_index = ExactIndex(self._keys, c.chunk, c.rerank)
+        if self._reward_cols:
+            self._reward_index = ExactIndex(self._relative(t["next_z"], t["z"]), c.chunk, c.rerank)
 
     def _norm(self, z: torch.Tensor) -> torch.Tensor:
         """Key part of latents: standardised, weighted proprioception and frame features."""
@@ -204,7 +177,7 @@ class RetrievalModel:
         self._check_fitted()
         c = self.config
         q = torch.cat([self._norm(z), self._norm_action(action)], 1)
-        return _nearest(q, self._keys, c.chunk, c.fail_neighbours, c.rerank)
+        return self._key_index.search(q, c.fail_neighbours)
 
     def nearest(self, z: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
         """Row index of the nearest stored transition for each (z, a) query: (B,) long."""
@@ -231,7 +204,7 @@ class RetrievalModel:
             nxt = torch.cat([t["next_z"][idx, : sum(self.dims[:2])], z[:, sum(self.dims[:2]) :]], 1)
         if self._reward_cols:  # scored against the query's goal
             rel = self._relative(nxt, z)
-            ridx = _nearest(rel, self._reward_keys, self.config.chunk, 1, self.config.rerank)[:, 0]
+            ridx = self._reward_index.search(rel, 1)[:, 0]
             return nxt, t["reward"][ridx], t["dropped"][idx]
         return nxt, t["reward"][idx], t["dropped"][idx]
 
@@ -298,20 +271,6 @@ def _pool(frames: np.ndarray, pool: int) -> np.ndarray:
     """uint8 (N, S, S, 3) -> (N, pool * pool * 3) float32 block means in [0, 1]."""
     x = torch.as_tensor(np.asarray(frames)).movedim(-1, -3).float().div(255.0)
     return F.adaptive_avg_pool2d(x, pool).flatten(1).numpy()
-
-
-def _nearest(q: torch.Tensor, keys: torch.Tensor, chunk: int, k: int, rerank: int) -> torch.Tensor:
-    """Rows of the k nearest keys per query (B, k), nearest first: cdist per chunk, then the
-    candidates re-scored exactly (cdist may use a fast, slightly inexact formula)."""
-    best = []
-    for start in range(0, len(keys), chunk):
-        part = keys[start : start + chunk]
-        _, i = torch.cdist(q, part).topk(min(max(k, rerank), len(part)), dim=1, largest=False)
-        best.append(i + start)
-    cand = torch.cat(best, 1)
-    exact = (q[:, None, :] - keys[cand]).pow(2).sum(-1)
-    order = torch.argsort(exact, dim=1, stable=True)[:, : min(k, cand.shape[1])]
-    return cand.gather(1, order)
 
 
 def _std(x: np.ndarray) -> np.ndarray:
