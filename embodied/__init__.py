@@ -15,3 +15,4 @@ __version__ = "0.2.0"
 __all__ = ["TASKS", "__version__", "register_all"]
 
 register_all()
+from embodied.api import evaluate as evaluate  # noqa: E402  (the notebook API)
