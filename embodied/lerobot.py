@@ -196,12 +196,7 @@ def _episodes_table(data: Dataset, fps: int, task: str, pa: Any) -> Any:
     params = sorted({k for e in data.episodes for k in e.physics})
     for p in params:
         rows[f"physics/{p}"] = [float(e.physics.get(p, np.nan)) for e in data.episodes]
-    table = pa.table(rows)
-    return table.set_column(
-        table.schema.get_field_index("embodied/seed"),
-        "embodied/seed",
-        pa.array(rows["embodied/seed"], pa.int64()),
-    )
+    return pa.table(rows)  # python ints: int64 columns
 
 
 def _parse(split: str) -> tuple[str, int]:
@@ -390,18 +385,20 @@ def load(
 ) -> Dataset:
     """A LeRobot dataset as our Dataset: N frames of an episode -> N-1 transitions."""
     root = Path(root)
-    _, pq, _ = _libs()
+    pa, pq, _ = _libs()
     manifest = read_manifest(root, env_id)
     modes = list(manifest["obs_modes"] if obs_modes is None else obs_modes)
     absent = [m for m in modes if m not in manifest["obs_modes"]]
     if absent:
         raise DatasetError(f"dataset {root} has no {absent}; it holds {manifest['obs_modes']}")
-    episodes = _read_dir(pq, root / "meta/episodes").to_pydict()
-    frames = _read_dir(pq, root / "data")
+    episodes = _read_dir(pa, pq, root / "meta/episodes").to_pydict()
+    frames = _read_dir(pa, pq, root / "data")
     order = np.argsort(np.asarray(frames.column("index")))
     wanted = (STATE, ACTION, *(n for n, _ in STEPS.values()))
     columns = {n: _column(frames, n)[order] for n in frames.column_names if n in wanted}
     video = _video_frames(root, episodes, manifest["fps"]) if "pixels" in modes else None
+    seeds = episodes.get("embodied/seed", episodes["episode_index"])
+    metas = episodes.get("embodied/meta", ["{}"] * len(seeds))
     out = []
     for i, (start, end) in enumerate(
         zip(episodes["dataset_from_index"], episodes["dataset_to_index"], strict=True)
@@ -421,13 +418,12 @@ def load(
                 pixels=video[i] if video is not None else None,
                 action=columns[ACTION][start : end - 1],
                 physics=physics,
-                seed=int(episodes.get("embodied/seed", episodes["episode_index"])[i]),
-                meta=json.loads(episodes.get("embodied/meta", ["{}"] * (i + 1))[i] or "{}"),
+                seed=int(seeds[i]),
+                meta=json.loads(metas[i] or "{}"),
                 **steps,
             )
         )
-    seeds = [e.seed for e in out]
-    return Dataset(out, dict(manifest, obs_modes=modes, seeds=seeds))
+    return Dataset(out, dict(manifest, obs_modes=modes, seeds=[e.seed for e in out]))
 
 
 def _column(table: Any, name: str) -> np.ndarray:
@@ -438,10 +434,8 @@ def _column(table: Any, name: str) -> np.ndarray:
     return col.to_numpy(zero_copy_only=False).reshape(len(col), 1)
 
 
-def _read_dir(pq: Any, folder: Path) -> Any:
+def _read_dir(pa: Any, pq: Any, folder: Path) -> Any:
     """Every chunk-*/file-*.parquet under ``folder`` as one table, in file order."""
-    import pyarrow as pa
-
     paths = sorted(folder.glob("chunk-*/file-*.parquet"))
     if not paths:
         raise DatasetError(f"{folder} holds no chunk-*/file-*.parquet")
