@@ -19,7 +19,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from gymnasium.envs.registration import load_env_creator
 from torch import nn
 from torch.nn import functional as F
 
@@ -174,7 +173,7 @@ def masked_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> 
 def task_reward_entries(task: str) -> tuple[str, ...]:
     """The state entries a task's reward compares with its goal, as its env class declares."""
     env_id(task)  # fails with the valid task names
-    return tuple(load_env_creator(TASKS[task][0]).reward_entries)
+    return tuple(TASKS[task].reward_entries)
 
 
 def resolve_reward_labels(

@@ -81,7 +81,9 @@ def control_rate(env_id: str) -> int:
     import gymnasium
     from gymnasium.envs.registration import load_env_creator
 
-    return int(load_env_creator(gymnasium.spec(env_id).entry_point).metadata["render_fps"])
+    entry = gymnasium.spec(env_id).entry_point  # the task's class (or an import string)
+    task = load_env_creator(entry) if isinstance(entry, str) else entry
+    return int(task.metadata["render_fps"])
 
 
 # ----------------------------------------------------------------------------- writing
