@@ -17,4 +17,4 @@ __version__ = "0.2.0"
 __all__ = ["TASKS", "__version__"]
 
 import_tasks()
-from embodied.api import evaluate as evaluate  # noqa: E402  (the notebook API)
+from embodied import api as _api  # noqa: E402, F401  (embodied.evaluate(...): the notebook API)

@@ -12,13 +12,15 @@ model) lives in this process only, so it never needs to pickle or import by name
 
 ``embodied.evaluate`` is also the name of the module that runs a cell (embodied/evaluate.py),
 and importing a submodule sets the package's attribute to it. Loading that module with the
-package would cost every ``import embodied`` torch's import (~6 s); instead the package lets
-the module take the name and makes it callable as this function (``_Package``), so
-``embodied.evaluate(...)`` and ``from embodied.evaluate import run_cell`` both work.
+package would cost every ``import embodied`` torch's import (~6 s); instead the package's
+class (``_Package``) loads it on first use of the name and makes it callable as this
+function, so ``embodied.evaluate(...)``, ``from embodied import evaluate`` (the module) and
+``from embodied.evaluate import run_cell`` all work, in any order.
 """
 
 from __future__ import annotations
 
+import importlib
 import itertools
 import sys
 import types
@@ -207,7 +209,13 @@ class _CallableModule(types.ModuleType):
 
 
 class _Package(types.ModuleType):
-    """The ``embodied`` package: a submodule named ``evaluate`` is made callable as it lands."""
+    """The ``embodied`` package: its submodule ``evaluate`` is loaded on first use of the name
+    and made callable as it lands."""
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "evaluate":
+            return importlib.import_module(f"{self.__name__}.evaluate")
+        raise AttributeError(f"module {self.__name__!r} has no attribute {name!r}")
 
     def __setattr__(self, name: str, value: Any) -> None:
         if name == "evaluate" and isinstance(value, types.ModuleType):
