@@ -179,7 +179,7 @@ def test_per_task_settings_train_and_plan_on_their_task_alone(data_dir, tmp_path
     agent = {**AGENT, "per_task": table, "planner": {"_target_": "embodied.agents.planners.CEM"}}
     training.train_world_model(agent, data_dir, tmp_path / "carry", 5, progress=False)
     model = StateModel.load(tmp_path / "carry" / training.MODEL_FILE)
-    assert model.config["value_weight"] == 0.5 and model.has_value
+    assert model.config.value_weight == 0.5 and model.has_value
     env = gymnasium.make("embodied/CupCarry-v0")
     policy = make_policy(agent, tmp_path / "carry", env, seed=0)
     assert policy.planner.horizon == 3  # the planner's per-task settings reach it too

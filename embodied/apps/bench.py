@@ -184,7 +184,7 @@ def bench(cfg: DictConfig) -> None:
                 data_dir=str(data_dir),
                 out_dir=str(Path(cfg.checkpoints) / task / agent["name"]),
                 steps=int(agent.get("steps") or cfg.train.steps),
-                seed=int(cfg.train.seed),
+                seed=int(agent.get("train_seed", cfg.train.seed)),
             )
             for agent in trained.values()
         ]

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
-from scipy.stats import spearmanr
+from scipy.stats import spearmanr, trim_mean
 
 _BOOT_CHUNK = 256  # bootstrap resamples ranked at once: bounds memory on large grids
 
@@ -222,3 +223,37 @@ def gap_closed(
     tail = 100 * (1 - level) / 2
     lo, hi = np.percentile(boots, [tail, 100 - tail])
     return GapScore(value, float(lo), float(hi), len(agent))
+
+
+@dataclass(frozen=True)
+class SeedSpread:
+    """A rate over training seeds: each seed's own, their interquartile mean (IQM) and its
+    stratified bootstrap interval (seeds resampled, then each seed's episodes), as the field
+    reports runs of several seeds (Agarwal et al. 2021, rliable)."""
+
+    per_seed: tuple[Rate, ...]
+    iqm: float
+    lo: float
+    hi: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "per_seed": [r.to_dict() for r in self.per_seed],
+            "iqm": self.iqm if math.isfinite(self.iqm) else None,
+            "ci": [self.lo, self.hi] if math.isfinite(self.lo) else None,
+        }
+
+
+def seed_spread(rates: list[Rate], n_boot: int = 2000, seed: int = 0) -> SeedSpread:
+    """IQM over training seeds (scipy's 25% trimmed mean: the mean of two or three seeds,
+    the middle half of more) with a two-level bootstrap interval: seeds, then episodes."""
+    measured = [r for r in rates if r.n]
+    if not measured:
+        return SeedSpread(tuple(rates), math.nan, math.nan, math.nan)
+    p = np.array([r.value for r in measured])
+    n = np.array([r.n for r in measured])
+    rng = np.random.default_rng(seed)
+    pick = rng.integers(0, len(measured), size=(n_boot, len(measured)))
+    boots = trim_mean(rng.binomial(n[pick], p[pick]) / n[pick], 0.25, axis=1)
+    lo, hi = np.percentile(boots, [2.5, 97.5])
+    return SeedSpread(tuple(rates), float(trim_mean(p, 0.25)), float(lo), float(hi))

@@ -17,12 +17,15 @@ from typing import Any
 import numpy as np
 
 import embodied
+from embodied.grid import split_seed
 from embodied.metrics.stats import (
     GapScore,
     Rate,
+    SeedSpread,
     degradation,
     gap_closed,
     ood_tell,
+    seed_spread,
     spearman_bootstrap,
 )
 from embodied.report.difficulty import bites, load_bites
@@ -214,6 +217,41 @@ class SurvivorRow:
 
 
 @dataclass
+class SeedRow:
+    """One agent trained with several seeds (``state``, ``state@1``, ...): success per seed."""
+
+    agent: str
+    members: list[str]
+    id: SeedSpread
+    ood: SeedSpread
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "agent": self.agent,
+            "members": self.members,
+            "id": self.id.to_dict(),
+            "ood": self.ood.to_dict(),
+        }
+
+
+def seed_rows(headline: list[HeadlineRow], n_boot: int, seed: int) -> list[SeedRow]:
+    """Agents present with two or more training seeds, their rates pooled per seed."""
+    groups: dict[str, list[HeadlineRow]] = defaultdict(list)
+    for r in headline:
+        groups[split_seed(r.agent)[0]].append(r)
+    return [
+        SeedRow(
+            base,
+            [r.agent for r in rows],
+            seed_spread([r.id.success for r in rows], n_boot, seed),
+            seed_spread([r.ood.success for r in rows], n_boot, seed),
+        )
+        for base, rows in sorted(groups.items())
+        if len(rows) > 1
+    ]
+
+
+@dataclass
 class Estimate:
     """How well an agent identified one physics parameter on one split, over its episodes."""
 
@@ -267,6 +305,7 @@ class Summary:
     survivors: list[SurvivorRow] = field(default_factory=list)
     estimates: list[Estimate] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    training_seeds: list[SeedRow] = field(default_factory=list)
 
     def fails_id(self) -> list[tuple[str, str, Rate | None]]:
         """(agent, task, ID success) of every agent-task left out of the correlations."""
@@ -300,6 +339,7 @@ class Summary:
                 "rows": [r.to_dict() for r in self.survivors],
             },
             "estimates": [e.to_dict() for e in self.estimates],
+            "training_seeds": [r.to_dict() for r in self.training_seeds],
             "look_work": {
                 a: {f"look={lk},work={wk}": g.to_dict() for (lk, wk), g in q.items()}
                 for a, q in self.look_work.items()
@@ -631,4 +671,5 @@ def summarize(run: RunData, min_episodes: int = 10, n_boot: int = 2000, seed: in
         survivors=survivor_rows,
         estimates=estimate_rows,
         warnings=run.warnings,
+        training_seeds=seed_rows(headline, n_boot, seed),
     )

@@ -159,6 +159,9 @@ def figure(lines: list[dict], axis: str, values: list[Any]) -> bytes:
                 ax.set_xticks(range(len(keys)), [str(k) for k in keys])
         if log:
             ax.set_xscale("log")
+            ax.minorticks_off()
+            ax.set_xticks(values, [f"{v:g}" for v in values])
+        ax.set_ylim(-105 if name == "gap" else -5, 105)
         ax.set_xlabel(axis)
         ax.set_title(label)
     fig.axes[0].legend(fontsize=8)

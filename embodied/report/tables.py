@@ -10,7 +10,7 @@ import math
 from dataclasses import dataclass
 
 import embodied
-from embodied.metrics.stats import TELL_FLOOR, GapScore, Rate
+from embodied.metrics.stats import TELL_FLOOR, GapScore, Rate, SeedSpread
 from embodied.report.difficulty import MARGIN
 from embodied.report.summary import (
     ESTIMATE_TOLERANCE,
@@ -232,6 +232,31 @@ def survivors_table(s: Summary) -> Table:
     if any(gaps.get(a) for a in s.survivor_agents):
         rows.append(["Gap closed", "biting"] + [fmt_gap(gaps.get(a)) for a in s.survivor_agents])
     return Table(["Shift", "Severity", *s.survivor_agents], rows)
+
+
+SEEDS_NOTE = (
+    "An agent trained with several training seeds (`state`, `state@1`, ...; "
+    "`agents=[state,state@1]`): each seed's pooled success, then their interquartile mean "
+    "(the mean of two or three seeds) with a 95% two-level bootstrap interval (seeds "
+    "resampled, then each seed's episodes). The spread between seeds is training variance that "
+    "an interval over one model's episodes does not show."
+)
+
+
+def fmt_spread(g: SeedSpread) -> tuple[str, str]:
+    per = " / ".join(f"{r.value:.2f}" if r.n else NA for r in g.per_seed)
+    if not math.isfinite(g.iqm):
+        return per, NA
+    return per, f"{g.iqm:.2f} [{g.lo:.2f}, {g.hi:.2f}]"
+
+
+def seeds_table(s: Summary) -> Table:
+    rows = [
+        [r.agent, ", ".join(r.members), *fmt_spread(r.id), *fmt_spread(r.ood)]
+        for r in s.training_seeds
+    ]
+    header = ["Agent", "Seeds", "Success ID per seed", "ID IQM", "Success OOD per seed"]
+    return Table([*header, "OOD IQM"], rows)
 
 
 def estimates_table(s: Summary) -> Table:
