@@ -22,11 +22,12 @@ BIN = Path(sys.executable).parent
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    """The smoke preset's grid for scripted and a video agent (copy the last frame)."""
+    """The smoke preset's grid for scripted (as two training seeds) and a video agent that
+    copies the last frame."""
     run = tmp_path_factory.mktemp("board")
     cmd = [
         str(BIN / "embodied-eval"),
-        "agents=[scripted,video]",
+        "agents=[scripted,scripted@1,video]",
         "+agent_overrides.video.predictor._target_=embodied.agents.video.CopyLastFrame",
         "preset=smoke",
         f"run_dir={run}",
@@ -49,20 +50,23 @@ def test_the_leaderboard_lists_every_agent(run):
     assert done.returncode == 0, done.stderr[-3000:]
     assert "leaderboard.csv" in done.stdout
     rows = json.loads((run / "leaderboard.json").read_text())
-    assert [r["agent"] for r in rows] == ["scripted", "video"]
+    assert [r["agent"] for r in rows] == ["scripted", "scripted@1", "video"]
     with open(run / "leaderboard.csv", newline="") as f:
         table = list(csv.DictReader(f))
-    assert list(table[0]) == list(FIELDS) and len(table) == 2
+    assert list(table[0]) == list(FIELDS) and len(table) == 3
     for row in rows:
         assert len(row["config_digest"]) == 12
         assert 0 <= row["success_id"] <= 1 and row["success_id_ci"][0] <= row["success_id"]
         assert row["suite_version"] == embodied.__version__
         assert row["split_suite"] == "id look-cup_colour ood-cup_mass-3"
         assert row["episodes"] == 4  # 2 id + 2 ood, the look cell is neither
-    video = rows[1]
+    video = rows[2]
     assert video["psnr_id"] is not None and video["state_error_ood_mm"] is not None
     assert rows[0]["psnr_id"] is None  # scripted predicts nothing
-    assert rows[0]["config_digest"] != video["config_digest"]
+    assert len({r["config_digest"] for r in rows}) == 3
+    assert rows[0]["success_id_training_seeds"].endswith("over scripted, scripted@1")
+    assert rows[0]["success_id_training_seeds"] == rows[1]["success_id_training_seeds"]
+    assert video["success_id_training_seeds"] == ""  # one training seed
 
 
 @pytest.mark.slow
@@ -71,7 +75,7 @@ def test_a_submission_by_the_protocol_passes_and_a_changed_one_is_refused(run, t
     ok = subprocess.run(
         [app, str(run / "results.jsonl"), "--preset", "smoke"], capture_output=True, text=True
     )
-    assert ok.returncode == 0 and "OK: 6 cells" in ok.stdout, ok.stdout + ok.stderr
+    assert ok.returncode == 0 and "OK: 9 cells" in ok.stdout, ok.stdout + ok.stderr
     lines = read_lines(run / "results.jsonl")
     expected = {
         "tasks": ["CupCarry"],
@@ -82,9 +86,11 @@ def test_a_submission_by_the_protocol_passes_and_a_changed_one_is_refused(run, t
     }
     assert check_submission(lines, expected) == []
 
+    first = next(i for i, x in enumerate(lines) if x["cell_id"] == "scripted/CupCarry/id/0")
+
     def changed(edit):
         bad = copy.deepcopy(lines)
-        edit(bad[0])
+        edit(bad[first])
         return "\n".join(check_submission(bad, expected))
 
     def seed(line):
@@ -109,12 +115,12 @@ def test_a_submission_by_the_protocol_passes_and_a_changed_one_is_refused(run, t
     assert "not in the protocol: CupCarry/ood-cup_mass-4/0" in changed(shift)
     assert "missing" in changed(cell_seed) and "CupCarry/id/7" in changed(cell_seed)
     tampered = copy.deepcopy(lines)
-    tampered[0]["severity"] = 5  # the name says one shift, the fields another
+    tampered[first]["severity"] = 5  # the name says one shift, the fields another
     assert "split fields" in "\n".join(check_submission(tampered, expected))
 
     path = tmp_path / "results.jsonl"
     bad = copy.deepcopy(lines)
-    version(bad[0])
+    version(bad[first])
     path.write_text("".join(json.dumps(x) + "\n" for x in bad))
     refused = subprocess.run([app, str(path), "--preset", "smoke"], capture_output=True, text=True)
     assert refused.returncode == 1 and "REFUSED" in refused.stdout and "0.1.0" in refused.stdout

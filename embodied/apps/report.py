@@ -26,7 +26,7 @@ def hydra_main(cfg: DictConfig) -> None:
             if cfg.leaderboard:
                 from embodied.report.leaderboard import write_leaderboard
 
-                board = write_leaderboard(cfg.run_dir, min_episodes=int(cfg.min_episodes))
+                board = write_leaderboard(cfg.run_dir, int(cfg.min_episodes), int(cfg.n_boot))
         except ReportError as err:
             cli.fail("embodied-report", str(err))
     print(f"embodied-report: wrote the report of {paths.markdown.parent}:")

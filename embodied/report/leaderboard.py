@@ -2,8 +2,10 @@
 
 ``leaderboard(run_dir)`` -> rows for ``leaderboard.csv`` / ``leaderboard.json``: per agent, the
 digest of its resolved config (what the numbers came from), the tasks, ID and OOD success
-with 95% Wilson intervals over the pooled episodes and their spread over the evaluation
-seeds (mean and standard deviation of the per-seed rates), OOD drops, PSNR and state error
+with 95% Wilson intervals over the pooled episodes, their spread over the evaluation seeds
+(mean and standard deviation of the per-seed rates) and, for an agent trained with several
+seeds (``state``, ``state@1``, ...), the report's IQM over training seeds with its two-level
+bootstrap interval, OOD drops, PSNR and state error
 ID -> OOD, the OOD tell, the suite's version and its split suite (the splits and a digest).
 
 ``check_submission(lines, preset)`` compares a results file made elsewhere with the fixed
@@ -39,6 +41,8 @@ FIELDS = (
     "success_ood",
     "success_ood_ci",
     "success_ood_seeds",
+    "success_id_training_seeds",
+    "success_ood_training_seeds",
     "drop_ood",
     "drop_ood_ci",
     "psnr_id",
@@ -98,15 +102,29 @@ def _num(x: float, scale: float = 1.0) -> float | None:
     return round(float(x) * scale, 4) if x is not None and math.isfinite(x) else None
 
 
-def leaderboard(run_dir: str | Path, min_episodes: int = 1) -> list[dict[str, Any]]:
+def _training_seeds(group: Any, cls: str) -> str:
+    """'IQM 0.80 [0.70, 0.90] over state, state@1': success of one class (id, ood) over an
+    agent's training seeds (a report SeedRow); '' for an agent trained with one seed."""
+    spread = getattr(group, cls, None)
+    if spread is None or not math.isfinite(spread.iqm):
+        return ""
+    members = ", ".join(group.members)
+    return f"IQM {spread.iqm:.2f} [{spread.lo:.2f}, {spread.hi:.2f}] over {members}"
+
+
+def leaderboard(
+    run_dir: str | Path, min_episodes: int = 1, n_boot: int = 2000
+) -> list[dict[str, Any]]:
     """The leaderboard rows of a run directory, one per agent (see the module doc)."""
     run = load_run(run_dir)
-    summary = summarize(run, min_episodes=min_episodes, n_boot=10)
+    summary = summarize(run, min_episodes=min_episodes, n_boot=n_boot)
+    groups = {a: g for g in summary.training_seeds for a in g.members}
     digests = agent_digests(Path(run.run_dir), summary.agents)
     splits = sorted({c.split for c in run.cells}, key=lambda s: (s != "id", s))
     rows = []
     for row in summary.headline:
         cells = [c for c in summary.eligible if c.agent == row.agent]
+        group = groups.get(row.agent)
         rows.append(
             {
                 "agent": row.agent,
@@ -119,6 +137,8 @@ def leaderboard(run_dir: str | Path, min_episodes: int = 1) -> list[dict[str, An
                 "success_ood": _num(row.ood.success.value),
                 "success_ood_ci": [_num(x) for x in row.ood.success.ci],
                 "success_ood_seeds": _per_seed(cells, "ood"),
+                "success_id_training_seeds": _training_seeds(group, "id"),
+                "success_ood_training_seeds": _training_seeds(group, "ood"),
                 "drop_ood": _num(row.ood.drop.value),
                 "drop_ood_ci": [_num(x) for x in row.ood.drop.ci],
                 "psnr_id": _num(row.id.psnr),
@@ -136,14 +156,16 @@ def leaderboard(run_dir: str | Path, min_episodes: int = 1) -> list[dict[str, An
     return rows
 
 
-def write_leaderboard(run_dir: str | Path, min_episodes: int = 1) -> tuple[Path, Path]:
+def write_leaderboard(
+    run_dir: str | Path, min_episodes: int = 1, n_boot: int = 2000
+) -> tuple[Path, Path]:
     """``leaderboard.csv`` and ``leaderboard.json`` into the run directory (atomically)."""
     import csv
     import io
 
     from embodied.atomic import write_atomic
 
-    rows = leaderboard(run_dir, min_episodes)
+    rows = leaderboard(run_dir, min_episodes, n_boot)
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=list(FIELDS), lineterminator="\n")
     writer.writeheader()
