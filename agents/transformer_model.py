@@ -41,9 +41,10 @@ from embodied.dataset import Dataset
 from embodied.protocols import Imagination
 
 FORMAT = "embodied-transformer-model/1"
-# size -> (width, layers, heads): about 0.1M, 0.23M, 3.2M and 19M parameters. ``s`` is the
-# widest two-layer decoder that plans within 25 ms per action on one thread (state: ~7 ms):
-# at width 128 it cost 4.0x state's planning time, at 96 2.7x (benchmarks/planner_speed.py).
+# size -> (width, layers, heads): about 0.1M, 0.23M, 3.2M and 19M parameters. ``s`` is a
+# two-layer decoder narrow enough to plan within 25 ms per action on one thread: its candidate
+# rollouts cost 4.0x state's at width 128, 2.7x at 96, and its whole MPC step 2.3x state's
+# (benchmarks/planner_speed.py, one busy machine; state plans in ~7 ms on a quiet one).
 SIZES = {"xs": (64, 2, 2), "s": (96, 2, 4), "m": (256, 4, 8), "l": (512, 6, 8)}
 
 
