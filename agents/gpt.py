@@ -83,14 +83,23 @@ class Cache:
         return out
 
 
+def visible(queries: range, keys: range, window: int | None, device: torch.device) -> torch.Tensor:
+    """(Q, K) bool: which key positions each query position attends to: itself and the ones
+    before it, the last ``window`` positions at most (None: all)."""
+    q = torch.arange(queries.start, queries.stop, device=device)[:, None]
+    k = torch.arange(keys.start, keys.stop, device=device)[None, :]
+    seen = k <= q
+    return seen if window is None else seen & (k > q - window)
+
+
 class Block(nn.Module):
     """One pre-norm decoder block: causal self-attention, then an MLP, each residual."""
 
-    def __init__(self, dim: int, heads: int):
+    def __init__(self, dim: int, heads: int, window: int | None = None):
         super().__init__()
         if dim % heads:
             raise ValueError(f"dim {dim} is not divisible by heads {heads}")
-        self.heads = heads
+        self.heads, self.window = heads, window
         self.norm1 = nn.LayerNorm(dim)
         self.qkv = nn.Linear(dim, 3 * dim)
         self.proj = nn.Linear(dim, dim)
@@ -106,16 +115,21 @@ class Block(nn.Module):
         qkv = self.qkv(self.norm1.forward(x)).view(b, t, 3, self.heads, d // self.heads)
         q, k, v = qkv.permute(2, 0, 3, 1, 4)  # each (B, heads, T, head_dim)
         if past is None:
-            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+            if self.window is None or self.window >= t:
+                y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+            else:
+                mask = visible(range(t), range(t), self.window, x.device)
+                y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         else:
             keys, values, n = past
             keys[:, :, n : n + t] = k
             values[:, :, n : n + t] = v
-            mask = None
-            if t > 1:  # new token i sees the cache and new tokens 0..i
-                mask = torch.ones(t, n + t, dtype=torch.bool, device=x.device).tril(n)
+            lo = 0 if self.window is None else max(0, n + 1 - self.window)  # first key seen
+            mask = None  # one new token sees every key from lo on
+            if t > 1:
+                mask = visible(range(n, n + t), range(lo, n + t), self.window, x.device)
             y = F.scaled_dot_product_attention(
-                q, keys[:, :, : n + t], values[:, :, : n + t], attn_mask=mask
+                q, keys[:, :, lo : n + t], values[:, :, lo : n + t], attn_mask=mask
             )
         x = x + self.proj(y.transpose(1, 2).reshape(b, t, d))
         return x + self.mlp(self.norm2.forward(x))
@@ -123,13 +137,24 @@ class Block(nn.Module):
 
 class GPT(nn.Module):
     """Token vectors (B, T, in_dim) -> outputs (B, T, out_dim), each from its token and those
-    before it (and a cache's)."""
+    before it (and a cache's); with a ``window``, each layer attends to the last ``window``
+    positions at most (sliding-window attention: the cache stays exact)."""
 
-    def __init__(self, in_dim: int, out_dim: int, dim: int, layers: int, heads: int):
+    def __init__(
+        self,
+        in_dim: int,
+        out_dim: int,
+        dim: int,
+        layers: int,
+        heads: int,
+        window: int | None = None,
+    ):
         super().__init__()
+        if window is not None and window < 1:
+            raise ValueError(f"window must be >= 1 or None; got {window}")
         self.dim, self.heads = dim, heads
         self.embed = nn.Linear(in_dim, dim)
-        self.blocks = nn.ModuleList(Block(dim, heads) for _ in range(layers))
+        self.blocks = nn.ModuleList(Block(dim, heads, window) for _ in range(layers))
         self.norm = nn.LayerNorm(dim)
         self.out = nn.Linear(dim, out_dim)
 

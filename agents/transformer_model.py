@@ -11,8 +11,11 @@ the data are copied exactly, as in the ``state`` model. Reward and failure heads
 head reads (s, s'), both on the same features, so the planner can only buy reward by moving
 the predicted state.
 
-Training is teacher forcing on episode windows (from their start, ``window`` tokens: whole
-episodes of every task by default): every position's loss at once, padded positions masked.
+Training is teacher forcing on episode windows (from their start, ``train_tokens`` tokens:
+whole episodes of every task by default): every position's loss at once, padding masked.
+Attention reads the last ``context_steps`` steps at most, in every layer (sliding-window
+attention, None: the whole episode), in training and at plan time alike: the history axis of
+``embodied-sweep``. The default 64 holds a whole CupCarry episode (60 steps).
 
 At plan time ``observe`` appends each real transition to the episode's key/value cache, one
 token per real step, so the history is never re-read. ``rollout`` forks that cache for the N
@@ -74,7 +77,8 @@ class TransformerModel(nn.Module):
         warmup: int = 100,
         grad_clip: float = 1.0,
         batch_size: int = 16,
-        window: int = 200,
+        train_tokens: int = 200,
+        context_steps: int | None = 64,
         cup_pos_labels: Sequence[str] = CUP_POS_LABELS,
         device: str = "cpu",
         seed: int = 0,
@@ -82,11 +86,13 @@ class TransformerModel(nn.Module):
         super().__init__()
         if size not in SIZES:
             raise ValueError(f"unknown size {size!r}; valid: {list(SIZES)}")
-        if batch_size < 1 or window < 1 or warmup < 0:
+        if batch_size < 1 or train_tokens < 1 or warmup < 0:
             raise ValueError(
-                f"need batch_size >= 1, window >= 1, warmup >= 0; got {batch_size}, {window}, "
-                f"{warmup}"
+                f"need batch_size >= 1, train_tokens >= 1, warmup >= 0; got {batch_size}, "
+                f"{train_tokens}, {warmup}"
             )
+        if context_steps is not None and context_steps < 1:
+            raise ValueError(f"context_steps must be >= 1 or None; got {context_steps}")
         self.config = dict(
             size=size,
             head_hidden=list(head_hidden),
@@ -97,7 +103,8 @@ class TransformerModel(nn.Module):
             warmup=warmup,
             grad_clip=grad_clip,
             batch_size=batch_size,
-            window=window,
+            train_tokens=train_tokens,
+            context_steps=context_steps,
             cup_pos_labels=list(cup_pos_labels),
             seed=seed,
         )
@@ -132,7 +139,8 @@ class TransformerModel(nn.Module):
             feat = state_dim + self.relative.dim
             self.feature_norm = Normalizer(feat)
             dim, layers, heads = SIZES[c["size"]]
-            self.gpt = GPT(feat + action_dim, state_dim, dim, layers, heads)
+            window = c["context_steps"]
+            self.gpt = GPT(feat + action_dim, state_dim, dim, layers, heads, window)
             self.reward_head = MLP(feat, 1, c["head_hidden"], c["act"])
             self.fail_head = MLP(2 * feat, 1, c["head_hidden"], c["act"])
         self.to(self.device)
@@ -173,11 +181,12 @@ class TransformerModel(nn.Module):
         return self._data[1]
 
     def _windows(self, data: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """``batch_size`` episodes drawn with replacement, each a window of up to ``window``
-        steps (from its start when the episode fits): step rows (B, W) and validity (B, W)."""
+        """``batch_size`` episodes drawn with replacement, each a window of up to
+        ``train_tokens`` steps (from its start when the episode fits): step rows (B, W) and
+        validity (B, W)."""
         lengths = data["lengths"].cpu().numpy()
         episodes = self._rng.integers(0, len(lengths), size=self.config["batch_size"])
-        window = min(int(self.config["window"]), int(lengths[episodes].max()))
+        window = min(int(self.config["train_tokens"]), int(lengths[episodes].max()))
         n = lengths[episodes]
         start = self._rng.integers(0, np.maximum(n - window, 0) + 1)
         offset = start[:, None] + np.arange(window)[None, :]
