@@ -81,6 +81,40 @@ def test_decoder_cache_equals_whole_sequence():
     assert cache.length == chunks.length == 12
 
 
+def test_sliding_window_cache_equals_whole_sequence():
+    """With ``window`` (the model's context_steps) the cached decoder still equals the whole
+    sequence read afresh, and one layer reads nothing older than its window."""
+    torch.manual_seed(0)
+    x = torch.randn(2, 12, 10)
+    gpt = GPT(10, 5, dim=32, layers=2, heads=4, window=3).eval()
+    with torch.no_grad():
+        whole = gpt(x)
+        cache = gpt.new_cache(2, capacity=4)
+        one_by_one = torch.cat([gpt(x[:, t : t + 1], cache) for t in range(12)], 1)
+        chunks = gpt.new_cache(2, capacity=1)
+        three = torch.cat([gpt(x[:, :4], chunks), gpt(x[:, 4:9], chunks), gpt(x[:, 9:], chunks)], 1)
+        unlimited = GPT(10, 5, dim=32, layers=2, heads=4).eval()
+        unlimited.load_state_dict(gpt.state_dict())  # the same weights, reading everything
+        full = unlimited(x)
+        one = GPT(10, 5, dim=32, layers=1, heads=4, window=3).eval()
+        older = x.clone()
+        older[:, 0] += 1.0
+        a, b = one(x), one(older)
+    torch.testing.assert_close(one_by_one, whole, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(three, whole, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(full[:, :3], whole[:, :3], rtol=1e-6, atol=1e-6)
+    assert not torch.allclose(full[:, 3:], whole[:, 3:])
+    assert not torch.allclose(a[:, :3], b[:, :3])
+    torch.testing.assert_close(a[:, 3:], b[:, 3:], rtol=0, atol=0)
+
+
+def test_context_steps_reach_the_decoder(cup_carry_states):
+    for steps in (4, None):
+        m = TransformerModel(**{**TINY, "context_steps": steps})
+        m.fit(cup_carry_states, steps=1)
+        assert all(block.window == steps for block in m.gpt.blocks)
+
+
 def test_causal_a_later_token_changes_no_earlier_prediction(model, cup_carry_states):
     ep = _longest(cup_carry_states)
     s = torch.as_tensor(ep.state[None, :-1])
@@ -220,6 +254,8 @@ def test_policy_plans_from_the_episode(model, tmp_path):
 def test_errors_name_the_problem(tmp_path):
     with pytest.raises(ValueError, match=r"unknown size 'xxl'; valid: \['xs', 's', 'm', 'l'\]"):
         TransformerModel(size="xxl")
+    with pytest.raises(ValueError, match="context_steps must be >= 1 or None; got 0"):
+        TransformerModel(context_steps=0)
     with pytest.raises(RuntimeError, match="TransformerModel has not been fitted"):
         TransformerModel(**TINY).observe(None, None, np.zeros(3, np.float32))
     bogus = tmp_path / "state.pt"
