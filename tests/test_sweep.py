@@ -79,14 +79,14 @@ def test_axes_are_checked_and_mapped_onto_the_config():
     assert sweep_app.label({"seed": 1, "data": 12}) == "data=12,seed=1"
 
 
-def _cfg(run_dir: Path, *extra: str):
+def _cfg(run_dir: Path, *extra: str, executor: str = "executor.workers=1"):
     with initialize_config_module("embodied.configs", version_base="1.3"):
         return compose(
             "sweep",
             overrides=[
                 f"run_dir={run_dir}",
                 "progress=false",
-                "executor.workers=1",
+                executor,
                 "preset.axes={data:[6,12],seed:[0]}",
                 "+env.kwargs.max_episode_steps=20",
                 *extra,
@@ -143,7 +143,9 @@ def test_an_interrupted_sweep_resumed_equals_an_uninterrupted_one(
 @pytest.mark.smoke
 def test_a_sweep_point_on_ray_equals_it_locally(tmp_path: Path, uninterrupted: Path):
     pytest.importorskip("ray")
-    cfg = _cfg(tmp_path, "executor=ray", "executor.num_cpus=2", "preset.axes={data:[6],seed:[0]}")
+    cfg = _cfg(
+        tmp_path, "executor.num_cpus=2", "preset.axes={data:[6],seed:[0]}", executor="executor=ray"
+    )
     sweep_app.sweep(cfg)
     assert _lines(tmp_path) == _lines(uninterrupted)[:1]
     assert json.loads((tmp_path / "points" / "data=6,seed=0" / "summary.json").read_text())

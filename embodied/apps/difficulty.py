@@ -15,7 +15,6 @@ import sys
 import time
 from pathlib import Path
 
-import hydra
 from omegaconf import DictConfig
 
 from embodied.apps import cli
@@ -57,14 +56,7 @@ def difficulty(cfg: DictConfig) -> Path:
     return out / "difficulty.md"
 
 
-@hydra.main(version_base="1.3", config_path="pkg://embodied.configs", config_name="difficulty")
-def hydra_main(cfg: DictConfig) -> None:
-    with cli.user_errors("embodied-difficulty"):
-        difficulty(cfg)
-
-
-def main() -> None:
-    cli.run("embodied-difficulty", "difficulty", hydra_main)
+main = cli.app("embodied-difficulty", "difficulty", difficulty)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import hydra
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
@@ -120,14 +119,7 @@ def sweep(cfg: DictConfig) -> Path:
     return md
 
 
-@hydra.main(version_base="1.3", config_path="pkg://embodied.configs", config_name="sweep")
-def hydra_main(cfg: DictConfig) -> None:
-    with cli.user_errors("embodied-sweep"):
-        sweep(cfg)
-
-
-def main() -> None:
-    cli.run("embodied-sweep", "sweep", hydra_main)
+main = cli.app("embodied-sweep", "sweep", sweep)
 
 
 if __name__ == "__main__":
