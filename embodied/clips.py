@@ -1,6 +1,7 @@
 """The clips stage: the clips a grid's world models are scored on, collected before its cells.
 
-A cell whose agent plans with a world model (its config has a ``world_model``) predicts
+A cell whose agent plans with a world model (its config has a ``world_model`` or a
+``planner``) predicts
 ``video_clips`` held-out clips of its (task, split, seed) open loop for the video metrics; a
 learned latent is read by state probes fitted on ``probe_clips`` clips of the task's ``train``
 split, the same for every cell of the task. Each such set is one file, at the path the cell
@@ -30,6 +31,7 @@ from embodied.evaluate import (
     heldout_path,
     make_env,
     probe_path,
+    read_clips,
 )
 from embodied.executors import Executor, LocalExecutor
 from embodied.grid import Cell
@@ -38,6 +40,9 @@ from embodied.rollout import Step, rollout
 CUP_LABELS = ("cup_x", "cup_y", "cup_z")
 DATA_STYLE, DATA_NOISE = "cautious", 0.1  # the scripted controller that records the clips
 PROBE_STREAM = 3  # cell_seeds spawns streams 0-2 of a seed; the probes' clips draw stream 3
+# an agent config with either has a world model to score: the configs' own declare it, every
+# planning agent takes a planner (one passed in as an object to embodied.evaluate keeps that)
+MODEL_KEYS = ("world_model", "planner")
 
 
 @dataclass(frozen=True)
@@ -78,7 +83,7 @@ def clip_sets(cells: Sequence[Cell], settings: EvalSettings) -> list[ClipSet]:
     """
     if settings.video_clips == 0 or settings.video_horizon == 0:
         return []
-    planned = [c for c in cells if "world_model" in settings.agents.get(c.agent, {})]
+    planned = [c for c in cells if set(MODEL_KEYS) & set(settings.agents.get(c.agent, {}))]
     heldout = [ClipSet(c.task, c.split, c.seed) for c in planned]
     probes = [ClipSet(c.task, "train") for c in planned] if settings.probe_clips else []
     return list(dict.fromkeys([*heldout, *probes]))
@@ -104,6 +109,15 @@ def collect_stage(
             bar.set_postfix_str(str(clip_set), refresh=False)
             bar.update()
     return todo
+
+
+def probe_clips(task: str, settings: EvalSettings) -> dict[str, np.ndarray]:
+    """The task's probe clips under ``settings.run_dir``, collected there first if missing: for
+    a user outside the grid (the video agent fits its frame probe on them)."""
+    clip_set = ClipSet(task, "train")
+    if not clip_set.path(settings).is_file():
+        collect_set(clip_set, settings)
+    return read_clips(clip_set.path(settings))
 
 
 def collect_set(clip_set: ClipSet, settings: EvalSettings) -> dict[str, Any]:

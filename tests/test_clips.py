@@ -78,6 +78,7 @@ def test_the_stage_writes_exactly_the_clips_the_grid_reads(tmp_path):
     ("agents", "kw", "expected"),
     [
         (["scripted"], {}, []),  # no world model: no clips
+        (["planning"], {"probe_clips": 0}, [ClipSet("CupCarry", "id", 0)]),  # a planner: a model
         (["frozen"], {"video_clips": 0}, []),  # no video metrics asked for
         (["frozen"], {"probe_clips": 0}, [ClipSet("CupCarry", "id", 0)]),
         (
@@ -89,7 +90,9 @@ def test_the_stage_writes_exactly_the_clips_the_grid_reads(tmp_path):
 )
 def test_only_world_model_cells_need_clips(tmp_path, agents, kw, expected):
     cells = expand(agents, ["CupCarry"], ["id"], [0])
-    assert clip_sets(cells, settings(tmp_path, **kw)) == expected
+    planning = {**SCRIPTED, "name": "planning", "planner": {"horizon": 5}}
+    known = {"frozen": AGENTS["frozen"], "scripted": SCRIPTED, "planning": planning}
+    assert clip_sets(cells, settings(tmp_path, agents=known, **kw)) == expected
 
 
 def test_a_cell_whose_clips_are_missing_fails_naming_the_stage(tmp_path):
