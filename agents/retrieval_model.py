@@ -161,6 +161,17 @@ class RetrievalModel:
         if self._reward_cols:
             self._reward_index = self._make_index(self._relative(t["next_z"], t["z"]))
 
+    def set_index(self, index: str, nlist: int | None = None, nprobe: int | None = None) -> None:
+        """Search the stored keys with another index (a search setting, not a trained one: a
+        checkpoint fitted with one is searched with another without refitting)."""
+        c = self.config
+        self.config = config_from(
+            RetrievalConfig,
+            {**asdict(c), "index": index, "nlist": nlist or c.nlist, "nprobe": nprobe or c.nprobe},
+        )
+        if self._t:
+            self._build_keys()
+
     def _make_index(self, keys: torch.Tensor) -> Index:
         c = self.config
         if c.index == "ivf":

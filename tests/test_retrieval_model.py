@@ -277,3 +277,10 @@ def test_a_retrieval_model_with_the_ivf_index_recalls_stored_outcomes(dataset):
     got, want = approx.step(z, action), exact.step(z, action)
     for a, b in zip(got, want, strict=True):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
+    # the index is a search setting: a fitted model switches without refitting
+    exact.set_index("ivf", nlist=8, nprobe=2)
+    assert type(exact._key_index) is type(approx._key_index)
+    for a, b in zip(exact.step(z, action), got, strict=True):
+        assert torch.equal(a, b)
+    with pytest.raises(ValueError, match="'exact', 'ivf'"):
+        exact.set_index("annoy")
