@@ -171,7 +171,7 @@ def check_action(action: Any) -> np.ndarray:
     if a.shape != (4,):
         raise ValueError(f"action must have shape (4,) = (dx, dy, dz, grip), got {a.shape}")
     a = a.astype(np.float64)
-    if not np.all(np.isfinite(a)):
+    if not np.isfinite(a).all():
         raise ValueError(f"action must be finite, got {a}")
     return a
 
@@ -403,9 +403,10 @@ class ArmEnv(gymnasium.Env):
         """
         m, d, before = self.model, self.data, self._before
         mujoco.mj_getState(m, d, before, INTEGRATION)
-        warned = d.warning.number[DIVERGED].sum()
+        counts = d.warning.number[DIVERGED]  # a view of MuJoCo's counters: read live
+        warned = counts.sum()
         self._advance()
-        bad = d.warning.number[DIVERGED].sum() > warned
+        bad = counts.sum() > warned
         if bad or not np.isfinite(d.qpos).all() or np.abs(d.qvel).max() > 1e3:
             mujoco.mj_setState(m, d, before, INTEGRATION)
             mujoco.mj_forward(m, d)
