@@ -23,6 +23,7 @@ import numpy as np
 from gymnasium import spaces
 
 from embodied.envs.scene import ARM_JOINTS, SCENE, build_model
+from embodied.envs.sensors import Sensors
 from embodied.registration import register
 from embodied.shifts import (
     NOMINAL,
@@ -65,31 +66,6 @@ STATE_LABELS: tuple[str, ...] = (
 )  # fmt: skip
 # the sensors read into the state, in STATE_LABELS order (ee_x ... cup_wz)
 STATE_SENSORS = ("ee_pos", "ee_vel", "cup_pos", "cup_quat", "cup_vel", "cup_angvel")
-
-
-def norm(x: np.ndarray) -> np.ndarray:
-    """``np.linalg.norm(x, axis=-1)`` of a float64 array, bit for bit (the same product and
-    reduction) without its argument handling: a third of the time on a 3-vector."""
-    return np.sqrt(np.add.reduce(x * x, axis=-1))
-
-
-class Sensors(Mapping):
-    """Named views into a (..., nsensordata) array, each sliced when read: a task's score reads
-    a few of the dozen sensors, so building every view up front cost more than the score."""
-
-    __slots__ = ("_data", "_slices")
-
-    def __init__(self, sensordata: np.ndarray, slices: dict[str, slice]):
-        self._data, self._slices = sensordata, slices
-
-    def __getitem__(self, name: str) -> np.ndarray:
-        return self._data[..., self._slices[name]]
-
-    def __iter__(self):
-        return iter(self._slices)
-
-    def __len__(self) -> int:
-        return len(self._slices)
 
 
 def _numeric_fields(obj: object) -> tuple[tuple[str, ...], tuple[str, ...]]:

@@ -23,8 +23,9 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from embodied.envs.arm import ArmEnv, norm
+from embodied.envs.arm import ArmEnv
 from embodied.envs.scripted import ScriptedPolicy
+from embodied.envs.sensors import norm
 
 SLIP_LIMIT = 0.04  # m from the grasp point: the pads then hold the (nominal) cup's top 1 cm
 REACH = 0.05  # m beyond the cup's radius, horizontally: past it the pads cannot close on the cup

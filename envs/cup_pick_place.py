@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from embodied.envs.arm import ArmEnv, norm
+from embodied.envs.arm import ArmEnv
 from embodied.envs.scripted import ScriptedPolicy
+from embodied.envs.sensors import norm
 
 HIGH = 0.2  # m: the script's height for moves above the table
 

@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from embodied.envs.arm import ArmEnv, norm
+from embodied.envs.arm import ArmEnv
 from embodied.envs.scripted import STYLES, ScriptedPolicy
+from embodied.envs.sensors import norm
 
 TABLE_X = (0.0, 0.9)
 TABLE_Y = (-0.6, 0.6)

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from embodied.envs.arm import ArmEnv, norm
+from embodied.envs.arm import ArmEnv
 from embodied.envs.scripted import ScriptedPolicy
+from embodied.envs.sensors import norm
 
 
 class Reach(ArmEnv):
