@@ -279,14 +279,14 @@ def main() -> None:
         f"\nmedian ms per MPC action ({args.clock} clock), {args.env}, {args.actions} actions each"
     )
     print(
-        f"{'agent':<10} {'model':<16} {'planner':<9} {'ms/action':>10} {'floor ms':>9} "
+        f"{'agent':<11} {'model':<16} {'planner':<9} {'ms/action':>10} {'floor ms':>9} "
         f"{'rollout ms':>10} threads recall@k"
     )
     for name, cls, planner, ms, floor, bare, found, threads in rows:
         physics = "-" if bare is None else f"{bare:.1f}"
         share = "-" if found is None else f"{found:.3f}"
         print(
-            f"{name:<10} {cls:<16} {planner:<9} {ms:>10.1f} {floor:>9.2f} {physics:>10} "
+            f"{name:<11} {cls:<16} {planner:<9} {ms:>10.1f} {floor:>9.2f} {physics:>10} "
             f"{threads:>7} {share:>8}"
         )
 
