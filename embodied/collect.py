@@ -20,6 +20,8 @@ from embodied.dataset import OBS_MODES, Episode, write_dataset
 from embodied.rollout import Step, rollout
 
 STYLES = ("cautious", "aggressive")
+FAILURES = ("dropped", "tipped", "slipped")  # failure_kind's labels
+TIP_ANGLE = 1.0  # rad: the cup tasks' tipping threshold (envs/cup_push.py, cup_pick_place.py)
 
 
 class RandomActions:
@@ -99,8 +101,23 @@ def split_obs(obs: Any, obs_mode: str) -> tuple[np.ndarray | None, np.ndarray | 
     return (obs, None) if obs_mode == "state" else (None, obs)
 
 
+def failure_kind(env: gymnasium.Env, info: dict[str, Any]) -> str | None:
+    """How an episode failed, from its last ``info`` and MuJoCo's state at its end.
+
+    ``dropped`` in the envs' info is every failure that ends an episode; the cup's tilt in
+    MuJoCo then tells a tip (over ``TIP_ANGLE``, the tasks' threshold) from a fall (out of the
+    pads, off the table). ``slipped``: held to the end but slid too far in the hand.
+    """
+    if info.get("dropped"):
+        arm = env.unwrapped
+        tilt = float(arm.tilt(arm.sensors(arm.data.sensordata)))
+        return "tipped" if tilt > TIP_ANGLE else "dropped"
+    return "slipped" if info.get("slipped") else None
+
+
 def run_episode(env: gymnasium.Env, policy: Any, seed: int, split: str, obs_mode: str) -> Episode:
-    """One episode of ``policy`` in ``env``; ``meta["physics_error"]`` marks a diverged one."""
+    """One episode of ``policy`` in ``env``; ``meta["physics_error"]`` marks a diverged one and
+    ``meta["failure"]`` says how it failed (``failure_kind``), None when it did not."""
     states, frames, physics = [], [], {}
     steps: dict[str, list] = {
         k: [] for k in ("action", "reward", "dropped", "success", "terminated")
@@ -125,13 +142,14 @@ def run_episode(env: gymnasium.Env, policy: Any, seed: int, split: str, obs_mode
         states.append(s)
         frames.append(p)
 
-    rollout(env, policy, seed, record, options={"shift": split}, on_reset=start)
+    last = rollout(env, policy, seed, record, options={"shift": split}, on_reset=start)
+    failure = None if last is None else failure_kind(env, last.info)
     return Episode(
         state=None if states[0] is None else np.stack(states),
         pixels=None if frames[0] is None else np.stack(frames),
         physics=physics,
         seed=seed,
-        meta={"physics_error": physics_error},
+        meta={"physics_error": physics_error, "failure": failure},
         **{k: np.asarray(v) for k, v in steps.items()},
     )
 

@@ -35,6 +35,22 @@ def train(cfg: DictConfig) -> None:
     print(f"{agent.name}: {state} step {summary['step']}/{cfg.steps}; wrote {cfg.out_dir}")
     if summary.get("interrupted"):
         sys.exit(130)
+    if int(cfg.rounds) > 0:
+        from embodied.agents.rounds import RoundSettings, print_rounds, run_rounds
+
+        log = run_rounds(
+            agent,
+            cfg.data_dir,
+            cfg.out_dir,
+            cfg.rounds_dir,
+            int(cfg.rounds),
+            RoundSettings.of(cfg.experience),
+            train_steps=int(cfg.steps),
+            seed=int(cfg.seed),
+            progress=bool(cfg.progress),
+            env_kwargs=dict(cfg.env.get("kwargs") or {}),
+        )
+        print_rounds(log, f"{agent.name} on {cfg.env.name}")
 
 
 def main() -> None:
