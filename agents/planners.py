@@ -121,13 +121,15 @@ class Planner:
         return std
 
     def _decide(self, actions: torch.Tensor) -> torch.Tensor:
-        """The actions the model scores and the robot executes, from clipped draws.
+        """The actions the model scores and the robot executes, from the planner's own.
 
         ``grip: binary`` plans the grip as the decision it is: open (low) or closed (high) by
-        the sign of its draw. Under ``continuous`` CEM draws a fresh grip magnitude every step
-        around a mean near the middle, and the executed command jitters between a half-open
-        and a closed hand (the cup tips or falls); a binary grip is firm either way, and it
-        changes only when the elites move the mean across zero: a committed switch.
+        the side of the middle its value falls on. Under ``continuous`` CEM draws a fresh
+        grip magnitude every step, and the executed command jitters between a half-open and
+        a closed hand (the cup tips or falls); a binary grip is firm either way. The planner
+        keeps sampling and refitting the continuous value (a preference: decided values
+        would collapse the spread at one bound), so the grip changes only when the elites
+        move the plan's mean across the middle: a committed switch.
         """
         if self.grip == "continuous":
             return actions
@@ -144,7 +146,7 @@ class Planner:
         noise = torch.randn((n, *mean.shape), generator=self.generator, device=self.device)
         raw = mean + std * noise
         raw[0] = mean  # keep the current plan among the candidates
-        return raw, self._decide(self._clip(raw))
+        return raw, self._clip(raw)
 
     @torch.no_grad()
     def cost(self, step_fn: StepFn, z0: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
@@ -156,7 +158,9 @@ class Planner:
         """
         n, h = actions.shape[:2]
         k = self.particles
-        acts = actions.repeat_interleave(k, dim=0)  # row p*k + j: particle j of candidate p
+        acts = self._decide(actions).repeat_interleave(
+            k, dim=0
+        )  # row p*k + j: particle j of candidate p
         whole = getattr(step_fn, "rollout", None)
         with torch_threads(self.model_threads):
             if whole is not None:
@@ -316,7 +320,7 @@ class ICEM(CEM):
             actions[0] = mean
             if kept is not None and len(kept):
                 actions = torch.cat([actions, kept])
-            actions = self._decide(self._clip(actions))
+            actions = self._clip(actions)
             cost = self._scored(step_fn, z0, actions, memo)
             order = torch.topk(cost, self.elites, largest=False).indices
             elite = actions[order]

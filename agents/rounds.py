@@ -255,8 +255,9 @@ def run_rounds(
 ) -> list[dict[str, Any]]:
     """Rounds 1..``rounds`` of own experience after the offline model in ``model_dir`` trained
     on ``data_dir``; returns every round's record (round 0 first), resuming a stopped run."""
-    if not isinstance(agent_cfg, DictConfig):
-        agent_cfg = OmegaConf.create(agent_cfg)
+    if isinstance(agent_cfg, DictConfig):  # a plain copy: a composed one is struct, and
+        agent_cfg = OmegaConf.to_container(agent_cfg, resolve=True)  # per_task adds keys
+    agent_cfg = OmegaConf.create(agent_cfg)
     if rounds < 0:
         raise ValueError(f"rounds must be >= 0; got {rounds}")
     out, wanted = Path(out_dir), {"settings": asdict(settings), "seed": seed}

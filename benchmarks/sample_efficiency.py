@@ -186,6 +186,7 @@ def main() -> None:
                 for name in args.agents:
                     over = [f"agent={name}", f"env={env_name}", *args.set]
                     cfg = compose("train", overrides=over)
+                    OmegaConf.set_struct(cfg, False)  # per_task merges keys into the agent
                     if args.rounds:  # round 0 measures the offline model
                         round_rows += rounds_curve(name, cfg, root, args)
                     else:
