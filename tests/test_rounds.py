@@ -130,7 +130,8 @@ def test_rounds_grow_the_dataset_with_provenance_and_resume_exactly(agent, offli
     for k in range(3):
         a, b = (StateModel.load(p / "models" / f"round-{k}" / "model.pt") for p in runs)
         assert all(
-            torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values())
+            torch.equal(x, y)
+            for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True)
         )
 
 
