@@ -340,3 +340,39 @@ def print_rounds(log: list[dict[str, Any]], title: str) -> None:
             f"{r['round']:>5} {r['episodes']:>8} {r['own_env_steps']:>9} {r['model_step']:>10} "
             f"{rate:>7}  {kinds}"
         )
+
+
+def publish(out_dir: str | os.PathLike, model_dir: str | os.PathLike) -> Path:
+    """The last round's model into ``model_dir``, where evaluation looks for the agent's model
+    (the offline one stays in ``out_dir/models/round-0``); returns the round's directory."""
+    last = Path(out_dir) / "models" / f"round-{read_log(out_dir)[-1]['round']}"
+    _copy_model(last, Path(model_dir))
+    return last
+
+
+def bench_stage(cfg: DictConfig, jobs: list[Any]) -> None:
+    """``embodied-bench``'s rounds: for each trained (task, world-model agent) whose task has
+    rounds (``rounds``, or ``experience.per_task[task]``), run them and publish the last
+    round's model for evaluation. ``jobs`` are the bench's training jobs."""
+    per_task = cfg.experience.get("per_task") or {}
+    settings = RoundSettings.of(cfg.experience)
+    for job in jobs:
+        n = int(per_task.get(job.task, cfg.rounds))
+        trainer = (job.agent.get("trainer") or {}).get("_target_", "")
+        if n < 1 or not trainer.endswith("training.train_world_model"):
+            continue
+        out = Path(cfg.run_dir) / "rounds" / job.task / job.agent["name"]
+        log = run_rounds(
+            job.agent,
+            job.data_dir,
+            job.out_dir,
+            out,
+            n,
+            settings,
+            train_steps=job.steps,
+            seed=job.seed,
+            progress=bool(cfg.progress),
+            env_kwargs=dict(cfg.env.get("kwargs") or {}),
+        )
+        publish(out, job.out_dir)
+        print_rounds(log, f"{job.agent['name']} on {job.task}")

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
+from dataclasses import asdict
+from types import SimpleNamespace
 
 import gymnasium
 import mujoco
@@ -12,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 from hydra import compose, initialize_config_module
+from omegaconf import OmegaConf
 
 from embodied.agents import rounds
 from embodied.agents.state_model import StateModel
@@ -192,3 +196,40 @@ def test_train_app_runs_rounds(offline, tmp_path):
     assert out.returncode == 0, out.stderr
     assert "rounds of own experience" in out.stdout
     assert len(rounds.read_log(tmp_path / "rounds")) == 2
+
+
+def test_the_bench_stage_runs_the_tasks_rounds_and_publishes_the_last_model(
+    agent, offline, tmp_path
+):
+    shutil.copytree(offline / "model", tmp_path / "models" / "CupCarry" / "state")
+    job = SimpleNamespace(
+        task="CupCarry",
+        agent=OmegaConf.to_container(agent, resolve=True),
+        data_dir=str(offline / "data"),
+        out_dir=str(tmp_path / "models" / "CupCarry" / "state"),
+        steps=10,
+        seed=0,
+    )
+    experience = {**asdict(rounds.RoundSettings(episodes=1, check_episodes=1, finetune_steps=5))}
+    cfg = OmegaConf.create(
+        {
+            "run_dir": str(tmp_path),
+            "rounds": 0,
+            "progress": False,
+            "env": {"kwargs": {}},
+            "experience": {**experience, "per_task": {"CupPush": 2}},
+        }
+    )
+    rounds.bench_stage(cfg, [job])  # rounds for CupPush only: nothing to do here
+    assert not (tmp_path / "rounds").exists()
+    cfg.experience.per_task = {"CupCarry": 1}
+    rounds.bench_stage(cfg, [job])
+    log = rounds.read_log(tmp_path / "rounds" / "CupCarry" / "state")
+    assert [r["round"] for r in log] == [0, 1]
+    published = tmp_path / "models" / "CupCarry" / "state"
+    assert rounds.model_step(published) == 15
+    last = tmp_path / "rounds" / "CupCarry" / "state" / "models" / "round-1" / "model.pt"
+    assert (published / "model.pt").read_bytes() == last.read_bytes()
+    assert (
+        rounds.model_step(tmp_path / "rounds" / "CupCarry" / "state" / "models" / "round-0") == 10
+    )
