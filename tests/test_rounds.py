@@ -18,6 +18,7 @@ from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 
 from embodied.agents import rounds
+from embodied.agents.retrieval_model import RetrievalModel
 from embodied.agents.state_model import StateModel
 from embodied.agents.training import train_world_model
 from embodied.collect import FAILURES, collect, failure_kind
@@ -233,3 +234,25 @@ def test_the_bench_stage_runs_the_tasks_rounds_and_publishes_the_last_model(
     assert (
         rounds.model_step(tmp_path / "rounds" / "CupCarry" / "state" / "models" / "round-0") == 10
     )
+
+
+def test_a_frame_family_records_frames_and_retrieval_gains_the_memories(tmp_path):
+    with initialize_config_module("embodied.configs", version_base=None):
+        over = ["agent=retrieval", "env=cup_carry", "agent.planner.population=8"]
+        agent = compose("train", overrides=[*over, "agent.planner.horizon=3"]).agent
+    data = tmp_path / "data"
+    collect(env_id("CupCarry"), data, episodes=4, obs_modes=("state", "pixels"), progress=False)
+    train_world_model(agent, data, tmp_path / "model", steps=1, progress=False)
+    settings = rounds.RoundSettings(episodes=1, check_episodes=1, finetune_steps=1)
+    log = rounds.run_rounds(
+        agent, data, tmp_path / "model", tmp_path / "r", 1, settings, train_steps=1, progress=False
+    )
+    own = Dataset.load(tmp_path / "r" / "data")
+    assert list(own.obs_modes) == ["state", "pixels"] and own.episodes[-1].pixels is not None
+    assert own.episodes[-1].pixels.shape[1:] == (64, 64, 3)
+    memories = [
+        len(RetrievalModel.load(str(tmp_path / "r" / "models" / f"round-{k}" / "model.pt"))._keys)
+        for k in (0, 1)
+    ]
+    assert memories[1] - memories[0] == own.episodes[-1].length
+    assert log[1]["own_env_steps"] == own.episodes[-1].length
