@@ -112,7 +112,10 @@ class Explore:
     def act(self, obs: Any) -> np.ndarray:
         action = np.asarray(self.policy.act(obs), np.float32)
         action = action + self.std * self.rng.standard_normal(action.shape).astype(np.float32)
-        return np.clip(action, self.space.low, self.space.high).astype(np.float32)
+        action = np.clip(action, self.space.low, self.space.high).astype(np.float32)
+        if hasattr(self.policy, "last_action"):  # the MPC agent's belief and prior: what ran
+            self.policy.last_action = action
+        return action
 
 
 def _policy(agent_cfg: DictConfig, env: gymnasium.Env, model_dir: Path, seed: int) -> Any:
@@ -166,10 +169,16 @@ def plan_round(
 
 
 def check_round(
-    agent_cfg: DictConfig, env: gymnasium.Env, model_dir: Path, n: int, progress: bool = True
+    agent_cfg: DictConfig,
+    env: gymnasium.Env,
+    model_dir: Path,
+    n: int,
+    seed: int = 0,
+    progress: bool = True,
 ) -> dict[str, Any]:
-    """Success and failure kinds of ``n`` held-out train-split episodes, planned without noise."""
-    policy = _policy(agent_cfg, env, model_dir, _stream(0, 0, 2))
+    """Success and failure kinds of ``n`` held-out train-split episodes, planned without noise
+    (the same seeds and planner seed every round)."""
+    policy = _policy(agent_cfg, env, model_dir, _stream(seed, 0, 2))
     outcomes: Counter[str] = Counter()
     for s in tqdm(check_seeds(n), desc="check", disable=not progress):
         episode = run_episode(env, policy, s, "train", str(agent_cfg.obs_mode))
@@ -321,7 +330,7 @@ def _round(
     record["own_env_steps"] = int(sum(e["length"] for e in own))
     record["model_step"] = model_step(models / f"round-{k}")
     record["check"] = check_round(
-        agent_cfg, env, models / f"round-{k}", settings.check_episodes, progress
+        agent_cfg, env, models / f"round-{k}", settings.check_episodes, seed, progress
     )
     return record
 
