@@ -179,24 +179,25 @@ def run_app(*args: str) -> subprocess.CompletedProcess:
     )
 
 
-def test_train_app_runs_rounds(offline, tmp_path):
+def test_train_app_runs_rounds_on_a_task_with_per_task_settings(tmp_path):
+    """CupPush merges state's per_task value head into the agent: Hydra's struct config took
+    no new key before the app copied it."""
+    data = tmp_path / "data"
+    collect(env_id("CupPush"), data, episodes=3, obs_modes=("state",), progress=False)
     out = run_app(
-        "agent=state",
-        "env=cup_carry",
-        "steps=10",
-        "rounds=1",
-        *SMALL,
-        f"data_dir={offline / 'data'}",
-        f"out_dir={tmp_path / 'model'}",
-        f"rounds_dir={tmp_path / 'rounds'}",
-        "experience.episodes=1",
-        "experience.check_episodes=1",
-        "experience.finetune_steps=5",
-        "progress=false",
-    )
+        "agent=state", "env=cup_push", "steps=10", "rounds=1", *SMALL,
+        f"data_dir={data}", f"out_dir={tmp_path / 'model'}",
+        f"rounds_dir={tmp_path / 'rounds'}", "experience.episodes=1",
+        "experience.check_episodes=1", "experience.finetune_steps=5", "progress=false",
+    )  # fmt: skip
     assert out.returncode == 0, out.stderr
-    assert "rounds of own experience" in out.stdout
-    assert len(rounds.read_log(tmp_path / "rounds")) == 2
+    assert "rounds of own experience, state on CupPush" in out.stdout
+    log = rounds.read_log(tmp_path / "rounds")
+    assert [r["model_step"] for r in log] == [10, 15]
+    assert (
+        "value_weight: 1.0"
+        in (tmp_path / "rounds" / "models" / "round-1" / "agent.yaml").read_text()
+    )
 
 
 def test_the_bench_stage_runs_the_tasks_rounds_and_publishes_the_last_model(

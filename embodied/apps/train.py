@@ -6,7 +6,7 @@ import sys
 
 import hydra
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from embodied.apps import cli
 
@@ -18,7 +18,8 @@ def hydra_main(cfg: DictConfig) -> None:
 
 
 def train(cfg: DictConfig) -> None:
-    agent = cfg.agent
+    # a plain copy: Hydra's config is struct, and a task's per_task settings add keys
+    agent = OmegaConf.create(OmegaConf.to_container(cfg.agent, resolve=True))
     if agent.get("trainer") is None:
         print(f"agent {agent.name!r} has nothing to train (its trainer is null)")
         return
