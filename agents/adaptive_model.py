@@ -19,15 +19,14 @@ entries copied, clamped reward, save/load) is the ``StateModel``'s.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 
 from embodied.agents.nets import MLP, Normalizer, state_tensor
-from embodied.agents.state_model import StateModel
+from embodied.agents.state_model import StateConfig, StateModel
 from embodied.dataset import Dataset
 
 FORMAT = "embodied-adaptive-model/1"
@@ -41,31 +40,37 @@ class History:
     feats: torch.Tensor  # (B, k, F) normalised transition features, k <= context_steps
 
 
+@dataclass
+class AdaptiveConfig(StateConfig):
+    """The adaptive model's settings: the state model's and the context's."""
+
+    context_steps: int = 8  # K: the recent transitions read
+    context_dim: int = 8  # the context vector's width
+    context_hidden: list[int] = field(default_factory=lambda: [64, 64])
+
+    def __post_init__(self) -> None:
+        self.context_hidden = list(self.context_hidden)
+        if self.context_steps < 1 or self.context_dim < 1:
+            raise ValueError(
+                f"context_steps and context_dim must be >= 1; "
+                f"got {self.context_steps}, {self.context_dim}"
+            )
+        super().__post_init__()
+
+
 class AdaptiveModel(StateModel):
     """``StateModel`` whose dynamics and failure head also read an embedding of recent steps."""
 
+    Config = AdaptiveConfig
+    config: AdaptiveConfig
     family = "adaptive"
     checkpoint_format = FORMAT
 
-    def __init__(
-        self,
-        context_steps: int = 8,
-        context_dim: int = 8,
-        context_hidden: Sequence[int] = (64, 64),
-        **kwargs: Any,
-    ):
-        if context_steps < 1 or context_dim < 1:
-            raise ValueError(
-                f"context_steps and context_dim must be >= 1; got {context_steps}, {context_dim}"
-            )
-        super().__init__(**kwargs)
-        self.config.update(
-            context_steps=context_steps,
-            context_dim=context_dim,
-            context_hidden=list(context_hidden),
-        )
-        self.context_steps = context_steps
-        self.context_dim = context_dim
+    def __init__(self, *, device: str = "cpu", **settings: Any):
+        """``settings``: ``AdaptiveConfig``'s fields (the state model's and the context's)."""
+        super().__init__(device=device, **settings)
+        self.context_steps = self.config.context_steps
+        self.context_dim = self.config.context_dim
         self._context: torch.Tensor | None = None  # (1 or B, C): the episode's, at plan time
 
     # -- construction ---------------------------------------------------------------------
@@ -74,7 +79,7 @@ class AdaptiveModel(StateModel):
         c = self.config
         feat = 2 * state_dim + action_dim + self.relative.dim
         self.context_norm = Normalizer(feat)
-        self.context_net = MLP(feat, self.context_dim, c["context_hidden"], c["act"])
+        self.context_net = MLP(feat, self.context_dim, c.context_hidden, c.act)
 
     def _raw_features(self, s: torch.Tensor, a: torch.Tensor, s2: torch.Tensor) -> torch.Tensor:
         """One transition as the context sees it: state, action, delta, relative-geometry change."""

@@ -7,19 +7,20 @@ physics parameter reach it only through the frames. ``StateEntries`` reads exact
 entries of the state vector a model may see, standardised; everything else in the state vector
 never enters the model. Empty label lists give a pure-pixels model.
 
-Also here: window sampling with a frame history, the reward/failure head losses and the
-``FrameModel`` base class (constructor boilerplate, image-size check, save/load).
+Also here: ``FrameConfig`` (the input settings every frame family has), window sampling with a
+frame history, the reward/failure head losses and the ``FrameModel`` base class (input boundary,
+image-size check, save/load).
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
-from gymnasium.envs.registration import load_env_creator
 from torch import nn
 from torch.nn import functional as F
 
@@ -174,7 +175,7 @@ def masked_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> 
 def task_reward_entries(task: str) -> tuple[str, ...]:
     """The state entries a task's reward compares with its goal, as its env class declares."""
     env_id(task)  # fails with the valid task names
-    return tuple(load_env_creator(TASKS[task][0]).reward_entries)
+    return tuple(TASKS[task].reward_entries)
 
 
 def resolve_reward_labels(
@@ -215,6 +216,27 @@ def hand_columns(
     return [list(proprio_labels).index(label) for label in reward_labels]
 
 
+@dataclass
+class FrameConfig:
+    """The inputs a frame family reads (pixel, latent, retrieval): the settings they share.
+
+    ``reward_labels`` is resolved on construction (``resolve_reward_labels``), so the stored
+    config holds the list and a loaded model needs no task.
+    """
+
+    proprio_labels: list[str] = field(default_factory=lambda: list(PROPRIO_LABELS))
+    goal_labels: list[str] = field(default_factory=lambda: list(GOAL_LABELS))
+    reward_labels: list[str] | str = FROM_TASK
+    task: str | None = None  # what ``reward_labels="task"`` is resolved against
+
+    def __post_init__(self) -> None:
+        self.proprio_labels = list(self.proprio_labels)
+        self.goal_labels = list(self.goal_labels)
+        self.reward_labels = resolve_reward_labels(
+            self.reward_labels, self.task, self.proprio_labels
+        )
+
+
 class GoalHeads(nn.Module):
     """Reward and failure logit (..., 2) of a predicted step towards the goal.
 
@@ -247,6 +269,7 @@ class FrameModel(nn.Module):
     """
 
     FORMAT = ""
+    config: Any  # the family's FrameConfig subclass, which adds ``image_size`` and ``seed``
 
     def train_with(self, *optimizers: torch.optim.Optimizer) -> None:
         """Training mode, with each optimizer's state laid out as its parameters now are (the
@@ -255,32 +278,18 @@ class FrameModel(nn.Module):
         for optimizer in optimizers:
             match_layouts(optimizer)
 
-    def _setup(
-        self,
-        config: dict[str, Any],
-        proprio_labels: Sequence[str],
-        goal_labels: Sequence[str],
-        reward_labels: Sequence[str] | str,
-        task: str | None,
-        seed: int,
-    ) -> None:
-        reward_labels = resolve_reward_labels(reward_labels, task, proprio_labels)
-        self.config = dict(
-            config,
-            proprio_labels=list(proprio_labels),
-            goal_labels=list(goal_labels),
-            reward_labels=reward_labels,  # resolved: a loaded model needs no task
-            task=task,
-            seed=seed,
-        )
-        torch.manual_seed(seed)
-        self.proprio = StateEntries(proprio_labels, "proprioception")
-        self.goal = StateEntries(goal_labels, "goal")
+    def _setup(self, config: Any) -> None:
+        """Keep the family's config, seed the initialisation and build the input boundary: first
+        in the constructor, before any network (the initialisation's order is the seed's)."""
+        self.config = config
+        torch.manual_seed(config.seed)
+        self.proprio = StateEntries(config.proprio_labels, "proprioception")
+        self.goal = StateEntries(config.goal_labels, "goal")
         self.obs_mode = "state+pixels" if self.proprio.dim or self.goal.dim else "pixels"
-        self._hand = hand_columns(proprio_labels, goal_labels, reward_labels)
+        self._hand = hand_columns(config.proprio_labels, config.goal_labels, config.reward_labels)
         self.relative_dim = len(self._hand) + 1 if self._hand else 0
         self.register_buffer("reward_range", torch.tensor([-1e9, 1e9]))
-        self._rng = np.random.default_rng(seed)
+        self._rng = np.random.default_rng(config.seed)
 
     def _finish(self, device: str) -> None:
         self.device = resolve_device(device)
@@ -290,10 +299,10 @@ class FrameModel(nn.Module):
     def _prepare(self, dataset: Dataset) -> tuple[str, ...]:
         """Check the frame size, fit the state entries; the observation modes to sample."""
         size = dataset.manifest.get("image_size")
-        if size is not None and int(size) != self.config["image_size"]:
+        if size is not None and int(size) != self.config.image_size:
             raise ValueError(
                 f"dataset frames are {size}x{size}; this model was built for image_size="
-                f"{self.config['image_size']} (set world_model.image_size={size})"
+                f"{self.config.image_size} (set world_model.image_size={size})"
             )
         self.proprio.fit(dataset)
         self.goal.fit(dataset)
@@ -328,7 +337,8 @@ class FrameModel(nn.Module):
         )
 
     def save(self, path: str | os.PathLike) -> None:
-        save_checkpoint({"config": self.config, "weights": self.state_dict()}, path, self.FORMAT)
+        config = asdict(self.config)
+        save_checkpoint({"config": config, "weights": self.state_dict()}, path, self.FORMAT)
 
     @classmethod
     def load(cls, path: str | os.PathLike, device: str = "cpu") -> Any:

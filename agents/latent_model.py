@@ -27,7 +27,7 @@ embedding holds, not a generative model the planner uses.
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -36,9 +36,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from embodied.agents.frames import (
-    FROM_TASK,
-    GOAL_LABELS,
-    PROPRIO_LABELS,
+    FrameConfig,
     FrameModel,
     GoalHeads,
     frames_of,
@@ -53,8 +51,45 @@ from embodied.agents.nets import (
     frames_to_tensor,
     tensor_to_frames,
 )
+from embodied.agents.settings import config_from
 from embodied.dataset import Dataset
 from embodied.protocols import Imagination
+
+
+@dataclass
+class LatentConfig(FrameConfig):
+    """The latent model's settings (``world_model`` in configs/agent/latent.yaml)."""
+
+    image_size: int = 64
+    action_dim: int = 4
+    depth: int = 8  # channels of the first conv layer (x2 per layer, up to x8)
+    embed_dim: int = 64
+    hidden: int = 128
+    history: int = 2  # frames stacked per encoding (velocities visible)
+    seq_len: int = 8  # open-loop training window
+    batch_size: int = 8
+    lr: float = 3e-4
+    ema: float = 0.99  # the target encoder's moving average
+    var_weight: float = 10.0  # VICReg variance hinge
+    cov_weight: float = 0.04  # VICReg covariance penalty
+    proprio_scale: float = 1.0
+    head_scale: float = 1.0
+    fail_weight: float = 10.0  # failures are rare: weighed up in the BCE
+    probe_depth: int = 8
+    probe_lr: float = 1e-3
+    probe_batch: int = 32  # frames the probe decoder trains on per step
+    grad_clip: float = 10.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.seq_len < 1 or self.batch_size < 2 or self.history < 1:
+            raise ValueError(
+                f"need seq_len >= 1, batch_size >= 2, history >= 1; "
+                f"got {self.seq_len}, {self.batch_size}, {self.history}"
+            )
+        if not 0.0 <= self.ema < 1.0:
+            raise ValueError(f"ema must be in [0, 1); got {self.ema}")
+        super().__post_init__()
 
 
 class LatentModel(FrameModel):
@@ -63,72 +98,20 @@ class LatentModel(FrameModel):
     family = "latent"
     FORMAT = "embodied-latent-model/3"
 
-    def __init__(
-        self,
-        image_size: int = 64,
-        action_dim: int = 4,
-        depth: int = 8,
-        embed_dim: int = 64,
-        hidden: int = 128,
-        history: int = 2,
-        seq_len: int = 8,
-        batch_size: int = 8,
-        lr: float = 3e-4,
-        ema: float = 0.99,
-        var_weight: float = 10.0,
-        cov_weight: float = 0.04,
-        proprio_scale: float = 1.0,
-        head_scale: float = 1.0,
-        fail_weight: float = 10.0,
-        probe_depth: int = 8,
-        probe_lr: float = 1e-3,
-        probe_batch: int = 32,
-        grad_clip: float = 10.0,
-        proprio_labels: Sequence[str] = PROPRIO_LABELS,
-        goal_labels: Sequence[str] = GOAL_LABELS,
-        reward_labels: Sequence[str] | str = FROM_TASK,
-        task: str | None = None,
-        device: str = "auto",
-        seed: int = 0,
-    ):
+    def __init__(self, *, task: str | None = None, device: str = "auto", **settings: Any):
+        """``settings``: ``LatentConfig``'s fields; ``task`` resolves ``reward_labels="task"``."""
         super().__init__()
-        if seq_len < 1 or batch_size < 2 or history < 1:
-            raise ValueError(
-                f"need seq_len >= 1, batch_size >= 2, history >= 1; "
-                f"got {seq_len}, {batch_size}, {history}"
-            )
-        if not 0.0 <= ema < 1.0:
-            raise ValueError(f"ema must be in [0, 1); got {ema}")
-        config = dict(
-            image_size=image_size,
-            action_dim=action_dim,
-            depth=depth,
-            embed_dim=embed_dim,
-            hidden=hidden,
-            history=history,
-            seq_len=seq_len,
-            batch_size=batch_size,
-            lr=lr,
-            ema=ema,
-            var_weight=var_weight,
-            cov_weight=cov_weight,
-            proprio_scale=proprio_scale,
-            head_scale=head_scale,
-            fail_weight=fail_weight,
-            probe_depth=probe_depth,
-            probe_lr=probe_lr,
-            probe_batch=probe_batch,
-            grad_clip=grad_clip,
-        )
-        self._setup(config, proprio_labels, goal_labels, reward_labels, task, seed)
-        self.embed_dim, self.history = embed_dim, history
-        state_dim = embed_dim + self.proprio.dim  # x = [e, p]
-        self.encoder = ConvEncoder(image_size, embed_dim, depth, channels=3 * history)
+        c = config_from(LatentConfig, {**settings, "task": task})
+        self._setup(c)
+        self.embed_dim, self.history = c.embed_dim, c.history
+        state_dim = c.embed_dim + self.proprio.dim  # x = [e, p]
+        self.encoder = ConvEncoder(c.image_size, c.embed_dim, c.depth, channels=3 * c.history)
         self.target = copy.deepcopy(self.encoder).requires_grad_(False)
-        self.predictor = MLP(state_dim + action_dim, state_dim, (hidden, hidden), layer_norm=True)
+        hidden = (c.hidden, c.hidden)
+        self.predictor = MLP(state_dim + c.action_dim, state_dim, hidden, layer_norm=True)
         # no action: see _heads
-        self.head = GoalHeads(2 * state_dim, self.goal.dim, self.relative_dim, hidden)
-        self.probe = ConvDecoder(embed_dim, image_size, probe_depth)
+        self.head = GoalHeads(2 * state_dim, self.goal.dim, self.relative_dim, c.hidden)
+        self.probe = ConvDecoder(c.embed_dim, c.image_size, c.probe_depth)
         self._finish(device)
         self._optimizer: torch.optim.Optimizer | None = None
         self._probe_optimizer: torch.optim.Optimizer | None = None
@@ -141,10 +124,8 @@ class LatentModel(FrameModel):
     def _make_optimizers(self) -> None:
         c = self.config
         # fused: one kernel per update instead of a few per parameter (~5% of a step)
-        self._optimizer = torch.optim.Adam(self._world_parameters(), lr=c["lr"], fused=True)
-        self._probe_optimizer = torch.optim.Adam(
-            self.probe.parameters(), lr=c["probe_lr"], fused=True
-        )
+        self._optimizer = torch.optim.Adam(self._world_parameters(), lr=c.lr, fused=True)
+        self._probe_optimizer = torch.optim.Adam(self.probe.parameters(), lr=c.probe_lr, fused=True)
 
     # -- training -------------------------------------------------------------------------
     def fit(self, dataset: Dataset, steps: int, **kwargs: Any) -> dict[str, list[float]]:
@@ -168,14 +149,12 @@ class LatentModel(FrameModel):
         losses: dict[str, list[float]] = {k: [] for k in keys}
         self.train_with(self._optimizer, self._probe_optimizer)
         for _ in range(steps):
-            batch = sample_windows(
-                dataset, c["batch_size"], c["seq_len"], self._rng, modes, self.history
-            )
+            batch = sample_windows(dataset, c.batch_size, c.seq_len, self._rng, modes, self.history)
             x = self._stack(batch["pixels"])  # (B, L+1, 3K, S, S)
             terms, embed, valid = self._losses(x, batch)
             self._optimizer.zero_grad(set_to_none=True)
             terms["loss"].backward()
-            nn.utils.clip_grad_norm_(self._world_parameters(), c["grad_clip"])
+            nn.utils.clip_grad_norm_(self._world_parameters(), c.grad_clip)
             self._optimizer.step()
             self._update_target()
             b, t = self._probe_frames(valid)
@@ -210,7 +189,7 @@ class LatentModel(FrameModel):
         proprio_mse = masked_mse(p_pred, proprio[:, 1:], mask)
         goal_t = goal[:, None].expand(-1, act.shape[1], -1)
         heads = self._heads(rollout[:, :-1], rollout[:, 1:], goal_t)  # all steps in one call
-        reward_mse, fail_bce = head_losses(heads, reward, dropped, mask, c["fail_weight"])
+        reward_mse, fail_bce = head_losses(heads, reward, dropped, mask, c.fail_weight)
         flat = embed[valid]
         std = torch.sqrt(flat.var(0) + 1e-4)
         var = F.relu(1.0 - std).mean()
@@ -219,10 +198,10 @@ class LatentModel(FrameModel):
         cov = (cov_m.pow(2).sum() - cov_m.diagonal().pow(2).sum()) / flat.shape[1]
         loss = (
             pred
-            + c["proprio_scale"] * proprio_mse
-            + c["var_weight"] * var
-            + c["cov_weight"] * cov
-            + c["head_scale"] * (reward_mse + fail_bce)
+            + c.proprio_scale * proprio_mse
+            + c.var_weight * var
+            + c.cov_weight * cov
+            + c.head_scale * (reward_mse + fail_bce)
         )
         terms = {
             "loss": loss,
@@ -238,14 +217,14 @@ class LatentModel(FrameModel):
 
     @torch.no_grad()
     def _update_target(self) -> None:
-        ema = self.config["ema"]
+        ema = self.config.ema
         for tp, p in zip(self.target.parameters(), self.encoder.parameters(), strict=True):
             tp.mul_(ema).add_(p, alpha=1.0 - ema)
 
     def _probe_frames(self, valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(batch, time) indices of ``probe_batch`` random real frames of a (B, L+1) window."""
         b, t = valid.nonzero(as_tuple=True)
-        n = min(self.config["probe_batch"], len(b))
+        n = min(self.config.probe_batch, len(b))
         idx = torch.as_tensor(self._rng.choice(len(b), n, replace=False), device=b.device)
         return b[idx], t[idx]
 

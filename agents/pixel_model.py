@@ -27,7 +27,7 @@ open-loop rollout (``frames_kind="decoder"``, no cup position).
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -36,9 +36,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from embodied.agents.frames import (
-    FROM_TASK,
-    GOAL_LABELS,
-    PROPRIO_LABELS,
+    FrameConfig,
     FrameModel,
     GoalHeads,
     frames_of,
@@ -54,6 +52,7 @@ from embodied.agents.nets import (
     frames_to_tensor,
     tensor_to_frames,
 )
+from embodied.agents.settings import config_from
 from embodied.dataset import Dataset
 from embodied.protocols import Imagination
 
@@ -82,74 +81,62 @@ class Window(NamedTuple):
     actions: torch.Tensor  # (B, n - 1, A)
 
 
+@dataclass
+class PixelConfig(FrameConfig):
+    """The pixel model's settings (``world_model`` in configs/agent/pixel.yaml)."""
+
+    image_size: int = 64
+    action_dim: int = 4
+    depth: int = 16  # channels of the first conv layer (x2 per layer, up to x8)
+    embed_dim: int = 128
+    deter: int = 128  # GRU state h
+    stoch: int = 16  # Gaussian state s
+    hidden: int = 128
+    seq_len: int = 8  # training windows: steps filtered, and the belief's length
+    batch_size: int = 8
+    lr: float = 6e-4
+    free_nats: float = 1.0
+    kl_scale: float = 1.0
+    kl_balance: float = 0.8  # the KL's share that trains the prior (DreamerV2)
+    head_scale: float = 10.0
+    proprio_scale: float = 10.0
+    fail_weight: float = 10.0  # failures are rare: weighed up in the BCE
+    grad_clip: float = 100.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.seq_len < 1 or self.batch_size < 1:
+            raise ValueError(
+                f"seq_len and batch_size must be >= 1; got {self.seq_len}, {self.batch_size}"
+            )
+        super().__post_init__()
+
+
 class PixelModel(FrameModel):
     """Recurrent state-space model over frames + proprioception, goal-conditioned heads."""
 
     family = "pixel"
     FORMAT = "embodied-pixel-model/3"
 
-    def __init__(
-        self,
-        image_size: int = 64,
-        action_dim: int = 4,
-        depth: int = 16,
-        embed_dim: int = 128,
-        deter: int = 128,
-        stoch: int = 16,
-        hidden: int = 128,
-        seq_len: int = 8,
-        batch_size: int = 8,
-        lr: float = 6e-4,
-        free_nats: float = 1.0,
-        kl_scale: float = 1.0,
-        kl_balance: float = 0.8,
-        head_scale: float = 10.0,
-        proprio_scale: float = 10.0,
-        fail_weight: float = 10.0,
-        grad_clip: float = 100.0,
-        proprio_labels: Sequence[str] = PROPRIO_LABELS,
-        goal_labels: Sequence[str] = GOAL_LABELS,
-        reward_labels: Sequence[str] | str = FROM_TASK,
-        task: str | None = None,
-        device: str = "auto",
-        seed: int = 0,
-    ):
+    def __init__(self, *, task: str | None = None, device: str = "auto", **settings: Any):
+        """``settings``: ``PixelConfig``'s fields; ``task`` resolves ``reward_labels="task"``."""
         super().__init__()
-        if seq_len < 1 or batch_size < 1:
-            raise ValueError(f"seq_len and batch_size must be >= 1; got {seq_len}, {batch_size}")
-        config = dict(
-            image_size=image_size,
-            action_dim=action_dim,
-            depth=depth,
-            embed_dim=embed_dim,
-            deter=deter,
-            stoch=stoch,
-            hidden=hidden,
-            seq_len=seq_len,
-            batch_size=batch_size,
-            lr=lr,
-            free_nats=free_nats,
-            kl_scale=kl_scale,
-            kl_balance=kl_balance,
-            head_scale=head_scale,
-            proprio_scale=proprio_scale,
-            fail_weight=fail_weight,
-            grad_clip=grad_clip,
-        )
-        self._setup(config, proprio_labels, goal_labels, reward_labels, task, seed)
+        c = config_from(PixelConfig, {**settings, "task": task})
+        self._setup(c)
+        deter, stoch, hidden = c.deter, c.stoch, c.hidden
         self.deter, self.stoch = deter, stoch
-        feat, obs_dim = deter + stoch, embed_dim + self.proprio.dim
-        self.encoder = ConvEncoder(image_size, embed_dim, depth)
+        feat, obs_dim = deter + stoch, c.embed_dim + self.proprio.dim
+        self.encoder = ConvEncoder(c.image_size, c.embed_dim, c.depth)
         self.init = MLP(obs_dim, deter, (hidden,))
-        self.inp = Chain(nn.Linear(stoch + action_dim, hidden), nn.SiLU())
+        self.inp = Chain(nn.Linear(stoch + c.action_dim, hidden), nn.SiLU())
         self.gru = nn.GRUCell(hidden, deter)
         self.prior = MLP(deter, 2 * stoch, (hidden,))
         self.post = MLP(deter + obs_dim, 2 * stoch, (hidden,))
-        self.decoder = ConvDecoder(feat, image_size, depth)
+        self.decoder = ConvDecoder(feat, c.image_size, c.depth)
         self.proprio_decoder = MLP(feat, max(self.proprio.dim, 1), (hidden,))
         self.head = GoalHeads(feat, self.goal.dim, self.relative_dim, hidden)
         self._finish(device)
-        self._generator = torch.Generator(device=self.device).manual_seed(seed)
+        self._generator = torch.Generator(device=self.device).manual_seed(c.seed)
         self._optimizer: torch.optim.Optimizer | None = None
 
     # -- latent mechanics -----------------------------------------------------------------
@@ -203,11 +190,11 @@ class PixelModel(FrameModel):
         losses: dict[str, list[float]] = {k: [] for k in keys}
         self.train_with(self._optimizer)
         for _ in range(steps):
-            batch = sample_windows(dataset, c["batch_size"], c["seq_len"], self._rng, modes)
+            batch = sample_windows(dataset, c.batch_size, c.seq_len, self._rng, modes)
             terms = self._losses(batch)
             self._optimizer.zero_grad(set_to_none=True)
             terms["loss"].backward()
-            nn.utils.clip_grad_norm_(self.parameters(), c["grad_clip"])
+            nn.utils.clip_grad_norm_(self.parameters(), c.grad_clip)
             self._optimizer.step()
             for k in keys:
                 losses[k].append(float(terms[k].detach()))
@@ -216,7 +203,7 @@ class PixelModel(FrameModel):
 
     def _new_optimizer(self) -> torch.optim.Optimizer:
         """Adam with its update fused into one kernel: per-parameter ops were ~5% of a step."""
-        return torch.optim.Adam(self.parameters(), lr=self.config["lr"], eps=1e-5, fused=True)
+        return torch.optim.Adam(self.parameters(), lr=self.config.lr, eps=1e-5, fused=True)
 
     def _losses(self, batch: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
         c = self.config
@@ -229,7 +216,7 @@ class PixelModel(FrameModel):
         valid = torch.cat([torch.ones_like(mask[:, :1]), mask], 1).bool()  # (B, L+1) frames
         entries = self._entries(batch.get("state"))
         proprio, goal = entries if entries else (x.new_zeros((*x.shape[:2], 0)),) * 2
-        embed = x.new_zeros((*x.shape[:2], c["embed_dim"] + self.proprio.dim))
+        embed = x.new_zeros((*x.shape[:2], c.embed_dim + self.proprio.dim))
         x = x[valid]  # (N, 3, S, S): the real frames (padding is never looked at)
         embed[valid] = self._embed(x, proprio[valid])
         h, post = self._initial(embed[:, 0])
@@ -257,15 +244,13 @@ class PixelModel(FrameModel):
         )
         goal_t = goal[:, :1].expand(-1, act.shape[1], -1)  # the episode's goal, every step
         reward_mse, fail_bce = head_losses(
-            self._heads(feat[:, 1:], goal_t), reward, dropped, mask, c["fail_weight"]
+            self._heads(feat[:, 1:], goal_t), reward, dropped, mask, c.fail_weight
         )
         open_reward_mse, open_fail_bce = head_losses(
-            self._heads(open_feat, goal_t), reward, dropped, mask, c["fail_weight"]
+            self._heads(open_feat, goal_t), reward, dropped, mask, c.fail_weight
         )
         heads = reward_mse + fail_bce + open_reward_mse + open_fail_bce
-        loss = (
-            recon + c["kl_scale"] * kl + c["head_scale"] * heads + c["proprio_scale"] * proprio_mse
-        )
+        loss = recon + c.kl_scale * kl + c.head_scale * heads + c.proprio_scale * proprio_mse
         return {
             "loss": loss,
             "recon": recon,
@@ -283,8 +268,8 @@ class PixelModel(FrameModel):
         sg_prior = Gaussian(prior.mean.detach(), prior.std.detach())
         lhs = gaussian_kl(sg_post, prior).sum(-1)
         rhs = gaussian_kl(post, sg_prior).sum(-1)
-        free = c["free_nats"]
-        return c["kl_balance"] * lhs.clamp(min=free) + (1 - c["kl_balance"]) * rhs.clamp(min=free)
+        free = c.free_nats
+        return c.kl_balance * lhs.clamp(min=free) + (1 - c.kl_balance) * rhs.clamp(min=free)
 
     def train_state(self) -> dict[str, Any]:
         """Optimizer and sampling RNG (a copy: training goes on), so a resume continues exactly."""
@@ -329,12 +314,12 @@ class PixelModel(FrameModel):
         """
         embed, goal = self._obs_embed(obs)
         if belief is None:
-            none = embed.new_zeros((len(embed), 0, self.config["action_dim"]))
+            none = embed.new_zeros((len(embed), 0, self.config.action_dim))
             belief = Window(embed[:, None], none)
         else:
             a = torch.as_tensor(np.asarray(action, np.float32), device=self.device)
             a = a.reshape(len(embed), 1, -1).clamp(-1.0, 1.0)
-            keep = self.config["seq_len"]
+            keep = self.config.seq_len
             belief = Window(
                 torch.cat([belief.embeds, embed[:, None]], 1)[:, -keep - 1 :],
                 torch.cat([belief.actions, a], 1)[:, -keep:],

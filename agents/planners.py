@@ -208,7 +208,7 @@ class CEM(Planner):
     never saw a full grip slip plans a grip of 0.8-0.9, and a heavier cup than any in training
     slips out). ``raw`` (the draws before clipping, the mean clipped after) keeps it at the
     bound but pushes an optimum just inside one outwards (a toy quadratic's 0.8 under a bound
-    of 1: 0.85-0.92 after 8 plans vs 0.78-0.83); measured per agent (configs/agent/state.yaml).
+    of 1: 0.85-0.92 after 8 plans vs 0.78-0.83); measured per agent (docs/measurements.md).
     """
 
     def __init__(

@@ -30,23 +30,16 @@ Queries are one ``torch.cdist`` per chunk of stored keys.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 import torch
 from torch.nn import functional as F
 
-from embodied.agents.frames import (
-    FROM_TASK,
-    GOAL_LABELS,
-    PROPRIO_LABELS,
-    frames_of,
-    hand_columns,
-    resolve_reward_labels,
-)
+from embodied.agents.frames import FrameConfig, frames_of, hand_columns
 from embodied.agents.nets import load_checkpoint, resolve_device, save_checkpoint
+from embodied.agents.settings import config_from
 from embodied.dataset import Dataset
 from embodied.protocols import Imagination
 
@@ -57,20 +50,25 @@ PCA_ROWS = 4096  # frames the projection is fitted on (a fixed subsample: fast, 
 
 
 @dataclass
-class RetrievalConfig:
+class RetrievalConfig(FrameConfig):
+    """The retrieval model's settings (``world_model`` in configs/agent/retrieval.yaml)."""
+
     mode: str = "delta"  # "delta" | "next", see the module docstring
     action_weight: float | None = None  # None: the actions count as much as the proprioception
     frame_weight: float = 1.0  # the frame features' weight relative to the proprioception
     frame_dims: int = 16  # principal components of the pooled frame kept
     pool: int = 8  # frames are average-pooled to pool x pool x 3 first
-    proprio_labels: list[str] = field(default_factory=lambda: list(PROPRIO_LABELS))
-    goal_labels: list[str] = field(default_factory=lambda: list(GOAL_LABELS))
-    reward_labels: list[str] = field(default_factory=list)  # resolved: no "task" here
     chunk: int = 8192  # stored keys compared at once (bounds memory at batch x chunk floats)
     store_frames: bool = True  # keep the next frames for ``imagine``
     rerank: int = 4  # candidates re-scored exactly, so a stored query finds itself
     fail_neighbours: int = 5  # p_fail: the share of this many nearest transitions that failed
-    task: str | None = None  # what ``reward_labels="task"`` was resolved against
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"unknown retrieval mode {self.mode!r}; valid: {list(MODES)}")
+        if self.fail_neighbours < 1:
+            raise ValueError(f"fail_neighbours must be >= 1; got {self.fail_neighbours}")
+        super().__post_init__()
 
 
 class RetrievalModel:
@@ -79,41 +77,11 @@ class RetrievalModel:
     family = "retrieval"
 
     def __init__(
-        self,
-        mode: str = "delta",
-        action_weight: float | None = None,
-        frame_weight: float = 1.0,
-        frame_dims: int = 16,
-        pool: int = 8,
-        proprio_labels: Sequence[str] = PROPRIO_LABELS,
-        goal_labels: Sequence[str] = GOAL_LABELS,
-        reward_labels: Sequence[str] | str = FROM_TASK,
-        chunk: int = 8192,
-        store_frames: bool = True,
-        rerank: int = 4,
-        fail_neighbours: int = 5,
-        task: str | None = None,
-        device: str = "auto",
+        self, *, task: str | None = None, device: str = "auto", seed: int = 0, **settings: Any
     ):
-        if mode not in MODES:
-            raise ValueError(f"unknown retrieval mode {mode!r}; valid: {list(MODES)}")
-        if fail_neighbours < 1:
-            raise ValueError(f"fail_neighbours must be >= 1; got {fail_neighbours}")
-        self.config = RetrievalConfig(
-            mode,
-            action_weight,
-            frame_weight,
-            frame_dims,
-            pool,
-            list(proprio_labels),
-            list(goal_labels),
-            resolve_reward_labels(reward_labels, task, proprio_labels),
-            chunk,
-            store_frames,
-            rerank,
-            fail_neighbours,
-            task,
-        )
+        """``settings``: ``RetrievalConfig``'s fields; ``task`` resolves ``reward_labels="task"``.
+        ``seed`` is taken as every family's is, and unused: nothing here is drawn at random."""
+        self.config = config_from(RetrievalConfig, {**settings, "task": task})
         c = self.config
         self._reward_cols = hand_columns(c.proprio_labels, c.goal_labels, c.reward_labels)
         self.obs_mode = "state+pixels" if c.proprio_labels or c.goal_labels else "pixels"

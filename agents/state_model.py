@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -55,6 +56,7 @@ from embodied.agents.nets import (
     save_checkpoint,
     state_tensor,
 )
+from embodied.agents.settings import config_from
 from embodied.dataset import Dataset
 from embodied.protocols import Imagination
 
@@ -83,71 +85,63 @@ class RelativeGeometry(nn.Module):
         return torch.cat([diff, diff.norm(dim=-1, keepdim=True)], -1).flatten(-2)
 
 
+@dataclass
+class StateConfig:
+    """The state model's settings (``world_model`` in configs/agent/state.yaml)."""
+
+    members: int = 5  # ensemble members
+    hidden: list[int] = field(default_factory=lambda: [200, 200, 200])
+    head_hidden: list[int] = field(default_factory=lambda: [128, 128])
+    relative_groups: list[str] = field(default_factory=lambda: list(RELATIVE_GROUPS))
+    act: str = "silu"
+    lr: float = 1e-3
+    weight_decay: float = 1e-5
+    batch_size: int = 256  # per member
+    max_logvar: float = 0.5
+    min_logvar: float = -10.0
+    sample: bool = False  # plan on sampled deltas (else the members' means)
+    nll_beta: float = 0.0  # beta-NLL's exponent, see the module docstring
+    value_weight: float = 0.0  # > 0: the terminal value head, see the module docstring
+    value_gamma: float = 0.95
+    value_fail: float = -20.0
+    cup_pos_labels: list[str] = field(default_factory=lambda: list(CUP_POS_LABELS))
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("hidden", "head_hidden", "relative_groups", "cup_pos_labels"):
+            setattr(self, name, list(getattr(self, name)))
+        if self.members < 1:
+            raise ValueError(f"members must be >= 1; got {self.members}")
+        if not 0.0 <= self.nll_beta <= 1.0:
+            raise ValueError(f"nll_beta must be in [0, 1]; got {self.nll_beta}")
+        if self.value_weight < 0.0 or not 0.0 < self.value_gamma <= 1.0:
+            raise ValueError(
+                f"value_weight must be >= 0 and value_gamma in (0, 1]; "
+                f"got {self.value_weight}, {self.value_gamma}"
+            )
+
+
 class StateModel(nn.Module):
     """Probabilistic ensemble dynamics + reward/failure head over the env's state vector."""
 
+    Config: type[StateConfig] = StateConfig
     family = "state"
     obs_mode = "state"
     checkpoint_format = FORMAT
     context_dim = 0  # width of a per-sample context the dynamics and failure head also read
 
-    def __init__(
-        self,
-        members: int = 5,
-        hidden: Sequence[int] = (200, 200, 200),
-        head_hidden: Sequence[int] = (128, 128),
-        relative_groups: Sequence[str] = RELATIVE_GROUPS,
-        act: str = "silu",
-        lr: float = 1e-3,
-        weight_decay: float = 1e-5,
-        batch_size: int = 256,
-        max_logvar: float = 0.5,
-        min_logvar: float = -10.0,
-        sample: bool = False,
-        nll_beta: float = 0.0,
-        value_weight: float = 0.0,
-        value_gamma: float = 0.95,
-        value_fail: float = -20.0,
-        cup_pos_labels: Sequence[str] = CUP_POS_LABELS,
-        device: str = "cpu",
-        seed: int = 0,
-    ):
+    def __init__(self, *, device: str = "cpu", **settings: Any):
+        """``settings``: the fields of the family's ``Config`` (``StateConfig`` here)."""
         super().__init__()
-        if members < 1:
-            raise ValueError(f"members must be >= 1; got {members}")
-        if not 0.0 <= nll_beta <= 1.0:
-            raise ValueError(f"nll_beta must be in [0, 1]; got {nll_beta}")
-        if value_weight < 0.0 or not 0.0 < value_gamma <= 1.0:
-            raise ValueError(
-                f"value_weight must be >= 0 and value_gamma in (0, 1]; "
-                f"got {value_weight}, {value_gamma}"
-            )
-        self.config = dict(
-            members=members,
-            hidden=list(hidden),
-            head_hidden=list(head_hidden),
-            relative_groups=list(relative_groups),
-            act=act,
-            lr=lr,
-            weight_decay=weight_decay,
-            batch_size=batch_size,
-            max_logvar=max_logvar,
-            min_logvar=min_logvar,
-            sample=sample,
-            nll_beta=nll_beta,
-            value_weight=value_weight,
-            value_gamma=value_gamma,
-            value_fail=value_fail,
-            cup_pos_labels=list(cup_pos_labels),
-            seed=seed,
-        )
-        self.members = members
-        self.sample = sample
+        self.config = config_from(self.Config, settings)
+        c = self.config
+        self.members = c.members
+        self.sample = c.sample
         self.device = torch.device(device)
         self.state_dim = self.action_dim = 0
         self.state_labels: list[str] = []
-        self.generator = torch.Generator(device=self.device).manual_seed(seed)
-        self._rng = np.random.default_rng(seed)
+        self.generator = torch.Generator(device=self.device).manual_seed(c.seed)
+        self._rng = np.random.default_rng(c.seed)
         self._optimizer: torch.optim.Optimizer | None = None
         self._data: tuple[int, dict[str, torch.Tensor]] | None = None
 
@@ -162,7 +156,7 @@ class StateModel(nn.Module):
         self.state_dim, self.action_dim = int(state_dim), int(action_dim)
         self.state_labels = list(state_labels)
         with torch.random.fork_rng(devices=[]):  # seeded init without touching global RNG
-            torch.manual_seed(c["seed"])
+            torch.manual_seed(c.seed)
             self._build_nets(state_dim, action_dim)
         self.to(self.device)
 
@@ -176,23 +170,23 @@ class StateModel(nn.Module):
             self.members,
             state_dim + action_dim + self.context_dim,
             2 * state_dim,
-            c["hidden"],
-            c["act"],
+            c.hidden,
+            c.act,
         )
-        self.gauss = GaussianHead(state_dim, c["max_logvar"], c["min_logvar"])
-        self.relative = RelativeGeometry(self.state_labels, c["relative_groups"])
+        self.gauss = GaussianHead(state_dim, c.max_logvar, c.min_logvar)
+        self.relative = RelativeGeometry(self.state_labels, c.relative_groups)
         feat = state_dim + self.relative.dim
         self.feature_norm = Normalizer(feat)
-        self.reward_head = MLP(feat, 1, c["head_hidden"], c["act"])
-        self.fail_head = MLP(2 * feat + self.context_dim, 1, c["head_hidden"], c["act"])
+        self.reward_head = MLP(feat, 1, c.head_hidden, c.act)
+        self.fail_head = MLP(2 * feat + self.context_dim, 1, c.head_hidden, c.act)
         if self.has_value:  # built only when used: models without it stay bit-identical
-            self.value_head = MLP(feat, 1, c["head_hidden"], c["act"])
+            self.value_head = MLP(feat, 1, c.head_hidden, c.act)
             self.value_norm = Normalizer(1)
             self.register_buffer("value_range", torch.tensor([-1e9, 1e9]))
 
     @property
     def has_value(self) -> bool:
-        return self.config["value_weight"] > 0.0
+        return self.config.value_weight > 0.0
 
     @torch.no_grad()
     def _fit_normalisers(self, data: dict[str, torch.Tensor]) -> None:
@@ -238,7 +232,7 @@ class StateModel(nn.Module):
         the state before it, instead of the failing step's reward) and r_last / (1 - gamma)
         after the time limit (the situation taken to persist)."""
         c = self.config
-        gamma, fail = float(c["value_gamma"]), float(c["value_fail"])
+        gamma, fail = float(c.value_gamma), float(c.value_fail)
         tr = dataset.transitions("state")
         reward, dropped, terminated = tr["reward"], tr["dropped"], tr["terminated"]
         out = np.zeros(len(reward), np.float64)
@@ -267,10 +261,10 @@ class StateModel(nn.Module):
             self._fit_normalisers(data)
         if self._optimizer is None:
             self._optimizer = torch.optim.AdamW(
-                self.parameters(), lr=self.config["lr"], weight_decay=self.config["weight_decay"]
+                self.parameters(), lr=self.config.lr, weight_decay=self.config.weight_decay
             )
         self.train()
-        n, bs, e = len(data["state"]), int(self.config["batch_size"]), self.members
+        n, bs, e = len(data["state"]), int(self.config.batch_size), self.members
         keys = ("loss", "nll", "mse", "reward_mse", "fail_bce") + ("value_mse",) * self.has_value
         losses: dict[str, list[float]] = {k: [] for k in keys}
         for _ in range(steps):
@@ -281,8 +275,8 @@ class StateModel(nn.Module):
             mean, logvar = self._dynamics(self.state_norm(s), a, ctx)
             keep = ~self.constant
             nll = gaussian_nll(mean, logvar, target)
-            if self.config["nll_beta"]:  # beta-NLL: each element weighted by its variance^beta
-                nll = nll * torch.exp(self.config["nll_beta"] * logvar.detach())
+            if self.config.nll_beta:  # beta-NLL: each element weighted by its variance^beta
+                nll = nll * torch.exp(self.config.nll_beta * logvar.detach())
             nll = nll[..., keep].mean()
             mse = ((mean - target) ** 2)[..., keep].mean()
             f, f2 = self._features(s), self._features(s2)
@@ -318,7 +312,7 @@ class StateModel(nn.Module):
     def load_train_state(self, state: dict[str, Any]) -> None:
         if state.get("optimizer") is not None:
             self._optimizer = torch.optim.AdamW(
-                self.parameters(), lr=self.config["lr"], weight_decay=self.config["weight_decay"]
+                self.parameters(), lr=self.config.lr, weight_decay=self.config.weight_decay
             )
             self._optimizer.load_state_dict(state["optimizer"])
         self._rng.bit_generator.state = state["rng"]
@@ -388,7 +382,7 @@ class StateModel(nn.Module):
         reward, p_fail = self._score(z[:, :-1], z[:, 1:], self._plan_context(len(actions)))
         if self.has_value:
             c = self.config
-            scale = c["value_weight"] * c["value_gamma"] ** actions.shape[1]
+            scale = c.value_weight * c.value_gamma ** actions.shape[1]
             reward = torch.cat([reward[:, :-1], reward[:, -1:] + scale * self.value(z[:, -1:])], 1)
         return reward, p_fail
 
@@ -463,7 +457,7 @@ class StateModel(nn.Module):
 
     def _cup_pos(self, pred: np.ndarray, env: Any) -> np.ndarray | None:
         labels = list(getattr(env, "state_labels", None) or self.state_labels)
-        names = self.config["cup_pos_labels"]
+        names = self.config.cup_pos_labels
         if not all(n in labels for n in names):
             return None
         return pred[:, [labels.index(n) for n in names]]
@@ -473,7 +467,7 @@ class StateModel(nn.Module):
         self._check_built()
         save_checkpoint(
             {
-                "config": self.config,
+                "config": asdict(self.config),
                 "dims": (self.state_dim, self.action_dim),
                 "state_labels": self.state_labels,
                 "weights": self.state_dict(),

@@ -20,24 +20,20 @@ import csv
 import inspect
 import io
 import os
-import signal
 import tempfile
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from hydra.utils import get_class, instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 from torch.utils.tensorboard import SummaryWriter
 from tqdm.auto import tqdm
 
 from embodied.agents.nets import load_checkpoint, resolve_device, save_checkpoint
-from embodied.checkpoints import write_trained_on
+from embodied.agents.trainer import StopFlag, Trainer, resumed_rows
 from embodied.dataset import Dataset, read_manifest
 from embodied.registration import TASKS
 from embodied.results import write_atomic
@@ -49,59 +45,21 @@ FORMAT = "embodied-train-checkpoint/1"
 MODES = {"state": ("state",), "pixels": ("pixels",), "state+pixels": ("state", "pixels")}
 
 
-class StopFlag:
-    """Set by the first SIGINT/SIGTERM; the loop checks it between chunks."""
-
-    def __init__(self) -> None:
-        self.requested = False
-
-
-@contextmanager
-def graceful_stop() -> Iterator[StopFlag]:
-    """First Ctrl-C (or SIGTERM) asks to stop; the second raises KeyboardInterrupt."""
-    flag = StopFlag()
-    if threading.current_thread() is not threading.main_thread():
-        yield flag  # signal handlers can only live in the main thread
-        return
-
-    def handler(signum: int, frame: Any) -> None:
-        if flag.requested:
-            raise KeyboardInterrupt
-        flag.requested = True
-        print("\nstopping after this chunk, checkpoint follows (Ctrl-C again to abort)")
-
-    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield flag
-    finally:
-        for s, h in previous.items():
-            signal.signal(s, h)
-
-
 class LossLog:
     """Chunk-mean losses to ``losses.csv`` and TensorBoard; a resume drops rows past its step."""
 
     def __init__(self, out_dir: Path, start_step: int):
         self.path = out_dir / LOSSES
-        self.fields: list[str] | None = None
-        if self.path.exists():
-            with open(self.path, newline="") as f:
-                reader = csv.DictReader(f)
-                self.fields = reader.fieldnames and list(reader.fieldnames)
-                # a row torn by a kill (cut short, or run into the next) is dropped too
-                rows = [
-                    r
-                    for r in reader
-                    if None not in r
-                    and (r["step"] or "").isdigit()
-                    and int(r["step"]) <= start_step
-                ]
+        fields, rows = resumed_rows(self.path, "step", start_step)
+        self.fields: list[str] | None = fields or None
+        if self.fields:
             self._rewrite(rows)
+        else:  # a fresh run (or one killed before its first checkpoint) starts a fresh log
+            self.path.unlink(missing_ok=True)
         self.tb = SummaryWriter(str(out_dir / "tb"), purge_step=start_step or None)
 
     def _rewrite(self, rows: list[dict[str, str]]) -> None:
-        if self.fields is None:
-            return
+        assert self.fields is not None
         text = io.StringIO(newline="")
         writer = csv.DictWriter(text, self.fields)
         writer.writeheader()
@@ -191,7 +149,9 @@ def for_task(agent_cfg: DictConfig, task: str | None) -> DictConfig:
 
     One agent config serves every task of a bench; a setting that helps one task and hurts
     another (``state``'s terminal value: CupPush 13/30 vs 6/30 without, CupCarry 25/30 vs
-    30/30) is set for that task alone. Training and ``mpc.make_policy`` both merge it.
+    30/30; SAC's demonstrations on CupCarry) is set for that task alone. Training (world
+    models and SB3) and the policy factories all merge it; a task's settings may add keys a
+    composed (struct) config lacks.
     """
     table = agent_cfg.get("per_task") or {}
     unknown = sorted(set(table) - set(TASKS))
@@ -199,7 +159,140 @@ def for_task(agent_cfg: DictConfig, task: str | None) -> DictConfig:
         raise ValueError(f"per_task names unknown tasks {unknown}; valid: {sorted(TASKS)}")
     if task not in table:
         return agent_cfg
-    return OmegaConf.merge(agent_cfg, table[task])
+    with open_dict(agent_cfg):
+        merged = OmegaConf.merge(agent_cfg, table[task])
+    assert isinstance(merged, DictConfig)
+    OmegaConf.set_struct(merged, OmegaConf.is_struct(agent_cfg))
+    return merged
+
+
+class WorldModelTrainer(Trainer):
+    """``agent_cfg.world_model`` fitted on a dataset in chunks of ``log_every`` steps, with a
+    checkpoint every ``checkpoint_every`` steps (the module docstring lists the files)."""
+
+    def __init__(
+        self,
+        agent_cfg: DictConfig,
+        dataset_dir: str | os.PathLike,
+        out_dir: str | os.PathLike,
+        steps: int,
+        seed: int,
+        progress: bool,
+        checkpoint_every: int,
+        log_every: int,
+        env_id: str | None,
+    ):
+        if steps < 1 or checkpoint_every < 1 or log_every < 1:
+            raise ValueError(
+                f"need steps >= 1, checkpoint_every >= 1, log_every >= 1; "
+                f"got {steps}, {checkpoint_every}, {log_every}"
+            )
+        manifest = read_manifest(dataset_dir, env_id)  # a foreign dataset fails before any work
+        agent_cfg = for_task(agent_cfg, manifest.get("task"))
+        super().__init__(agent_cfg, out_dir, steps, seed, progress)
+        self.dataset_dir, self.task = dataset_dir, manifest.get("task")
+        self.checkpoint_every, self.log_every = checkpoint_every, log_every
+        self.wm_cfg = agent_cfg.world_model
+        self.wm_yaml = OmegaConf.to_yaml(self.wm_cfg, resolve=True)
+        self.trained_on = {
+            "env_id": manifest["env_id"],
+            "task": self.task,
+            "split": manifest.get("split"),
+            "family": agent_cfg.get("family"),
+            "world_model": self.wm_cfg._target_,
+        }
+        self.cls = get_class(self.wm_cfg._target_)
+        self.device = str(resolve_device(self.wm_cfg.get("device", "cpu")))  # "auto": CUDA
+        self.saved_model: bytes | None = None
+        self.log: LossLog | None = None
+
+    def source(self) -> str:
+        return f"{self.dataset_dir} holds {self.trained_on['env_id']!r} episodes"
+
+    def restore(self) -> int:
+        for stale in [*self.out.glob(".*.tmp"), *self.out.glob("*.model.tmp")]:  # a killed run's
+            stale.unlink()
+        set_torch_threads(self.agent_cfg.get("torch_threads"))
+        step = 0
+        if (self.out / CHECKPOINT).exists():
+            ckpt = load_checkpoint(self.out / CHECKPOINT, FORMAT)
+            self.check_resume(
+                ckpt.get("trained_on"),
+                ckpt["world_model"],
+                self.wm_yaml,
+                self.out / CHECKPOINT,
+                "world_model config",
+            )
+            self.model = _model_from_bytes(self.cls, ckpt["model"], self.out, self.device)
+            if ckpt["train_state"] is not None and hasattr(self.model, "load_train_state"):
+                self.model.load_train_state(ckpt["train_state"])
+            step, self.saved_model = int(ckpt["step"]), ckpt["model"]
+            if self.progress:
+                name = self.agent_cfg.get("name", self.cls.__name__)
+                print(f"resuming {name} from step {step} in {self.out}")
+        else:
+            self.model = self.build()
+        # a damaged dataset fails here, before out_dir is made or touched
+        modes = MODES[self.model.obs_mode]
+        self.dataset = None if self.done(step) else Dataset.load(self.dataset_dir, obs_modes=modes)
+        return step
+
+    def build(self) -> Any:
+        """A fresh model, seeded; the frame models also get the task (``reward_labels``)."""
+        torch.manual_seed(self.seed)
+        cls, wm_cfg = self.cls, self.wm_cfg
+        kwargs = {"seed": self.seed} if _accepts(cls, "seed") and "seed" not in wm_cfg else {}
+        # only a model that names it (the frame models): a **kwargs one passes it on to a
+        # parent that may not take it (AdaptiveModel -> StateModel)
+        if "task" in inspect.signature(cls).parameters and "task" not in wm_cfg:
+            kwargs["task"] = self.task  # what reward_labels="task" resolves against
+        if "device" in wm_cfg:
+            kwargs["device"] = self.device
+        return instantiate(wm_cfg, **kwargs)
+
+    def done(self, step: int) -> bool:
+        return step >= self.steps and self.saved_model is not None
+
+    def finished(self, step: int) -> dict[str, Any]:
+        assert self.saved_model is not None
+        write_atomic(self.out / MODEL_FILE, self.saved_model)
+        return {"step": step, "losses": {}, "wall_s": 0.0}
+
+    def prepare(self, step: int) -> None:
+        self.log = LossLog(self.out, step)
+
+    def fit(self, step: int, stop: StopFlag) -> dict[str, Any]:
+        log, start = self.log, time.perf_counter()
+        assert log is not None
+        means: dict[str, float] = {}
+        saved, every = step, self.checkpoint_every
+        bar = tqdm(
+            total=self.steps,
+            initial=step,
+            desc=f"train {self.cls.__name__}",
+            disable=not self.progress,
+        )
+        while step < self.steps and not stop.requested:
+            n = min(self.log_every, self.steps - step, (step // every + 1) * every - step)
+            losses = self.model.fit(self.dataset, steps=n)
+            step += n
+            means = log.log(step, time.perf_counter() - start, losses)
+            bar.update(n)
+            bar.set_postfix({k: f"{v:.3g}" for k, v in list(means.items())[:3]})
+            if step % every == 0:
+                self.save(step)
+                saved = step
+        if saved != step or not (self.out / MODEL_FILE).exists():
+            self.save(step)
+        bar.close()
+        return {"step": step, "losses": means, "wall_s": time.perf_counter() - start}
+
+    def save(self, step: int) -> None:
+        save_training(self.model, self.out, step, self.wm_yaml, self.trained_on)
+
+    def close(self) -> None:
+        if self.log is not None:
+            self.log.close()
 
 
 def train_world_model(
@@ -216,97 +309,19 @@ def train_world_model(
     """Train ``agent_cfg.world_model`` on a dataset up to ``steps`` total steps (resuming).
 
     With ``env_id``, a dataset of another task is refused; a checkpoint trained on another
-    task's data is never resumed.
+    task's data is never resumed. Returns the summary: ``out_dir``, ``steps``, ``step``,
+    ``interrupted``, ``losses`` (the last chunk's means), ``wall_s``.
     """
     if not isinstance(agent_cfg, DictConfig):
         agent_cfg = OmegaConf.create(agent_cfg)
-    if steps < 1 or checkpoint_every < 1 or log_every < 1:
-        raise ValueError(
-            f"need steps >= 1, checkpoint_every >= 1, log_every >= 1; "
-            f"got {steps}, {checkpoint_every}, {log_every}"
-        )
-    manifest = read_manifest(dataset_dir, env_id)  # a foreign dataset fails before any work
-    agent_cfg = for_task(agent_cfg, manifest.get("task"))
-    wm_cfg = agent_cfg.world_model
-    trained_on = {
-        "env_id": manifest["env_id"],
-        "task": manifest.get("task"),
-        "split": manifest.get("split"),
-        "family": agent_cfg.get("family"),
-        "world_model": wm_cfg._target_,
-    }
-    out = Path(out_dir)
-    for stale in [*out.glob(".*.tmp"), *out.glob("*.model.tmp")]:  # left by a killed run
-        stale.unlink()
-    set_torch_threads(agent_cfg.get("torch_threads"))
-    wm_yaml = OmegaConf.to_yaml(wm_cfg, resolve=True)
-    cls = get_class(wm_cfg._target_)
-    device = str(resolve_device(wm_cfg.get("device", "cpu")))  # "auto": CUDA when present
-    step = 0
-    if (out / CHECKPOINT).exists():
-        ckpt = load_checkpoint(out / CHECKPOINT, FORMAT)
-        before = ckpt.get("trained_on") or {}  # another task first: its config may differ too
-        if before.get("env_id", manifest["env_id"]) != manifest["env_id"]:
-            raise ValueError(
-                f"{out} holds a model trained on {before['env_id']!r} data; {dataset_dir} holds "
-                f"{manifest['env_id']!r} episodes: use another out_dir for another task"
-            )
-        if ckpt["world_model"] != wm_yaml:
-            raise ValueError(
-                f"{out} holds a checkpoint of a different world_model config; use another "
-                f"out_dir or delete {out / CHECKPOINT}.\ncheckpoint:\n{ckpt['world_model']}"
-                f"requested:\n{wm_yaml}"
-            )
-        model = _model_from_bytes(cls, ckpt["model"], out, device)
-        if ckpt["train_state"] is not None and hasattr(model, "load_train_state"):
-            model.load_train_state(ckpt["train_state"])
-        step = int(ckpt["step"])
-        if progress:
-            print(f"resuming {agent_cfg.get('name', cls.__name__)} from step {step} in {out}")
-    else:
-        torch.manual_seed(seed)
-        kwargs = {"seed": seed} if _accepts(cls, "seed") and "seed" not in wm_cfg else {}
-        # only a model that names it (the frame models): a **kwargs one passes it on to a
-        # parent that may not take it (AdaptiveModel -> StateModel)
-        if "task" in inspect.signature(cls).parameters and "task" not in wm_cfg:
-            kwargs["task"] = manifest.get("task")  # what reward_labels="task" resolves against
-        if "device" in wm_cfg:
-            kwargs["device"] = device
-        model = instantiate(wm_cfg, **kwargs)
-    summary: dict[str, Any] = {"out_dir": str(out), "steps": steps, "interrupted": False}
-    done = step >= steps and (out / CHECKPOINT).exists()
-    # a damaged dataset fails here, before out_dir is made or touched
-    dataset = None if done else Dataset.load(dataset_dir, obs_modes=MODES[model.obs_mode])
-    out.mkdir(parents=True, exist_ok=True)
-    write_atomic(out / "agent.yaml", OmegaConf.to_yaml(agent_cfg, resolve=True))
-    write_trained_on(out, trained_on)
-    if dataset is None:
-        write_atomic(out / MODEL_FILE, ckpt["model"])
-        return {**summary, "step": step, "losses": {}, "wall_s": 0.0}
-    log = LossLog(out, step)
-    start = time.perf_counter()
-    means: dict[str, float] = {}
-    saved = step
-    try:
-        with graceful_stop() as stop:
-            bar = tqdm(
-                total=steps, initial=step, desc=f"train {cls.__name__}", disable=not progress
-            )
-            while step < steps and not stop.requested:
-                boundary = (step // checkpoint_every + 1) * checkpoint_every
-                n = min(log_every, steps - step, boundary - step)
-                losses = model.fit(dataset, steps=n)
-                step += n
-                means = log.log(step, time.perf_counter() - start, losses)
-                bar.update(n)
-                bar.set_postfix({k: f"{v:.3g}" for k, v in list(means.items())[:3]})
-                if step % checkpoint_every == 0:
-                    save_training(model, out, step, wm_yaml, trained_on)
-                    saved = step
-            if saved != step or not (out / MODEL_FILE).exists():
-                save_training(model, out, step, wm_yaml, trained_on)
-            bar.close()
-            summary["interrupted"] = stop.requested
-    finally:
-        log.close()
-    return {**summary, "step": step, "losses": means, "wall_s": time.perf_counter() - start}
+    return WorldModelTrainer(
+        agent_cfg,
+        dataset_dir,
+        out_dir,
+        steps,
+        seed,
+        progress,
+        checkpoint_every,
+        log_every,
+        env_id,
+    ).train()

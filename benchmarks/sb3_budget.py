@@ -7,15 +7,15 @@ EvalCallback); at the end the benchmark runs ``--episodes`` seeded closed-loop e
 (seeds 0..N-1) on ``--split``. Prints success vs steps (95% Wilson intervals), drop rate and
 training minutes (evaluations left out). The agent config's ``per_task`` settings apply as in
 the bench: on CupCarry, SAC from demonstrations (scripted demos in the buffer, behaviour
-cloning before and during SAC, progress shaping; configs/agent/sac.yaml says what it
+cloning before and during SAC, progress shaping; docs/measurements.md says what it
 measured). ``--recipe`` applies that recipe to ``--env`` too; ``--baseline`` also trains and
 prints plain SAC (no per_task settings, no levers) beside it. Override the recipe itself
-with ``agent.trainer.per_task.CupCarry.<setting>=...``.
+with ``agent.per_task.CupCarry.trainer.<setting>=...``.
 
     nice python benchmarks/sb3_budget.py --env reach --steps 15000 --episodes 50
     nice python benchmarks/sb3_budget.py --env cup_carry --every 2500 --baseline
     nice python benchmarks/sb3_budget.py --env cup_carry --seed 1 \
-        agent.trainer.per_task.CupCarry.critic_steps=2000
+        agent.per_task.CupCarry.trainer.critic_steps=2000
 """
 
 import argparse
@@ -59,7 +59,7 @@ def evaluate(env: gymnasium.Env, policy, episodes: int, split: str) -> dict[str,
 
 
 PLAIN = [  # the baseline: SAC with none of the levers agent/sac.yaml adds, on any task
-    "~agent.trainer.per_task",
+    "~agent.per_task",
     "agent.trainer.prefill_episodes=0",
     "agent.trainer.demo_episodes=0",
     "agent.trainer.bc_steps=0",
@@ -71,7 +71,7 @@ PLAIN = [  # the baseline: SAC with none of the levers agent/sac.yaml adds, on a
 
 def recipe(task: str) -> list[str]:
     """CupCarry's per_task recipe (agent/sac.yaml) for ``task`` too, to try it elsewhere."""
-    return [f"+agent.trainer.per_task.{task}=${{agent.trainer.per_task.CupCarry}}"]
+    return [f"+agent.per_task.{task}=${{agent.per_task.CupCarry}}"]
 
 
 def curve(out: Path) -> list[tuple[int, float, float]]:

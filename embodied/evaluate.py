@@ -30,6 +30,7 @@ from omegaconf import DictConfig, OmegaConf
 import embodied
 from embodied import videos
 from embodied.atomic import write_atomic
+from embodied.checkpoints import read_trained_on
 from embodied.grid import Cell
 from embodied.metrics.probes import (
     PROBE_KINDS,
@@ -521,6 +522,7 @@ def run_cell(cell: Cell, settings: EvalSettings) -> dict[str, Any]:
         video=video,
         videos=written or None,
         wall_s=round(time.perf_counter() - start, 3),
+        train_split=(read_trained_on(ckpt) or {}).get("split") if ckpt else None,
     ).to_json()
 
 

@@ -43,6 +43,17 @@ def expand(
     return list(dict.fromkeys(cells))
 
 
+def split_seed(name: str) -> tuple[str, int | None]:
+    """``state@1`` -> ("state", 1): agent ``state`` trained with training seed 1, a grid agent
+    of its own (its own checkpoint, its own cells); ``state`` -> ("state", None)."""
+    base, at, seed = name.partition("@")
+    if not at:
+        return name, None
+    if not seed.isdigit():
+        raise ValueError(f"agent {name!r}: expected <agent>@<training seed>, e.g. state@1")
+    return base, int(seed)
+
+
 def check_names(kind: str, names: Iterable[str], valid: Iterable[str]) -> None:
     """Fail before any work starts when a name is unknown, listing the valid choices."""
     valid = sorted(valid)

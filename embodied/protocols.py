@@ -1,9 +1,16 @@
-"""The two interfaces everything else meets at: a policy that acts, a world model that predicts."""
+"""The interfaces everything else meets at: a task the core reads, a policy that acts, a world
+model that predicts.
+
+Each protocol lists its optional hooks beside the members every implementation has: the
+callers look a hook up with ``getattr(obj, name, default)``, so an object without it still
+meets the protocol and gets the default named here (``tests/test_protocols.py`` checks that
+every hook the code looks up is declared).
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -14,15 +21,34 @@ if TYPE_CHECKING:
     from embodied.dataset import Dataset
 
 
+class Task(Protocol):
+    """A task class as the core reads it (``embodied.registration.TASKS``): everything about a
+    task is declared on its class (envs/arm.ArmEnv and its subclasses)."""
+
+    task_name: ClassVar[str]  # the name in TASKS, configs and result lines
+    version: ClassVar[int]  # bumped by a change that moves the task's numbers
+    max_episode_steps: ClassVar[int]  # the time limit, in control steps
+    plan_horizon: ClassVar[int]  # the planners' ``horizon: null``
+    reward_entries: ClassVar[tuple[str, ...]]  # state entries the reward compares with the goal
+
+
 @runtime_checkable
 class Policy(Protocol):
-    """Anything that acts: scripted controllers, MPC agents, SB3 policies."""
+    """Anything that acts: scripted controllers, MPC agents, SB3 policies, random actions.
+
+    Optional hooks, each with what a policy without it gets:
+
+    - ``world_model`` (None): the model an MPC agent plans with; its cells then get the video
+      metrics and the state probes.
+    - ``episode_record() -> dict[str, float]`` (None: nothing recorded): what the policy
+      inferred of the episode's physics (sysid), recorded beside the truth.
+    """
 
     def reset(self, env: gymnasium.Env) -> None:
         """Called after every ``env.reset``; privileged agents read ``env.unwrapped``."""
 
     def act(self, obs: Any) -> np.ndarray:
-        """An action in [-1, 1]^4 (dx, dy, dz, grip), float32."""
+        """An action in [-1, 1]^4 (dx, dy, dz, grip); ``rollout`` casts it to float32."""
 
 
 @dataclass
@@ -38,15 +64,23 @@ class Imagination:
 class WorldModel(Protocol):
     """One protocol for learned models and simulators alike (see docs/architecture.md).
 
-    Optional methods, looked up with ``getattr`` (a model without them is still a WorldModel):
+    Optional hooks, each with what a model without it gets:
 
-    - ``observe(belief, action, obs) -> (belief, z)``: filtering, see ``FilteringWorldModel``.
-    - ``rollout(z0, actions) -> (reward, p_fail)``, each (N, H): the planners' whole-horizon
-      cost of N sequences (N, H, 4) from one latent, equal to stepping H times but cheaper.
-    - ``train_state() -> dict`` / ``load_train_state(dict)``: exact resumption of training.
-    - ``attach(env)``: simulators read the episode's env after each reset.
-    - ``reseed(seed)``: per-episode randomness of a stochastic model.
-    - ``load(path, device)`` (classmethod): what ``save`` wrote, on ``device``.
+    - ``observe(belief, action, obs) -> (belief, z)`` (None: ``encode`` each observation
+      alone): filtering, see ``FilteringWorldModel``.
+    - ``rollout(z0, actions) -> (reward, p_fail)``, each (N, H) (None: ``step`` H times): the
+      planners' whole-horizon cost of N sequences (N, H, 4) from one latent, equal to
+      stepping H times but cheaper.
+    - ``deterministic`` (False): the same sequence always costs the same (the simulators), so
+      a planner may reuse a cost it computed before.
+    - ``device`` ("cpu"): where the planner puts its samples.
+    - ``train_state() -> dict`` / ``load_train_state(dict)`` (None: a resumed run restarts the
+      optimiser): exact resumption of training.
+    - ``attach(env)`` (None: nothing to attach): simulators read the episode's env after each
+      reset, and the video metrics read their latents as the env's state.
+    - ``reseed(seed)`` (None: nothing to reseed): per-episode randomness of a stochastic model.
+    - ``load(path[, device])`` (classmethod; a trained model needs it): what ``save`` wrote,
+      on ``device`` where it takes one.
     """
 
     family: str
@@ -76,3 +110,21 @@ class FilteringWorldModel(WorldModel, Protocol):
     def observe(self, belief: Any, action: np.ndarray, obs: Any) -> tuple[Any, torch.Tensor]:
         """Fold the action just taken and the observation it led to into ``belief`` (None at an
         episode's start: the action is then ignored); returns the new belief and z (B, Z)."""
+
+
+@runtime_checkable
+class Trainer(Protocol):
+    """One agent's training run on one task: ``agents/trainer.py`` holds the lifecycle every
+    trainer shares (resume checks, ``agent.yaml`` and ``trained_on.json``, logs, clean stop).
+
+    An agent config's ``trainer`` is the factory the apps call as ``trainer(agent_cfg=...,
+    dataset_dir=..., out_dir=..., steps=..., seed=..., progress=..., env_id=...)``; it builds a
+    Trainer and returns what :meth:`train` returns.
+    """
+
+    steps: int
+    trained_on: dict[str, Any]  # what trained_on.json records: env_id, task, split, family...
+
+    def train(self) -> dict[str, Any]:
+        """Train to ``steps`` in total, resuming what ``out_dir`` holds; a summary with
+        ``out_dir``, ``steps``, ``step`` (reached), ``interrupted`` (Ctrl-C) and ``wall_s``."""

@@ -46,6 +46,7 @@ class ResultLine(Cell):
     video: dict[str, Any] | None = None
     videos: dict[str, str] | None = None
     wall_s: float = 0.0
+    train_split: str | None = None  # the split the agent's model was trained on, if trained
 
     @classmethod
     def of(cls, cell: Cell, **measured: Any) -> ResultLine:
@@ -84,6 +85,7 @@ class ResultLine(Cell):
             video=line.get("video"),
             videos=line.get("videos"),
             wall_s=float(line.get("wall_s") or 0.0),
+            train_split=line.get("train_split"),
         )
 
 

@@ -10,18 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import gymnasium
 import numpy as np
 
-
-class Policy(Protocol):
-    """What ``rollout`` calls on a policy (agents, scripted controllers, random actions)."""
-
-    def reset(self, env: gymnasium.Env) -> None: ...
-
-    def act(self, obs: Any) -> Any: ...
+from embodied.protocols import Policy
 
 
 @dataclass(frozen=True)

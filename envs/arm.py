@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numbers
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import gymnasium
 import mujoco
@@ -23,6 +23,7 @@ import numpy as np
 from gymnasium import spaces
 
 from embodied.envs.scene import ARM_JOINTS, SCENE, build_model
+from embodied.registration import register
 from embodied.shifts import (
     NOMINAL,
     Effect,
@@ -31,6 +32,9 @@ from embodied.shifts import (
     start_effects,
     start_physics,
 )
+
+if TYPE_CHECKING:
+    from embodied.envs.scripted import ScriptedPolicy
 
 OBS_MODES = ("state", "pixels", "state+pixels")
 CONTROL_DT = 0.05
@@ -147,7 +151,14 @@ class ArmEnv(gymnasium.Env):
     """Shared mechanics of every task; see the module docstring."""
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": int(round(1 / CONTROL_DT))}
+    # A subclass that declares its own ``task_name`` is a task: it registers itself as it is
+    # defined (``__init_subclass__``), with its time limit ``max_episode_steps`` (control steps)
+    # and its version (embodied/<task_name>-v<version>). A change that moves a task's numbers
+    # (its reward, say) bumps its version, so data and results of the old one are refused
+    # rather than mixed in.
     task_name = "Arm"
+    version = 0
+    max_episode_steps: int
     # Control steps a planner must look ahead for its actions to pay off in this task's reward
     # (the planners' ``horizon: null``). Measured with the oracle, 10 ID episodes a task
     # (2026-12-02): CupPush 1/10 at 5, 8/10 at 10; CupPickPlace 4/10 at 5, 9/10 at 10 (getting
@@ -158,6 +169,13 @@ class ArmEnv(gymnasium.Env):
     # z), one per goal coordinate: a frame model whose proprioception holds them all predicts
     # the reward from their geometry relative to the goal (agents/frames.py). () when none do.
     reward_entries: tuple[str, ...] = ()
+    # (point, axes) SAC's progress shaping moves to the target, e.g. ("cup", 2): agents/sb3
+    progress_point: tuple[str, int] | None = None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "task_name" in vars(cls):
+            register(cls)
 
     def __init__(
         self,
@@ -239,11 +257,25 @@ class ArmEnv(gymnasium.Env):
     def sensor(self, name: str) -> np.ndarray:
         return self.data.sensordata[self._sensor[name]]
 
+    # ------------------------------------------------------ the scripted controller
     def scripted_policy(self, style: str = "cautious", noise: float = 0.0, seed: int | None = None):
         """This task's scripted controller (privileged; see embodied.envs.scripted)."""
         from embodied.envs.scripted import ScriptedPolicy
 
         return ScriptedPolicy(self.task_name, style=style, noise=noise, seed=seed)
+
+    def waypoint(self, script: ScriptedPolicy) -> tuple[np.ndarray | None, float]:
+        """The script's servo target now (None: hold it) and grip command; the task's job.
+
+        ``script`` keeps the episode's phase (``phase``, ``wait``, ``advance``), its style
+        (``arrived``, ``speed``) and its ``variant``.
+        """
+        raise NotImplementedError(f"{self.task_name} has no scripted controller")
+
+    def script_variant(self, rng: np.random.Generator | None) -> dict[str, float]:
+        """The episode's variant of the script: the clean one, or with ``rng`` (a noisy
+        script) a sloppy one drawn from it, where the task has one (CupPush)."""
+        return {}
 
     def hold_action(self) -> np.ndarray:
         """The action that changes nothing: no motion, the grip command now in force."""

@@ -22,6 +22,7 @@ from __future__ import annotations
 import numpy as np
 
 from embodied.envs.arm import ArmEnv
+from embodied.envs.scripted import ScriptedPolicy
 
 SLIP_LIMIT = 0.04  # m from the grasp point: the pads then hold the (nominal) cup's top 1 cm
 REACH = 0.05  # m beyond the cup's radius, horizontally: past it the pads cannot close on the cup
@@ -30,10 +31,12 @@ TABLE_GAP = 0.005  # m between the cup's bottom and the table for the cup to res
 
 class CupCarry(ArmEnv):
     task_name = "CupCarry"
+    max_episode_steps = 60
     success_radius = 0.03
     # the reward measures the cup, which rides at a fixed offset below the hand while held (a
     # slip costs apart): the hand stands for it
     reward_entries = ("ee_x", "ee_y", "ee_z")
+    progress_point = ("cup", 3)
     success_hold = 3
     fail_hold = 2
 
@@ -79,3 +82,7 @@ class CupCarry(ArmEnv):
     def slipping(self, sensordata: np.ndarray) -> np.ndarray:
         s = self.sensors(sensordata)
         return self.touching(s) & (self._grasp(s)[0] > SLIP_LIMIT)
+
+    def waypoint(self, script: ScriptedPolicy) -> tuple[np.ndarray | None, float]:
+        # the servo target is offset so that the cup, not the hand, lands on the target
+        return self.target + np.array([0.0, 0.0, self.grasp_offset]), 1.0

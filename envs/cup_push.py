@@ -7,6 +7,12 @@ horizontal distance to the target and ``d_hand`` the grip point's distance to th
 a short-horizon planner parked there, or reached the cup from above and tipped it.)
 Success: the cup upright (tilt < 0.3 rad) within 3 cm of the target. Failure: the cup tips
 over (tilt > 1 rad) or leaves the table top.
+
+The script comes down behind the cup and pushes it along the line to the target. A noisy
+script is sloppy too: it draws per episode the hand's height at the cup, how far its servo
+target leads the cup and the gap it leaves when it comes down behind the cup (``SLOPPY_PUSH``),
+so some pushes tip the cup. Collected data needs those failures: a model that never saw a cup
+tip cannot tell a plan that tips it.
 """
 
 from __future__ import annotations
@@ -14,18 +20,25 @@ from __future__ import annotations
 import numpy as np
 
 from embodied.envs.arm import ArmEnv
+from embodied.envs.scripted import STYLES, ScriptedPolicy
 
 TABLE_X = (0.0, 0.9)
 TABLE_Y = (-0.6, 0.6)
 PUSH_GAP, PUSH_HEIGHT = 0.02, 0.03  # where a push starts: behind the cup, low (m)
+# The script's contact: hand height (m), servo lead (x the clean step), gap behind the cup (m).
+CLEAN_PUSH = {"height": 0.03, "lead": 1.0, "gap": 0.03}
+SLOPPY_PUSH = {"height": (0.03, 0.09), "lead": (1.0, 3.0), "gap": (0.0, 0.03)}
 
 
 class CupPush(ArmEnv):
     task_name = "CupPush"
+    version = 1  # v1: the reward's hand term points behind the cup
+    max_episode_steps = 120
     success_radius = 0.03
     plan_horizon = 10
     # the cup to the target (and the hand to the cup)
     reward_entries = ("cup_x", "cup_y", "cup_z")
+    progress_point = ("cup", 2)
 
     def _setup_episode(self, rng: np.random.Generator) -> None:
         cup = np.array([*rng.uniform([0.42, -0.12], [0.55, 0.12]), self.cup_half_height])
@@ -61,3 +74,37 @@ class CupPush(ArmEnv):
         )
         failing = (tilt > 1.0) | ~on_table
         return reward, (d_cup < self.success_radius) & (tilt < 0.3), failing
+
+    def script_variant(self, rng: np.random.Generator | None) -> dict[str, float]:
+        if rng is None:
+            return dict(CLEAN_PUSH)
+        return {k: float(rng.uniform(*r)) for k, r in SLOPPY_PUSH.items()}
+
+    def waypoint(self, script: ScriptedPolicy) -> tuple[np.ndarray | None, float]:
+        cup = self.sensor("cup_pos")
+        to_goal = self.target[:2] - cup[:2]
+        dist = np.linalg.norm(to_goal)
+        u = to_goal / max(dist, 1e-6)
+        behind = cup[:2] - u * (self.cup_radius + script.variant["gap"])
+        low, high = script.variant["height"], 0.15
+        if dist < 0.01:
+            return None, 1.0
+        hand = self.sensor("ee_pos")
+        if script.phase == 0:  # above the spot behind the cup
+            wp = np.array([*behind, high])
+            if script.arrived(self, wp, 0.02):
+                script.advance()
+            return wp, 1.0
+        if script.phase == 1:  # down beside the cup
+            wp = np.array([*behind, low])
+            if script.arrived(self, wp, 0.015):
+                script.advance()
+            return wp, 1.0
+        # push along the line to the goal; back off and re-approach when off the line
+        rel = hand[:2] - cup[:2]
+        lateral = abs(rel[0] * u[1] - rel[1] * u[0])
+        if lateral > 0.025 or rel @ u > 0:
+            script.phase = 0
+            return np.array([*hand[:2], high]), 1.0
+        step = min(dist, script.variant["lead"] * 0.02 * script.speed / STYLES["cautious"])
+        return np.array([*(cup[:2] - u * (self.cup_radius + 0.012) + u * step), low]), 1.0

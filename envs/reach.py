@@ -9,12 +9,15 @@ from __future__ import annotations
 import numpy as np
 
 from embodied.envs.arm import ArmEnv
+from embodied.envs.scripted import ScriptedPolicy
 
 
 class Reach(ArmEnv):
     task_name = "Reach"
+    max_episode_steps = 60
     success_radius = 0.02
     reward_entries = ("ee_x", "ee_y", "ee_z")
+    progress_point = ("ee", 3)
 
     def _setup_episode(self, rng: np.random.Generator) -> None:
         start = rng.uniform([0.4, -0.2, 0.18], [0.6, 0.2, 0.35])
@@ -30,3 +33,6 @@ class Reach(ArmEnv):
     def score(self, sensordata: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         d = np.linalg.norm(self.sensors(sensordata)["ee_pos"] - self.target, axis=-1)
         return -np.minimum(d, 0.5) / 0.5, d < self.success_radius, np.zeros_like(d, dtype=bool)
+
+    def waypoint(self, script: ScriptedPolicy) -> tuple[np.ndarray | None, float]:
+        return self.target.copy(), -1.0

@@ -12,11 +12,13 @@ import numpy as np
 import pytest
 import torch
 from omegaconf import OmegaConf
+from test_state_model import SAVED_KEYS
 from toy_world import stepped
 
 import embodied.configs
 from embodied.agents.adaptive_model import AdaptiveModel
 from embodied.agents.mpc import make_policy
+from embodied.agents.nets import load_checkpoint
 from embodied.dataset import Dataset, Episode
 
 TINY = dict(
@@ -185,3 +187,14 @@ def test_errors_name_the_problem(tmp_path):
     torch.save({"format": "embodied-state-model/1"}, bogus)
     with pytest.raises(ValueError, match="expected 'embodied-adaptive-model/1'"):
         AdaptiveModel.load(bogus)
+
+
+def test_a_checkpoint_holds_the_settings_it_held_before(model, tmp_path):
+    """The state model's keys (test_state_model.SAVED_KEYS) and the context's, as before."""
+    model.save(tmp_path / "m.pt")
+    config = load_checkpoint(tmp_path / "m.pt", "embodied-adaptive-model/1")["config"]
+    context = {"context_steps", "context_dim", "context_hidden"}
+    assert set(config) == set(SAVED_KEYS.split()) | context
+    assert config["context_hidden"] == [16]
+    with pytest.raises(ValueError, match=r"unknown AdaptiveConfig settings \['context'\]; valid"):
+        AdaptiveModel(context=4)

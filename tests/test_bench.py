@@ -103,10 +103,11 @@ def test_bench_reuses_a_dataset_that_serves_the_run_and_only_then(
 
     assert bench_app.env_id("CupPush") == "embodied/CupPush-v1"
     collect = {"episodes": 1, "seed": 0, "styles": ["cautious"], "noises": [0.0]}
-    collect.update(random_fraction=0.0, obs_modes=["state", "pixels"])
+    collect.update(random_fraction=0.0, obs_modes=["state", "pixels"], train_physics="id")
     cfg = OmegaConf.create(
         {
             "run_dir": str(tmp_path),
+            "data_dir": str(tmp_path / "data"),
             "checkpoints": str(tmp_path / "models"),
             "progress": False,
             "env": {"image_size": 8},
@@ -135,3 +136,12 @@ def test_bench_reuses_a_dataset_that_serves_the_run_and_only_then(
     bench_app.collect_stage(cfg, "CupPush", obs_mode_needed=then)
     assert len(calls) == 1 + recollects
     assert (tmp_path / "models" / "CupPush" / "pixel").is_dir() != recollects
+
+
+def test_a_stamp_from_before_train_physics_still_serves_an_id_run():
+    from embodied.apps.bench import _serves
+
+    old = json.dumps({"episodes": 1, "seed": 0, "obs_modes": ["state"]})
+    wanted = {"episodes": 1, "seed": 0, "obs_modes": ["state"], "train_physics": "id"}
+    assert _serves(old, wanted)
+    assert not _serves(old, {**wanted, "train_physics": "wide-2"})

@@ -1,8 +1,8 @@
 """Every documented command line composes to the cells it says it runs.
 
 A preset gives the grid's defaults; ``env=``, ``shift=`` and ``agents=`` on the command line
-win over them. The command lines are read from README.md and the configs' comments, so a newly
-documented one without an expectation here fails.
+win over them. The command lines are read from README.md, docs/measurements.md and the configs'
+comments, so a newly documented one without an expectation here fails.
 """
 
 import inspect
@@ -142,9 +142,11 @@ MAKE_BENCH = re.compile(r"make bench(?: ARGS=\"([^\"]*)\")?")
 
 
 def documented() -> set[str]:
-    """The embodied-eval / embodied-bench command lines in README.md and configs/**/*.yaml."""
+    """The embodied-eval / embodied-bench command lines in README.md, docs/measurements.md and
+    configs/**/*.yaml."""
     found = set()
-    for path in [ROOT / "README.md", *sorted((ROOT / "configs").rglob("*.yaml"))]:
+    docs = [ROOT / "README.md", ROOT / "docs" / "measurements.md"]
+    for path in [*docs, *sorted((ROOT / "configs").rglob("*.yaml"))]:
         for line in path.read_text().splitlines():
             if path.suffix == ".yaml" and not line.lstrip().startswith("#"):
                 continue
@@ -167,6 +169,8 @@ def test_every_documented_command_line_has_an_expectation():
     commands = documented()
     assert "embodied-eval agents=[state,oracle] shift=standard" in commands  # the README's
     assert "embodied-bench preset=smoke" in commands  # make bench ARGS="preset=smoke"
+    measured = "embodied-bench tasks=[CupPickPlace] agents=[scripted,state] splits=[id]"
+    assert measured in commands  # docs/measurements.md
     assert commands <= set(EXPECTED), sorted(commands - set(EXPECTED))
 
 

@@ -1,4 +1,5 @@
-"""The four tasks: API conformance, physics of holding and dropping, scripted baselines."""
+"""The four tasks: registration, API conformance, physics of holding and dropping, scripted
+baselines."""
 
 from __future__ import annotations
 
@@ -14,7 +15,9 @@ from gymnasium.utils.env_checker import check_env as gym_check_env
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
 import embodied
+from embodied.envs.cup_push import CLEAN_PUSH, SLOPPY_PUSH
 from embodied.envs.scene import build_model
+from embodied.envs.scripted import ScriptedPolicy
 from embodied.registration import TASKS, env_id
 from embodied.shifts import SHIFTS
 
@@ -27,6 +30,43 @@ def test_import_registers_every_task():
         assert gid in gymnasium.registry
     env = gymnasium.make("embodied:embodied/CupCarry-v0")
     assert env.unwrapped.task_name == "CupCarry"
+
+
+def test_each_task_is_registered_as_its_class_declares():
+    assert set(TASKS) == {"Reach", "CupPush", "CupCarry", "CupPickPlace"}
+    assert env_id("CupPush") == "embodied/CupPush-v1" and env_id("Reach") == "embodied/Reach-v0"
+    limits = {"Reach": 60, "CupPush": 120, "CupCarry": 60, "CupPickPlace": 160}
+    for name, task in TASKS.items():
+        spec = gymnasium.spec(env_id(name))
+        assert spec.entry_point is task and task.task_name == name
+        assert spec.max_episode_steps == task.max_episode_steps == limits[name]
+        assert spec.version == task.version
+    with pytest.raises(ValueError, match="valid tasks: \\['CupCarry'"):
+        env_id("CupHold")
+
+
+def test_a_script_drives_its_own_task_only():
+    with pytest.raises(ValueError, match="valid: \\['CupCarry', 'CupPickPlace'"):
+        ScriptedPolicy("Arm")
+    env = gymnasium.make(env_id("Reach"))
+    env.reset(seed=0)
+    with pytest.raises(ValueError, match="a CupPush script cannot drive Reach"):
+        ScriptedPolicy("CupPush").reset(env)
+
+
+def test_only_a_noisy_cup_push_script_is_sloppy():
+    """The sloppy variant is CupPush's own: drawn from the script's generator only there, so
+    every other task's noisy script draws exactly the noise it drew before."""
+    push = TASKS["CupPush"].script_variant
+    assert push(None, None) == CLEAN_PUSH
+    rng = np.random.default_rng(0)
+    sloppy = push(None, rng)
+    assert all(lo <= sloppy[k] <= hi for k, (lo, hi) in SLOPPY_PUSH.items())
+    assert sloppy != push(None, rng)  # drawn afresh each episode
+    for name in ("Reach", "CupCarry", "CupPickPlace"):
+        rng = np.random.default_rng(0)
+        assert TASKS[name].script_variant(None, rng) == {}
+        assert rng.random() == np.random.default_rng(0).random()  # untouched
 
 
 @pytest.mark.parametrize("gid", IDS)

@@ -15,7 +15,8 @@ import torch
 import embodied  # noqa: F401  (registers the tasks)
 from embodied.agents.state_model import StateModel
 from embodied.dataset import Dataset, Episode, write_dataset
-from embodied.envs.scripted import CLEAN_PUSH, SLOPPY_PUSH, ScriptedPolicy
+from embodied.envs.cup_push import CLEAN_PUSH, SLOPPY_PUSH
+from embodied.envs.scripted import ScriptedPolicy
 
 SEEDS = range(1, 6)
 
@@ -34,7 +35,7 @@ def push_episode(env: gymnasium.Env, seed: int, noise: float) -> tuple[dict, flo
         max_tilt = max(max_tilt, float(np.arccos(np.clip(1 - 2 * (x * x + y * y), -1, 1))))
         if terminated:
             break
-    return policy.push, max_tilt, info
+    return policy.variant, max_tilt, info
 
 
 @pytest.fixture(scope="module")

@@ -265,3 +265,30 @@ def test_a_full_disk_mid_grid_keeps_the_finished_cells_and_a_rerun_completes(
     monkeypatch.undo()
     evaluate(cfg)
     assert results(tmp_path) == evaluated
+
+
+def test_the_interrupt_tests_pass_from_a_parent_that_ignores_sigint(tmp_path):
+    """`make test &` and nohup start pytest with SIGINT ignored; the tests must not care."""
+
+    def ignore_sigint() -> None:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+    test = f"{__file__}::test_collect_interrupted_then_rerun_equals_an_uninterrupted_run"
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            test + "[SIGINT-mid-collection]",
+        ],
+        cwd=tmp_path,
+        preexec_fn=ignore_sigint,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert "1 passed" in run.stdout

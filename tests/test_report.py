@@ -160,13 +160,14 @@ def test_report_files_and_headline_values(run_dir: Path):
         "robustness_psnr.png",
     }
     md = paths.markdown.read_text()
-    # The headline fits a screen: seven columns, ID -> OOD side by side.
+    # The headline fits a screen: eight columns, ID -> OOD side by side.
     head = {r["Agent"]: r for r in _md_table(md, "Agent | Success ID")}
     assert list(head) == AGENTS and len(head["pixel"]) <= 9
     assert head["pixel"] == {
         "Agent": "pixel",
         "Success ID": "0.85 [0.71, 0.93]",
         "Success OOD": "0.30 [0.20, 0.43]",
+        "Gap closed": "n/a",  # no nominal in this run: no gap to close
         "Drop OOD": "0.60 [0.47, 0.71]",
         "PSNR ID → OOD": "25.0 → 23.5",
         "Cup error ID → OOD (mm)": "n/a",
@@ -445,12 +446,23 @@ def test_who_survives_estimates_and_slips(tmp_path: Path):
     survive = _md_table(md, "Shift | Severity")
     assert [list(r)[2:] for r in survive] == [
         ["nominal", "state", "adaptive", "sysid", "oracle"]
-    ] * 3
+    ] * 4
     assert [(r["Shift"], r["Severity"]) for r in survive] == [
         ("ID", "-"),
         ("cup_mass", "3"),
         ("grip_force", "3"),
+        ("Gap closed", "biting"),
     ]
+    # cup_mass-3 bites (oracle 18/20 vs nominal 5/20); grip_force-3 has no nominal to pair
+    # with, so it is not scored: (agent - 5) / (18 - 5) on cup_mass-3 alone
+    gap = {a: survive[3][a].split(" [")[0] for a in survive[3] if a not in ("Shift", "Severity")}
+    assert gap == {
+        "nominal": "0.00",
+        "state": "0.08",
+        "adaptive": "0.31",
+        "sysid": "0.85",
+        "oracle": "1.00",
+    }
     cup = survive[1]
     assert cup["nominal"] == "0.25 [0.11, 0.47]"  # Wilson(5, 20) = (0.1119, 0.4687)
     assert cup["sysid"] == "0.80 [0.58, 0.92]"  # Wilson(16, 20) = (0.5840, 0.9193)

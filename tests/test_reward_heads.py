@@ -83,8 +83,7 @@ def trained(family: str, data_dir: str, out, **world_model):
 
 
 def reward_labels(model) -> list[str]:
-    config = model.config
-    return config.reward_labels if isinstance(model, RetrievalModel) else config["reward_labels"]
+    return model.config.reward_labels
 
 
 def geometric(model) -> bool:

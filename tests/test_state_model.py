@@ -7,7 +7,8 @@ import pytest
 import torch
 from toy_world import stepped
 
-from embodied.agents.state_model import StateModel
+from embodied.agents.nets import load_checkpoint
+from embodied.agents.state_model import RELATIVE_GROUPS, StateConfig, StateModel
 
 TINY = dict(members=3, hidden=(32, 32), head_hidden=(32,), batch_size=64, lr=3e-3, seed=0)
 
@@ -183,3 +184,27 @@ def test_value_head_fits_returns_and_rollout_adds_exactly_its_terminal_value(cup
     assert (0.5 * 0.9**5 * on.value(z_h)).abs().min() > 1e-3  # the check above could fail
     with pytest.raises(RuntimeError, match="no value head"):
         off.value(z0[None])
+
+
+# The keys a checkpoint's config held before the settings were a dataclass: a checkpoint written
+# then must load now (StateModel.load passes them back as keywords), and one written now holds
+# the same.
+SAVED_KEYS = (
+    "members hidden head_hidden relative_groups act lr weight_decay batch_size max_logvar "
+    "min_logvar sample nll_beta value_weight value_gamma value_fail cup_pos_labels seed"
+)
+
+
+def test_a_checkpoint_holds_the_settings_it_held_before(model, tmp_path):
+    model.save(tmp_path / "m.pt")
+    config = load_checkpoint(tmp_path / "m.pt", "embodied-state-model/1")["config"]
+    assert set(config) == set(SAVED_KEYS.split())
+    assert config["hidden"] == [32, 32] and config["relative_groups"] == list(RELATIVE_GROUPS)
+    assert StateModel.load(tmp_path / "m.pt").config == model.config == StateConfig(**config)
+
+
+def test_unknown_settings_are_refused_with_the_valid_names():
+    with pytest.raises(ValueError, match=r"unknown StateConfig settings \['member'\]; valid: "):
+        StateModel(member=3)
+    with pytest.raises(ValueError, match="nll_beta must be in"):
+        StateModel(nll_beta=2.0)

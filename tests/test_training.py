@@ -15,8 +15,10 @@ from omegaconf import OmegaConf
 from embodied.agents import training
 from embodied.agents.nets import load_checkpoint
 from embodied.agents.state_model import StateModel
+from embodied.agents.trainer import resumed_rows
 from embodied.collect import collect
 from embodied.dataset import Dataset
+from embodied.protocols import Trainer
 
 AGENT = {
     "name": "state",
@@ -177,7 +179,7 @@ def test_per_task_settings_train_and_plan_on_their_task_alone(data_dir, tmp_path
     agent = {**AGENT, "per_task": table, "planner": {"_target_": "embodied.agents.planners.CEM"}}
     training.train_world_model(agent, data_dir, tmp_path / "carry", 5, progress=False)
     model = StateModel.load(tmp_path / "carry" / training.MODEL_FILE)
-    assert model.config["value_weight"] == 0.5 and model.has_value
+    assert model.config.value_weight == 0.5 and model.has_value
     env = gymnasium.make("embodied/CupCarry-v0")
     policy = make_policy(agent, tmp_path / "carry", env, seed=0)
     assert policy.planner.horizon == 3  # the planner's per-task settings reach it too
@@ -185,3 +187,24 @@ def test_per_task_settings_train_and_plan_on_their_task_alone(data_dir, tmp_path
     assert "value_weight" not in other.world_model and "horizon" not in other.planner
     with pytest.raises(ValueError, match=r"unknown tasks \['CupCary'\]; valid: \['CupCarry'"):
         training.for_task(OmegaConf.create({**agent, "per_task": {"CupCary": {}}}), "Reach")
+
+
+def test_the_world_model_trainer_follows_the_trainer_protocol(data_dir, tmp_path):
+    trainer = training.WorldModelTrainer(
+        OmegaConf.create(AGENT), data_dir, tmp_path, 10, 0, False, 10, 5, None
+    )
+    assert isinstance(trainer, Trainer)
+    assert trainer.trained_on["env_id"] == "embodied/CupCarry-v0"
+    summary = trainer.train()
+    assert {"out_dir", "steps", "step", "interrupted", "wall_s"} <= set(summary)
+    assert (summary["step"], summary["interrupted"]) == (10, False)
+    assert (tmp_path / "trained_on.json").is_file() and (tmp_path / "agent.yaml").is_file()
+
+
+def test_a_resumed_log_keeps_whole_rows_up_to_its_checkpoint(tmp_path):
+    path = tmp_path / "log.csv"
+    path.write_text("step,loss\n5,1.0\n10,0.5\n15,0.4\n20,0.3,9\n2")  # last two torn by a kill
+    fields, rows = resumed_rows(path, "step", 10)
+    assert fields == ["step", "loss"] and [r["step"] for r in rows] == ["5", "10"]
+    assert [r["step"] for r in resumed_rows(path, "step", 100)[1]] == ["5", "10", "15"]
+    assert resumed_rows(path, "step", 0) == ([], [])  # a fresh run keeps nothing

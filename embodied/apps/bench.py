@@ -28,6 +28,7 @@ from embodied.dataset import Dataset
 from embodied.executors import LocalExecutor
 from embodied.registration import env_id
 from embodied.report import browser, build_report
+from embodied.shifts.splits import train_split
 
 
 def stage(name: str, started: float) -> None:
@@ -41,7 +42,7 @@ def collect_stage(cfg: DictConfig, task: str, obs_mode_needed: bool) -> Path:
 
     A fresh dataset invalidates the task's trained models, which are removed with it.
     """
-    out = Path(cfg.run_dir) / "data" / task / "train"
+    out = Path(cfg.data_dir) / task / "train"
     c = cfg.collect
     obs_modes = list(c.obs_modes) if obs_mode_needed else ["state"]
     wanted = {
@@ -65,7 +66,7 @@ def collect_stage(cfg: DictConfig, task: str, obs_mode_needed: bool) -> Path:
         env_id=env_id(task),
         out_dir=out,
         episodes=int(c.episodes),
-        split="train",
+        split=train_split(c.train_physics),
         seed=int(c.seed),
         obs_modes=obs_modes,
         image_size=int(cfg.env.image_size),
@@ -87,6 +88,7 @@ def _serves(stamp: str, wanted: dict) -> bool:
         return False
     if not isinstance(have, dict) or not set(wanted["obs_modes"]) <= set(have.get("obs_modes", [])):
         return False
+    have.setdefault("train_physics", "id")  # stamped before the option: collected under id
     return {**have, "obs_modes": None} == {**wanted, "obs_modes": None}
 
 
@@ -183,7 +185,7 @@ def bench(cfg: DictConfig) -> None:
                 data_dir=str(data_dir),
                 out_dir=str(Path(cfg.checkpoints) / task / agent["name"]),
                 steps=int(agent.get("steps") or cfg.train.steps),
-                seed=int(cfg.train.seed),
+                seed=int(agent.get("train_seed", cfg.train.seed)),
             )
             for agent in trained.values()
         ]

@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import NoReturn
 
+import hydra
 from hydra import compose, initialize_config_module
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -78,6 +79,18 @@ def unknown_override(config_name: str, args: Sequence[str]) -> str | None:
                     f"(+{o.input_line} adds a new one)"
                 )
     return None
+
+
+def app(prog: str, config_name: str, work: Callable[[DictConfig], object]) -> Callable[[], None]:
+    """The console entry point of a Hydra app that runs ``work(cfg)`` on its config
+    (configs/<config_name>.yaml), with the command-line checks and user errors of every app."""
+
+    @hydra.main(version_base="1.3", config_path="pkg://embodied.configs", config_name=config_name)
+    def hydra_main(cfg: DictConfig) -> None:
+        with user_errors(prog):
+            work(cfg)
+
+    return lambda: run(prog, config_name, hydra_main)
 
 
 def run(prog: str, config_name: str, hydra_main: Callable[[], None]) -> None:

@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 from embodied.apps import cli
 from embodied.checkpoints import check_trained_on
 from embodied.evaluate import EvalSettings, run_cell
-from embodied.grid import check_names, expand
+from embodied.grid import check_names, expand, split_seed
 from embodied.registration import TASKS
 from embodied.results import CONFIG_FILE, ResultsStore
 from embodied.shifts.splits import check_seed, parse_split
@@ -49,21 +49,36 @@ def _hydra() -> Iterator[None]:
 def load_agents(names: Sequence[str], root: DictConfig) -> dict[str, dict[str, Any]]:
     """configs/agent/<name>.yaml for each name, with ``agent_overrides.<name>`` merged in.
 
-    Resolving against ``root`` lets an agent config use ``${preset.*}`` like the apps do.
+    ``<agent>@<seed>`` is that agent trained with training seed <seed> (its config named so,
+    with ``train_seed``); ``agent_overrides.<agent>`` reaches every seed of it and
+    ``agent_overrides.<agent>@<seed>`` that one. Resolving against ``root`` lets an agent config
+    use ``${preset.*}`` like the apps do.
     """
     overrides = root.get("agent_overrides") or {}
-    check_names("agent_overrides (agents of this run)", list(overrides), names)
+    bases = {name: split_seed(name) for name in names}
+    check_names(
+        "agent_overrides (agents of this run)",
+        list(overrides),
+        set(names) | {b for b, _ in bases.values()},
+    )
     with _hydra():
         valid = GlobalHydra.instance().config_loader().get_group_options("agent")
-        check_names("agents", names, valid)
-        composed = {name: compose(overrides=[f"+agent={name}"]).agent for name in names}
-    base = OmegaConf.to_container(root, resolve=False)
+        check_names("agents", sorted({b for b, _ in bases.values()}), valid)
+        composed = {b: compose(overrides=[f"+agent={b}"]).agent for b, _ in bases.values()}
+    base_tree = OmegaConf.to_container(root, resolve=False)
     out = {}
-    for name, agent in composed.items():
-        merged = OmegaConf.merge(  # unstructured: an override may add a constructor argument
-            OmegaConf.to_container(agent, resolve=False), overrides.get(name) or {}
+    for name, (base, seed) in bases.items():
+        mine = [overrides.get(base) or {}] + (
+            [overrides.get(name) or {}] if seed is not None else []
         )
-        tree = OmegaConf.create({**base, "agent": OmegaConf.to_container(merged, resolve=False)})
+        merged = OmegaConf.merge(  # unstructured: an override may add a constructor argument
+            OmegaConf.to_container(composed[base], resolve=False), *mine
+        )
+        if seed is not None:
+            merged = OmegaConf.merge(merged, {"name": name, "train_seed": seed})
+        tree = OmegaConf.create(
+            {**base_tree, "agent": OmegaConf.to_container(merged, resolve=False)}
+        )
         out[name] = OmegaConf.to_container(tree.agent, resolve=True)
     return out
 

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
-from scipy.stats import spearmanr
+from scipy.stats import spearmanr, trim_mean
 
 _BOOT_CHUNK = 256  # bootstrap resamples ranked at once: bounds memory on large grids
 
@@ -147,3 +148,112 @@ def ood_tell(success_deg: float, video_deg: float, floor: float = TELL_FLOOR) ->
         return math.nan, False
     floored = video_deg < floor
     return success_deg / max(video_deg, floor), floored
+
+
+def newcombe(a: Rate, b: Rate) -> tuple[float, float]:
+    """95% interval of a - b for two independent proportions (Newcombe's hybrid score method:
+    Wilson intervals combined; sound at 0 and n successes, where the Wald interval is not)."""
+    if not (a.n and b.n):
+        return -1.0, 1.0
+    (la, ua), (lb, ub) = a.ci, b.ci
+    pa, pb = a.value, b.value
+    lo = pa - pb - math.sqrt((pa - la) ** 2 + (ub - pb) ** 2)
+    hi = pa - pb + math.sqrt((ua - pa) ** 2 + (pb - lb) ** 2)
+    return max(-1.0, lo), min(1.0, hi)
+
+
+@dataclass(frozen=True)
+class GapScore:
+    """(agent - nominal) / (oracle - nominal) on pooled success, with a bootstrap interval."""
+
+    value: float
+    lo: float
+    hi: float
+    cells: int  # biting (task, split, seed) cells pooled
+
+    def to_dict(self) -> dict[str, float | int | list[float] | None]:
+        finite = math.isfinite(self.value)
+        return {
+            "value": self.value if finite else None,
+            "ci": [self.lo, self.hi] if finite and math.isfinite(self.lo) else None,
+            "cells": self.cells,
+        }
+
+
+def gap_closed(
+    agent: list[Rate],
+    nominal: list[Rate],
+    oracle: list[Rate],
+    n_boot: int = 2000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> GapScore:
+    """The share of the nominal-to-oracle success gap an agent closes, pooled over cells.
+
+    Cell i holds the three references' successes on the same episodes' seeds: ``agent[i]``,
+    ``nominal[i]``, ``oracle[i]``. 0: no better than knowing only the training physics;
+    1: as good as knowing the truth; negative: worse than the training-physics simulator.
+    The interval resamples each cell's episodes (stratified bootstrap: a binomial draw per
+    cell and reference); resamples whose gap closes to <= 0 have no score and are dropped.
+    """
+    if not (len(agent) == len(nominal) == len(oracle)):
+        raise ValueError("agent, nominal and oracle need one rate per cell each")
+    if not agent:
+        return GapScore(math.nan, math.nan, math.nan, 0)
+
+    def pooled(rates: list[Rate], k: np.ndarray | None = None) -> np.ndarray:
+        ks = np.array([r.k for r in rates], dtype=np.float64) if k is None else k
+        return ks.sum(axis=-1) / sum(r.n for r in rates)
+
+    def score(a: np.ndarray, n: np.ndarray, o: np.ndarray) -> np.ndarray:
+        gap = o - n
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where(gap > 0, (a - n) / gap, np.nan)
+
+    value = float(score(pooled(agent), pooled(nominal), pooled(oracle)))
+    rng = np.random.default_rng(seed)
+    draws = [
+        pooled(r, rng.binomial([x.n for x in r], [x.value for x in r], size=(n_boot, len(r))))
+        for r in (agent, nominal, oracle)
+    ]
+    boots = score(*draws)
+    boots = boots[np.isfinite(boots)]
+    if not math.isfinite(value) or len(boots) < n_boot // 2:
+        return GapScore(value, math.nan, math.nan, len(agent))
+    tail = 100 * (1 - level) / 2
+    lo, hi = np.percentile(boots, [tail, 100 - tail])
+    return GapScore(value, float(lo), float(hi), len(agent))
+
+
+@dataclass(frozen=True)
+class SeedSpread:
+    """A rate over training seeds: each seed's own, their interquartile mean (IQM) and its
+    stratified bootstrap interval (seeds resampled, then each seed's episodes), as the field
+    reports runs of several seeds (Agarwal et al. 2021, rliable)."""
+
+    per_seed: tuple[Rate, ...]
+    iqm: float
+    lo: float
+    hi: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "per_seed": [r.to_dict() for r in self.per_seed],
+            "iqm": self.iqm if math.isfinite(self.iqm) else None,
+            "ci": [self.lo, self.hi] if math.isfinite(self.lo) else None,
+        }
+
+
+def seed_spread(rates: list[Rate], n_boot: int = 2000, seed: int = 0) -> SeedSpread:
+    """IQM over training seeds (scipy's 25% trimmed mean: the mean of two or three seeds,
+    the middle half of more) with a two-level bootstrap interval: seeds, then episodes."""
+    measured = [r for r in rates if r.n]
+    if not measured:
+        return SeedSpread(tuple(rates), math.nan, math.nan, math.nan)
+    p = np.array([r.value for r in measured])
+    n = np.array([r.n for r in measured])
+    rng = np.random.default_rng(seed)
+    pick = rng.integers(0, len(measured), size=(n_boot, len(measured)))
+    boots = trim_mean(rng.binomial(n[pick], p[pick]) / n[pick], 0.25, axis=1)
+    lo, hi = np.percentile(boots, [2.5, 97.5])
+    return SeedSpread(tuple(rates), float(trim_mean(p, 0.25)), float(lo), float(hi))

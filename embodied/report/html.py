@@ -131,6 +131,10 @@ def render(s: Summary, plots: list[Plot]) -> str:
     h += [f"<details><summary>{escape(markdown.DETAILS_TITLE)}: every headline number</summary>"]
     h += [table_html(tables.details_table(s), "details")]
     h += [f'<p class="note">{_prose(tables.DETAILS_NOTE)}</p></details>']
+    if s.training_seeds:
+        h += [f"<h2>{escape(markdown.SEEDS_TITLE)}</h2>"]
+        h += [table_html(tables.seeds_table(s), "seeds")]
+        h += [f'<p class="note">{_prose(tables.SEEDS_NOTE)}</p>']
     if s.survivor_agents:
         h += [f"<h2>{escape(markdown.SURVIVORS_TITLE)}</h2>"]
         h += [table_html(tables.survivors_table(s), "survivors")]

@@ -17,10 +17,12 @@ from typing import Any
 from embodied.grid import Cell
 from embodied.metrics.video import cap_psnr
 from embodied.results import CONFIG_FILE, RESULTS_FILE, ResultLine, read_results
-from embodied.shifts.splits import parse_split
+from embodied.shifts.splits import coverage, parse_split
 
 VERSION_FILES = ("version.json", "versions.json", "version.txt", "VERSION")
-CLASSES = ("id", "ood", "look", "train")
+# "interp": an ood-* split the agent's training range covers or surrounds (coverage below):
+# reported apart, never pooled into OOD
+CLASSES = ("id", "ood", "look", "train", "interp")
 VIDEO_SUFFIXES = (".mp4", ".webm", ".gif")
 VALID_SPLITS = (
     "valid splits are 'train', 'id', 'ood-<shift>-<severity>' (severity 1..5), "
@@ -75,6 +77,9 @@ class CellResult(Cell):
     time_to_success: float | None
     video: Video | None
     slips: int | None = None  # None: the results line carries no slip_rate
+    # what the split is to the agent's training range: id, look, covered, interpolation or
+    # extrapolation (an untrained agent and a model trained on `train`: against ID ranges)
+    coverage: str = "extrapolation"
     # sysid-style agents: {param: [estimate per episode]} and {param: [true value per episode]}
     param_estimates: dict[str, list[float]] = field(default_factory=dict)
     param_truth: dict[str, list[float]] = field(default_factory=dict)
@@ -158,6 +163,8 @@ def parse_cell(raw: dict[str, Any]) -> CellResult:
     """A results line -> CellResult; KeyError/TypeError/ValueError/ReportError when malformed."""
     cls = split_class(str(raw.get("split")))
     line = ResultLine.from_json(raw)
+    where = coverage(line.train_split or "train", line.split) if cls == "ood" else cls
+    cls = "interp" if where in ("covered", "interpolation") else cls
     emb, n = line.embodied, int(line.embodied["episodes"])
     return CellResult(
         *(line.agent, line.task, line.split, line.seed),
@@ -179,6 +186,7 @@ def parse_cell(raw: dict[str, Any]) -> CellResult:
         slips=_count(emb, "slipped", "slip_rate", n) if "slip_rate" in emb else None,
         param_estimates=_per_episode(emb, "estimates"),
         param_truth=_per_episode(emb, "truth"),
+        coverage=where,
     )
 
 

@@ -10,6 +10,7 @@ TITLE = "embodied-ood report"
 HEADLINE_TITLE = "Headline: video vs embodied metrics, in and out of distribution"
 DETAILS_TITLE = "Details"
 SURVIVORS_TITLE = "Who survives out of distribution"
+SEEDS_TITLE = "Over training seeds"
 ESTIMATES_TITLE = "Identified physics vs the truth"
 CORRELATION_TITLE = "Does a better prediction mean a better robot?"
 ACROSS_TITLE = "Across models"
@@ -96,6 +97,9 @@ def render(s: Summary, plots: list[Plot], plot_paths: dict[str, str]) -> str:
     md += [f"## {DETAILS_TITLE}", "", "<details><summary>Every headline number</summary>", ""]
     md += [tables.to_markdown(tables.details_table(s)), "", "</details>", ""]
     md += [tables.DETAILS_NOTE, ""]
+    if s.training_seeds:
+        md += [f"## {SEEDS_TITLE}", "", tables.to_markdown(tables.seeds_table(s)), ""]
+        md += [tables.SEEDS_NOTE, ""]
     if s.survivor_agents:
         md += [f"## {SURVIVORS_TITLE}", "", tables.to_markdown(tables.survivors_table(s)), ""]
         md += [tables.SURVIVORS_NOTE, ""]

@@ -23,6 +23,7 @@ CLASS_STYLE = {  # split class -> (label, marker, bar colour)
     "id": ("ID", "o", "tab:blue"),
     "ood": ("OOD", "^", "tab:red"),
     "look": ("look", "s", "tab:gray"),
+    "interp": ("interpolation", "D", "tab:green"),
 }
 
 
@@ -202,15 +203,13 @@ def drop_rates(s: Summary) -> Plot:
     fig = Figure(figsize=(max(6.0, 1.3 * len(s.agents) + 2), 3.8))
     ax = fig.add_subplot()
     x = np.arange(len(s.agents))
-    width = 0.8 / len(CLASS_STYLE)
-    drawn = False
-    for i, (k, (lbl, _, colour)) in enumerate(CLASS_STYLE.items()):
+    shown = [k for k in CLASS_STYLE if any(s.by_class[a][k].drop.n for a in s.agents)]
+    width = 0.8 / max(3, len(shown))
+    for i, k in enumerate(shown):
+        lbl, _, colour = CLASS_STYLE[k]
         rates = [s.by_class[a][k].drop for a in s.agents]
-        if not any(r.n for r in rates):
-            continue
         _rate_bars(ax, x + (i - 1) * width, rates, width, colour, lbl)
-        drawn = True
-    if not drawn:
+    if not shown:
         return Plot("drop_rates", title, "No cell has episodes to count drops in.", None)
     ax.set_xticks(x, s.agents, rotation=20, ha="right")
     ax.set_ylabel("drop rate")

@@ -17,7 +17,18 @@ from typing import Any
 import numpy as np
 
 import embodied
-from embodied.metrics.stats import Rate, degradation, ood_tell, spearman_bootstrap
+from embodied.grid import split_seed
+from embodied.metrics.stats import (
+    GapScore,
+    Rate,
+    SeedSpread,
+    degradation,
+    gap_closed,
+    ood_tell,
+    seed_spread,
+    spearman_bootstrap,
+)
+from embodied.report.difficulty import bites, load_bites
 from embodied.report.load import CLASSES, CellResult, RunData
 
 VIDEO_METRICS = ("psnr", "ssim", "mse")
@@ -29,6 +40,7 @@ CORRELATION_PAIRS = (
     ("psnr", "drop"),
 )
 CORRELATED_CLASSES = ("id", "ood", "look")
+REPORTED_CLASSES = ("id", "ood", "look", "interp")  # "train" cells are counted, not reported
 # An agent "works in distribution" on a task when its pooled ID success is at least this; one
 # that does not is shown everywhere but left out of "does a better prediction mean a better
 # robot": its points would measure which family is broken, not whether prediction predicts.
@@ -136,6 +148,7 @@ class HeadlineRow:
     tell_floored: bool  # PSNR degradation was below the floor: the ratio is a bound
     tell_ssim: float
     tell_ssim_floored: bool
+    gap: GapScore | None = None  # share of the nominal-to-oracle gap closed on biting cells
 
     @property
     def tell_gap(self) -> float:
@@ -154,6 +167,7 @@ class HeadlineRow:
             "ood_tell_psnr_gap": _num(self.tell_gap),
             "ood_tell_ssim": _num(self.tell_ssim),
             "ood_tell_ssim_floored": self.tell_ssim_floored,
+            "gap_closed": self.gap.to_dict() if self.gap else None,
         }
 
 
@@ -203,6 +217,41 @@ class SurvivorRow:
 
 
 @dataclass
+class SeedRow:
+    """One agent trained with several seeds (``state``, ``state@1``, ...): success per seed."""
+
+    agent: str
+    members: list[str]
+    id: SeedSpread
+    ood: SeedSpread
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "agent": self.agent,
+            "members": self.members,
+            "id": self.id.to_dict(),
+            "ood": self.ood.to_dict(),
+        }
+
+
+def seed_rows(headline: list[HeadlineRow], n_boot: int, seed: int) -> list[SeedRow]:
+    """Agents present with two or more training seeds, their rates pooled per seed."""
+    groups: dict[str, list[HeadlineRow]] = defaultdict(list)
+    for r in headline:
+        groups[split_seed(r.agent)[0]].append(r)
+    return [
+        SeedRow(
+            base,
+            [r.agent for r in rows],
+            seed_spread([r.id.success for r in rows], n_boot, seed),
+            seed_spread([r.ood.success for r in rows], n_boot, seed),
+        )
+        for base, rows in sorted(groups.items())
+        if len(rows) > 1
+    ]
+
+
+@dataclass
 class Estimate:
     """How well an agent identified one physics parameter on one split, over its episodes."""
 
@@ -243,7 +292,7 @@ class Summary:
     correlations: list[Correlation]
     look_work: dict[str, dict[tuple[bool, bool], Agg]]
     curves: dict[str, dict[str, list[tuple[int, Agg]]]]  # shift -> agent -> (severity, agg)
-    by_class: dict[str, dict[str, Agg]]  # agent -> class -> agg (ID, OOD, look)
+    by_class: dict[str, dict[str, Agg]]  # agent -> class -> agg (REPORTED_CLASSES)
     by_split: list[tuple[str, str, Agg]]  # (agent, split, agg)
     eligible: list[CellResult]
     flagged: list[CellResult]
@@ -256,6 +305,7 @@ class Summary:
     survivors: list[SurvivorRow] = field(default_factory=list)
     estimates: list[Estimate] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    training_seeds: list[SeedRow] = field(default_factory=list)
 
     def fails_id(self) -> list[tuple[str, str, Rate | None]]:
         """(agent, task, ID success) of every agent-task left out of the correlations."""
@@ -289,6 +339,7 @@ class Summary:
                 "rows": [r.to_dict() for r in self.survivors],
             },
             "estimates": [e.to_dict() for e in self.estimates],
+            "training_seeds": [r.to_dict() for r in self.training_seeds],
             "look_work": {
                 a: {f"look={lk},work={wk}": g.to_dict() for (lk, wk), g in q.items()}
                 for a, q in self.look_work.items()
@@ -316,6 +367,7 @@ def _cell_dict(c: CellResult, flagged: bool) -> dict[str, Any]:
         "task": c.task,
         "split": c.split,
         "class": c.cls,
+        "coverage": c.coverage,
         "seed": c.seed,
         "episodes": c.episodes,
         "success_rate": _num(c.success_rate),
@@ -437,6 +489,49 @@ def survivors(cells: list[CellResult], agents: list[str]) -> tuple[list[str], li
     return present, rows
 
 
+def gap_scores(
+    cells: list[CellResult],
+    agents: list[str],
+    table: dict[tuple[str, str], bool],
+    n_boot: int,
+    seed: int,
+) -> dict[str, GapScore]:
+    """Each agent's gap-closed score over the OOD work cells that bite, where the run holds
+    `nominal` and `oracle` on the same task, split and seed (the references of those episodes).
+
+    Whether a (task, split) bites comes from the measured table (``table``), or where it has
+    no entry, from the run's own references pooled over seeds.
+    """
+    refs = {
+        (c.agent, c.task, c.split, c.seed): c for c in cells if c.agent in ("nominal", "oracle")
+    }
+    work = [c for c in cells if c.cls == "ood" and c.work]
+    pooled: dict[tuple[str, str, str], list[int]] = defaultdict(lambda: [0, 0])
+    for (agent, task, split, _), c in refs.items():
+        pooled[agent, task, split][0] += c.successes
+        pooled[agent, task, split][1] += c.episodes
+
+    def biting(task: str, split: str) -> bool:
+        if (task, split) in table:
+            return table[task, split]
+        return bites(Rate(*pooled["oracle", task, split]), Rate(*pooled["nominal", task, split]))
+
+    out = {}
+    for a in agents:
+        triples = [
+            (c, refs["nominal", c.task, c.split, c.seed], refs["oracle", c.task, c.split, c.seed])
+            for c in work
+            if c.agent == a
+            and ("nominal", c.task, c.split, c.seed) in refs
+            and ("oracle", c.task, c.split, c.seed) in refs
+            and biting(c.task, c.split)
+        ]
+        if triples:
+            rates = [[Rate(x.successes, x.episodes) for x in t] for t in triples]
+            out[a] = gap_closed(*map(list, zip(*rates, strict=True)), n_boot=n_boot, seed=seed)
+    return out
+
+
 def estimates(cells: list[CellResult]) -> list[Estimate]:
     """Estimate vs truth per (agent, split, parameter), pooled over seeds."""
     pairs: dict[tuple[str, str, str], list[tuple[float, float]]] = defaultdict(list)
@@ -465,6 +560,54 @@ def estimates(cells: list[CellResult]) -> list[Estimate]:
     return out
 
 
+def headline_rows(
+    agents: list[str],
+    families: dict[str, str],
+    group: dict[tuple[str, str], list[CellResult]],
+    gaps: dict[str, GapScore],
+) -> list[HeadlineRow]:
+    """Each agent's ID and OOD aggregates, their degradations, tells and gap-closed score."""
+    rows = []
+    for a in agents:
+        id_agg, ood_agg = aggregate(group[a, "id"]), aggregate(group[a, "ood"])
+        deg = degradations(id_agg, ood_agg)
+        tell, floored = ood_tell(deg["success"], deg["psnr"])
+        tell_s, floored_s = ood_tell(deg["success"], deg["ssim"])
+        rows.append(
+            HeadlineRow(
+                a, families[a], id_agg, ood_agg, deg, tell, floored, tell_s, floored_s, gaps.get(a)
+            )
+        )
+    return rows
+
+
+def look_work_quadrants(mine: list[CellResult]) -> dict[tuple[bool, bool], Agg]:
+    """One agent's cells by (look, work) flag: no/no is id, work-only the dynamics shifts."""
+    return {
+        (lk, wk): aggregate([c for c in mine if c.look == lk and c.work == wk])
+        for lk in (False, True)
+        for wk in (False, True)
+    }
+
+
+def severity_curves(
+    eligible: list[CellResult], agents: list[str], group: dict[tuple[str, str], list[CellResult]]
+) -> dict[str, dict[str, list[tuple[int, Agg]]]]:
+    """shift -> agent -> (severity, agg), severity 0 being the agent's ID cells."""
+    curves: dict[str, dict[str, list[tuple[int, Agg]]]] = defaultdict(dict)
+    ood_cells = [c for c in eligible if c.cls == "ood" and c.severity is not None and c.shift]
+    for shift in sorted({c.shift for c in ood_cells}, key=lambda s: (s == "all", s)):
+        for a in agents:
+            mine = [c for c in ood_cells if c.agent == a and c.shift == shift]
+            if not mine:
+                continue
+            points = [(0, aggregate(group[a, "id"]))] if group[a, "id"] else []
+            for sev in sorted({int(c.severity) for c in mine}):
+                points.append((sev, aggregate([c for c in mine if c.severity == sev])))
+            curves[shift][a] = points
+    return dict(curves)
+
+
 def summarize(run: RunData, min_episodes: int = 10, n_boot: int = 2000, seed: int = 0) -> Summary:
     """All the report's numbers from a loaded run (see the module doc for the rules)."""
     if min_episodes < 1:
@@ -480,36 +623,10 @@ def summarize(run: RunData, min_episodes: int = 10, n_boot: int = 2000, seed: in
     for c in eligible:
         group[c.agent, c.cls].append(c)
 
-    headline = []
-    for a in agents:
-        id_agg, ood_agg = aggregate(group[a, "id"]), aggregate(group[a, "ood"])
-        deg = degradations(id_agg, ood_agg)
-        tell, floored = ood_tell(deg["success"], deg["psnr"])
-        tell_s, floored_s = ood_tell(deg["success"], deg["ssim"])
-        headline.append(
-            HeadlineRow(a, families[a], id_agg, ood_agg, deg, tell, floored, tell_s, floored_s)
-        )
-
-    look_work: dict[str, dict[tuple[bool, bool], Agg]] = {}
-    for a in agents:
-        mine = [c for c in eligible if c.agent == a]
-        look_work[a] = {
-            (lk, wk): aggregate([c for c in mine if c.look == lk and c.work == wk])
-            for lk in (False, True)
-            for wk in (False, True)
-        }
-
-    curves: dict[str, dict[str, list[tuple[int, Agg]]]] = defaultdict(dict)
-    ood_cells = [c for c in eligible if c.cls == "ood" and c.severity is not None and c.shift]
-    for shift in sorted({c.shift for c in ood_cells}, key=lambda s: (s == "all", s)):
-        for a in agents:
-            mine = [c for c in ood_cells if c.agent == a and c.shift == shift]
-            if not mine:
-                continue
-            points = [(0, aggregate(group[a, "id"]))] if group[a, "id"] else []
-            for sev in sorted({int(c.severity) for c in mine}):
-                points.append((sev, aggregate([c for c in mine if c.severity == sev])))
-            curves[shift][a] = points
+    gaps = gap_scores(eligible, agents, load_bites(), n_boot, seed)
+    headline = headline_rows(agents, families, group, gaps)
+    look_work = {a: look_work_quadrants([c for c in eligible if c.agent == a]) for a in agents}
+    curves = severity_curves(eligible, agents, group)
 
     split_groups: dict[tuple[str, str], list[CellResult]] = defaultdict(list)
     for c in eligible:
@@ -540,8 +657,8 @@ def summarize(run: RunData, min_episodes: int = 10, n_boot: int = 2000, seed: in
         headline=headline,
         correlations=correlations(eligible, id_rates, n_boot, seed),
         look_work=look_work,
-        curves=dict(curves),
-        by_class={a: {k: aggregate(group[a, k]) for k in ("id", "ood", "look")} for a in agents},
+        curves=curves,
+        by_class={a: {k: aggregate(group[a, k]) for k in REPORTED_CLASSES} for a in agents},
         by_split=by_split,
         eligible=eligible,
         flagged=flagged,
@@ -554,4 +671,5 @@ def summarize(run: RunData, min_episodes: int = 10, n_boot: int = 2000, seed: in
         survivors=survivor_rows,
         estimates=estimate_rows,
         warnings=run.warnings,
+        training_seeds=seed_rows(headline, n_boot, seed),
     )

@@ -10,7 +10,8 @@ import math
 from dataclasses import dataclass
 
 import embodied
-from embodied.metrics.stats import TELL_FLOOR, Rate
+from embodied.metrics.stats import TELL_FLOOR, GapScore, Rate, SeedSpread
+from embodied.report.difficulty import MARGIN
 from embodied.report.summary import (
     ESTIMATE_TOLERANCE,
     ID_WORKS,
@@ -42,7 +43,13 @@ HEADLINE_NOTE = (
     "lost OOD: how many times faster success falls than the video metric; a PSNR deg below "
     f"{TELL_FLOOR:.0%} counts as {TELL_FLOOR:.0%} and the tell is marked as a bound (>=). The "
     "gap, success deg minus PSNR deg in percentage points, is the same comparison without the "
-    "ratio's sensitivity to a small denominator. Every other number is in the details table."
+    "ratio's sensitivity to a small denominator. Gap closed = (agent - nominal) / (oracle - "
+    "nominal) on the pooled success of the OOD cells that bite (where knowing the true physics "
+    f"beats knowing the training physics by more than {MARGIN:.2f}, interval included; "
+    "docs/difficulty.md), paired on the same episodes' seeds, with a 95% stratified bootstrap "
+    "interval over episodes: 0 adapts no better than the training-physics simulator, 1 as "
+    "well as the simulator told the truth, negative is worse than the first; n/a without "
+    "`nominal` and `oracle` in the run. Every other number is in the details table."
 )
 DETAILS_NOTE = (
     "deg = degradation, the fraction of the ID value lost OOD (positive = worse OOD; for MSE the "
@@ -66,7 +73,8 @@ SURVIVORS_NOTE = (
     "Success per work shift and severity (ID = split `id`), pooled over tasks and seeds, 95% "
     "Wilson intervals; from the model that knows only the training physics (`nominal`) to the "
     "one told the episode's true physics (`oracle`), whichever of "
-    f"{', '.join(SURVIVORS)} ran."
+    f"{', '.join(SURVIVORS)} ran. The last row is each one's gap-closed score over the OOD "
+    "cells that bite (see the headline's note)."
 )
 ESTIMATES_NOTE = (
     "Physics parameters an agent identified from the episode's own transitions against the "
@@ -115,6 +123,14 @@ def fmt_tell(x: float, floored: bool, gap: float) -> str:
     return f"{ratio} (gap {100 * gap:+.0f} pts)"
 
 
+def fmt_gap(g: GapScore | None) -> str:
+    if g is None or not math.isfinite(g.value):
+        return NA
+    if not math.isfinite(g.lo):
+        return f"{g.value:.2f}"
+    return f"{g.value:.2f} [{g.lo:.2f}, {g.hi:.2f}]"
+
+
 def fmt_change(a: float, b: float, scale: float, digits: int) -> str:
     """'a → b' (each scaled), n/a where a side is missing."""
     if not (math.isfinite(a) or math.isfinite(b)):
@@ -123,18 +139,19 @@ def fmt_change(a: float, b: float, scale: float, digits: int) -> str:
 
 
 def headline_table(s: Summary) -> Table:
-    """What a reader needs at a glance; seven columns, so it fits a screen."""
+    """What a reader needs at a glance; eight columns, so it fits a screen."""
     # the probes' state error where the results carry it, else the predicted cup's position error
     probed = any(math.isfinite(g.state_error) for r in s.headline for g in (r.id, r.ood))
     state = "state_error" if probed else "cup_pos_error"
-    header = ["Agent", "Success ID", "Success OOD", "Drop OOD", "PSNR ID → OOD"]
+    header = ["Agent", "Success ID", "Success OOD", "Gap closed", "Drop OOD", "PSNR ID → OOD"]
     header += [f"{'State' if probed else 'Cup'} error ID → OOD (mm)", "OOD tell"]
     rows = []
     for r in s.headline:
         psnr = fmt_change(*(g.psnr if g.video_cells else math.nan for g in (r.id, r.ood)), 1, 1)
         cup = fmt_change(getattr(r.id, state), getattr(r.ood, state), 1000, 1)
         rows.append(
-            [r.agent, fmt_rate(r.id.success), fmt_rate(r.ood.success), fmt_rate(r.ood.drop)]
+            [r.agent, fmt_rate(r.id.success), fmt_rate(r.ood.success), fmt_gap(r.gap)]
+            + [fmt_rate(r.ood.drop)]
             + [psnr, cup, fmt_tell(r.tell, r.tell_floored, r.tell_gap)]
         )
     return Table(header, rows)
@@ -211,7 +228,35 @@ def survivors_table(s: Summary) -> Table:
         + [fmt_rate(r.success[a].success) for a in s.survivor_agents]
         for r in s.survivors
     ]
+    gaps = {r.agent: r.gap for r in s.headline}
+    if any(gaps.get(a) for a in s.survivor_agents):
+        rows.append(["Gap closed", "biting"] + [fmt_gap(gaps.get(a)) for a in s.survivor_agents])
     return Table(["Shift", "Severity", *s.survivor_agents], rows)
+
+
+SEEDS_NOTE = (
+    "An agent trained with several training seeds (`state`, `state@1`, ...; "
+    "`agents=[state,state@1]`): each seed's pooled success, then their interquartile mean "
+    "(the mean of two or three seeds) with a 95% two-level bootstrap interval (seeds "
+    "resampled, then each seed's episodes). The spread between seeds is training variance that "
+    "an interval over one model's episodes does not show."
+)
+
+
+def fmt_spread(g: SeedSpread) -> tuple[str, str]:
+    per = " / ".join(f"{r.value:.2f}" if r.n else NA for r in g.per_seed)
+    if not math.isfinite(g.iqm):
+        return per, NA
+    return per, f"{g.iqm:.2f} [{g.lo:.2f}, {g.hi:.2f}]"
+
+
+def seeds_table(s: Summary) -> Table:
+    rows = [
+        [r.agent, ", ".join(r.members), *fmt_spread(r.id), *fmt_spread(r.ood)]
+        for r in s.training_seeds
+    ]
+    header = ["Agent", "Seeds", "Success ID per seed", "ID IQM", "Success OOD per seed"]
+    return Table([*header, "OOD IQM"], rows)
 
 
 def estimates_table(s: Summary) -> Table:
@@ -249,10 +294,16 @@ def look_work_table(s: Summary) -> Table:
 
 
 def split_table(s: Summary) -> Table:
-    header = ["Agent", "Split", "Cells", "Episodes", "Success", "Drop", "Mean return"]
-    header += ["PSNR", "SSIM", "MSE", "Cup pos err (m)"]
+    """Per agent and split; "vs training" says what the split is to the agent's training
+    range (extrapolation is OOD proper; covered and interpolation are kept out of OOD)."""
+    where: dict[tuple[str, str], set[str]] = {}
+    for c in s.eligible:
+        where.setdefault((c.agent, c.split), set()).add(c.coverage)
+    header = ["Agent", "Split", "vs training", "Cells", "Episodes", "Success", "Drop"]
+    header += ["Mean return", "PSNR", "SSIM", "MSE", "Cup pos err (m)"]
     rows = [
-        [a, split, str(g.cells), str(g.episodes), fmt_rate(g.success), fmt_rate(g.drop)]
+        [a, split, "/".join(sorted(where.get((a, split), ()))) or NA, str(g.cells)]
+        + [str(g.episodes), fmt_rate(g.success), fmt_rate(g.drop)]
         + [fmt_float(g.mean_return, 2)]
         + [fmt_video(g, m) for m in ("psnr", "ssim", "mse", "cup_pos_error")]
         for a, split, g in s.by_split
@@ -261,13 +312,12 @@ def split_table(s: Summary) -> Table:
 
 
 def counts_table(s: Summary) -> Table:
+    interp = any(s.counts[a]["interp"] for a in s.agents)
     header = ["Agent", "Family", "ID cells", "OOD cells", "Look cells", "Train cells"]
+    header += ["Interpolation cells"] if interp else []
     header += [f"Flagged (< {s.min_episodes} episodes)", "Episodes"]
-    rows = [
-        [a, s.families[a] or NA]
-        + [str(s.counts[a][k]) for k in ("id", "ood", "look", "train", "flagged", "episodes")]
-        for a in s.agents
-    ]
+    keys = ("id", "ood", "look", "train", *(("interp",) if interp else ()), "flagged", "episodes")
+    rows = [[a, s.families[a] or NA] + [str(s.counts[a][k]) for k in keys] for a in s.agents]
     return Table(header, rows)
 
 

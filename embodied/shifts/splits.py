@@ -1,5 +1,12 @@
 """Splits (train, id, ood-<shift>-<s>, look-<shift>, ood-all-<s>) and paired per-episode draws.
 
+The training split comes in ranges of physics (``train-<physics>``): ``train`` draws every
+parameter from its ID range; ``train-wide-k`` widens every work shift's range toward its OOD
+values up to severity k and never onto severity k+1; ``train-interp-<shift>`` holds that
+shift's values on both sides of severities 1..3 (ID below, severities 4..5 above), so its
+severities 1..3 are surrounded by training data (phyworld's interpolation case). ``coverage``
+says what a test split is to a training range: covered, interpolation or extrapolation.
+
 Every parameter draws from its own random stream keyed by (seed, parameter, stream). ``train``
 uses stream "train" throughout; every other split uses stream "id" for each parameter it does not
 name. So ``id`` and ``ood-cup_mass-3`` at one seed differ in ``cup_mass`` alone (common random
@@ -22,6 +29,10 @@ LOOK_SHIFTS: tuple[str, ...] = tuple(n for n, s in SHIFTS.items() if s.kind == "
 # ood-all-<s> moves every pure work shift; cup_size is left out so that ood-all stays invisible.
 ALL_SHIFTS: tuple[str, ...] = tuple(n for n in OOD_SHIFTS if SHIFTS[n].kind == "work")
 SPLIT_FORMS = "train, id, ood-<shift>-<1..5>, look-<shift>, ood-all-<1..5>"
+WIDE = (1, 2, 3, 4)  # train-wide-5 would hold every test severity: nothing left to test
+INTERP_BAND = (1, 2, 3)  # the severities train-interp-<shift> leaves out, surrounded
+TRAIN_PHYSICS_FORMS = "id, wide-<1..4>, interp-<shift>"
+Coverage = Literal["id", "look", "covered", "interpolation", "extrapolation"]
 
 
 @dataclass(frozen=True)
@@ -32,6 +43,7 @@ class Split:
     kind: SplitKind
     shift: str | None = None
     severity: int | None = None
+    train_physics: str = "id"  # train splits: the physics ranges (TRAIN_PHYSICS_FORMS)
 
     @property
     def shifts(self) -> tuple[str, ...]:
@@ -51,7 +63,7 @@ class Split:
 
 def valid_splits() -> list[str]:
     """Every split name."""
-    names = ["train", "id"]
+    names = ["train", *(f"train-{p}" for p in train_physics_names() if p != "id"), "id"]
     names += [f"ood-{s}-{k}" for s in OOD_SHIFTS for k in SEVERITIES]
     names += [f"look-{s}" for s in LOOK_SHIFTS]
     names += [f"ood-all-{k}" for k in SEVERITIES]
@@ -73,6 +85,13 @@ def parse_split(split: str) -> Split:
     if split in ("train", "id"):
         return Split(split, split)  # type: ignore[arg-type]
     prefix, _, rest = split.partition("-")
+    if prefix == "train":
+        if rest not in train_physics_names():
+            raise ValueError(
+                f"split {split!r}: unknown training physics {rest!r}; valid: "
+                f"{TRAIN_PHYSICS_FORMS} ({train_physics_names()})"
+            )
+        return Split(split, "train", train_physics=rest)
     if prefix == "look":
         if rest not in LOOK_SHIFTS:
             raise ValueError(
@@ -92,6 +111,62 @@ def parse_split(split: str) -> Split:
             )
         return Split(split, "ood", shift, _severity(split, sev))
     raise ValueError(f"unknown split {split!r}; valid forms: {SPLIT_FORMS}")
+
+
+def train_physics_names() -> list[str]:
+    """Every training range: id, wide-<k>, interp-<shift> (shifts of ood-all)."""
+    return ["id", *(f"wide-{k}" for k in WIDE), *(f"interp-{s}" for s in ALL_SHIFTS)]
+
+
+def train_split(train_physics: str) -> str:
+    """The split name that collects data under ``train_physics`` (``id`` -> ``train``)."""
+    name = "train" if train_physics == "id" else f"train-{train_physics}"
+    parse_split(name)
+    return name
+
+
+def train_ranges(train_physics: str) -> dict[str, tuple[tuple[float, float], ...]]:
+    """The intervals each parameter draws from in ``train-<train_physics>`` (union of them)."""
+    if train_physics not in train_physics_names():
+        raise ValueError(
+            f"unknown training physics {train_physics!r}; valid: {train_physics_names()}"
+        )
+    kind, _, arg = train_physics.partition("-")
+    out = {name: (p.id_range,) for name, p in PARAMS.items()}
+    for shift in ALL_SHIFTS:
+        for p in SHIFTS[shift].params:
+            if p.severities is None:
+                continue
+            if kind == "wide":
+                values = (*p.id_range, *p.severities[: int(arg)])
+                out[p.name] = ((min(values), max(values)),)
+            elif kind == "interp" and shift == arg:
+                above = p.severities[INTERP_BAND[-1] :]
+                out[p.name] = (p.id_range, (min(above), max(above)))
+    return out
+
+
+def coverage(train_name: str, split: str) -> Coverage:
+    """What ``split`` is to data collected in ``train_name`` (a train split): an ``ood-*``
+    value inside a training interval is covered, between training values interpolation,
+    beyond them extrapolation (ood-all: the farthest of its shifts)."""
+    train, test = parse_split(train_name), parse_split(split)
+    if train.kind != "train":
+        raise ValueError(f"{train_name!r} is not a training split ({TRAIN_PHYSICS_FORMS})")
+    if test.kind in ("id", "look", "train"):
+        return "look" if test.kind == "look" else "id"
+    ranges = train_ranges(train.train_physics)
+    order = ("covered", "interpolation", "extrapolation")
+    worst = 0
+    for shift in test.shifts:
+        for p in SHIFTS[shift].params:
+            if p.severities is None:
+                continue
+            v, spans = p.severities[test.severity - 1], ranges[p.name]  # type: ignore[operator]
+            lo, hi = min(a for a, _ in spans), max(b for _, b in spans)
+            where = 0 if any(a <= v <= b for a, b in spans) else 1 if lo < v < hi else 2
+            worst = max(worst, where)
+    return order[worst]  # type: ignore[return-value]
 
 
 def _key(text: str) -> int:
@@ -122,6 +197,14 @@ def _uniform(p: Param, bounds: tuple[float, float], seed: int, stream: str) -> f
     return float(rng.uniform(lo, hi))
 
 
+def _train_draw(p: Param, spans: tuple[tuple[float, float], ...], seed: int) -> float:
+    """One interval: exactly the plain train draw of old; several: one picked, then a draw."""
+    if len(spans) == 1:
+        return _uniform(p, spans[0], seed, "train")
+    pick = int(stream_rng(seed, p.name, "train-span").integers(len(spans)))
+    return _uniform(p, spans[pick], seed, "train")
+
+
 def _look(p: Param, seed: int) -> float:
     assert p.look_range is not None
     rng = stream_rng(seed, p.name, "look")
@@ -136,10 +219,11 @@ def resolve_physics(
     sp = parse_split(split)
     seed = check_seed(seed)
     named = {p.name for s in sp.shifts for p in SHIFTS[s].params}
+    ranges = train_ranges(sp.train_physics) if sp.kind == "train" else {}
     out: dict[str, float] = {}
     for name, p in PARAMS.items():
         if sp.kind == "train":
-            out[name] = _uniform(p, p.id_range, seed, "train")
+            out[name] = _train_draw(p, ranges[name], seed)
         elif name in named and sp.kind == "look":
             out[name] = _look(p, seed)
         elif name in named and p.severities is not None:
