@@ -179,6 +179,7 @@ def run_app(*args: str) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow  # a subprocess, CupPush's 120-step episodes: ~1 min on a busy 2-core machine
 def test_train_app_runs_rounds_on_a_task_with_per_task_settings(tmp_path):
     """CupPush merges state's per_task value head into the agent: Hydra's struct config took
     no new key before the app copied it."""
