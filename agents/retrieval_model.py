@@ -25,7 +25,8 @@ happened; out of distribution it replays training physics, which is the point of
 
 ``imagine`` shows the stored frames of the retrieved next observations (``frames_kind=
 "retrieved"``) and the retrieved steps' cup positions (metrics only; the planner never sees them).
-Queries are one ``torch.cdist`` per chunk of stored keys.
+Both lookups are exact (``agents/knn.py``: one product over the stored keys, the nearest
+blocks of rows re-scored exactly).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ import torch
 from torch.nn import functional as F
 
 from embodied.agents.frames import FrameConfig, frames_of, hand_columns
+from embodied.agents.knn import ExactIndex
 from embodied.agents.nets import load_checkpoint, resolve_device, save_checkpoint
 from embodied.agents.settings import config_from
 from embodied.dataset import Dataset
@@ -60,7 +62,7 @@ class RetrievalConfig(FrameConfig):
     pool: int = 8  # frames are average-pooled to pool x pool x 3 first
     chunk: int = 8192  # stored keys compared at once (bounds memory at batch x chunk floats)
     store_frames: bool = True  # keep the next frames for ``imagine``
-    rerank: int = 4  # candidates re-scored exactly, so a stored query finds itself
+    rerank: int = 4  # margin: blocks and candidates kept beyond the k needed (agents/knn.py)
     fail_neighbours: int = 5  # p_fail: the share of this many nearest transitions that failed
 
     def __post_init__(self) -> None:
@@ -147,9 +149,12 @@ class RetrievalModel:
     def _build_keys(self) -> None:
         self._t = {k: v.to(self.device) for k, v in self._t.items()}
         t = self._t
+        c = self.config
         self._keys = torch.cat([self._norm(t["z"]), self._norm_action(t["action"])], 1)
         self._delta = t["next_z"] - t["z"]
-        self._reward_keys = self._relative(t["next_z"], t["z"])
+        self._key_index = ExactIndex(self._keys, c.chunk, c.rerank)
+        if self._reward_cols:
+            self._reward_index = ExactIndex(self._relative(t["next_z"], t["z"]), c.chunk, c.rerank)
 
     def _norm(self, z: torch.Tensor) -> torch.Tensor:
         """Key part of latents: standardised, weighted proprioception and frame features."""
@@ -172,7 +177,7 @@ class RetrievalModel:
         self._check_fitted()
         c = self.config
         q = torch.cat([self._norm(z), self._norm_action(action)], 1)
-        return _nearest(q, self._keys, c.chunk, c.fail_neighbours, c.rerank)
+        return self._key_index.search(q, c.fail_neighbours)
 
     def nearest(self, z: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
         """Row index of the nearest stored transition for each (z, a) query: (B,) long."""
@@ -199,7 +204,7 @@ class RetrievalModel:
             nxt = torch.cat([t["next_z"][idx, : sum(self.dims[:2])], z[:, sum(self.dims[:2]) :]], 1)
         if self._reward_cols:  # scored against the query's goal
             rel = self._relative(nxt, z)
-            ridx = _nearest(rel, self._reward_keys, self.config.chunk, 1, self.config.rerank)[:, 0]
+            ridx = self._reward_index.search(rel, 1)[:, 0]
             return nxt, t["reward"][ridx], t["dropped"][idx]
         return nxt, t["reward"][idx], t["dropped"][idx]
 
@@ -266,20 +271,6 @@ def _pool(frames: np.ndarray, pool: int) -> np.ndarray:
     """uint8 (N, S, S, 3) -> (N, pool * pool * 3) float32 block means in [0, 1]."""
     x = torch.as_tensor(np.asarray(frames)).movedim(-1, -3).float().div(255.0)
     return F.adaptive_avg_pool2d(x, pool).flatten(1).numpy()
-
-
-def _nearest(q: torch.Tensor, keys: torch.Tensor, chunk: int, k: int, rerank: int) -> torch.Tensor:
-    """Rows of the k nearest keys per query (B, k), nearest first: cdist per chunk, then the
-    candidates re-scored exactly (cdist may use a fast, slightly inexact formula)."""
-    best = []
-    for start in range(0, len(keys), chunk):
-        part = keys[start : start + chunk]
-        _, i = torch.cdist(q, part).topk(min(max(k, rerank), len(part)), dim=1, largest=False)
-        best.append(i + start)
-    cand = torch.cat(best, 1)
-    exact = (q[:, None, :] - keys[cand]).pow(2).sum(-1)
-    order = torch.argsort(exact, dim=1, stable=True)[:, : min(k, cand.shape[1])]
-    return cand.gather(1, order)
 
 
 def _std(x: np.ndarray) -> np.ndarray:

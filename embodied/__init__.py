@@ -17,3 +17,4 @@ __version__ = "0.2.0"
 __all__ = ["TASKS", "__version__"]
 
 import_tasks()
+from embodied import api as _api  # noqa: E402, F401  (embodied.evaluate(...): the notebook API)

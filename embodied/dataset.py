@@ -148,8 +148,13 @@ class Dataset:
         env_id: str | None = None,
     ) -> Dataset:
         """Read a dataset directory; ``obs_modes`` limits what is read (e.g. skip pixels), and
-        with ``env_id`` a dataset of another task is refused."""
+        with ``env_id`` a dataset of another task is refused. A LeRobot dataset directory is
+        read by embodied.lerobot."""
         root = Path(path)
+        if _is_lerobot(root):
+            from embodied import lerobot
+
+            return lerobot.load(root, obs_modes, env_id)
         manifest = read_manifest(root, env_id)
         have = list(manifest["obs_modes"])
         modes = have if obs_modes is None else list(obs_modes)
@@ -422,6 +427,10 @@ def read_manifest(root: str | os.PathLike, env_id: str | None = None) -> dict[st
     With ``env_id``, a dataset of another task is refused too.
     """
     root = Path(root)
+    if _is_lerobot(root):
+        from embodied import lerobot
+
+        return lerobot.read_manifest(root, env_id)
     if not root.exists():
         raise DatasetError(
             f"dataset directory {root} does not exist (write one with embodied-collect)"
@@ -463,6 +472,11 @@ def read_manifest(root: str | os.PathLike, env_id: str | None = None) -> dict[st
             "of its own task (collect one with embodied-collect env=...)"
         )
     return manifest
+
+
+def _is_lerobot(root: Path) -> bool:
+    """A LeRobot dataset (meta/info.json, no manifest of ours): embodied/lerobot.py reads it."""
+    return not (root / MANIFEST).exists() and (root / "meta" / "info.json").is_file()
 
 
 def _read_shard(root: Path, shard: dict[str, Any], modes: Sequence[str]) -> dict[str, np.ndarray]:

@@ -41,9 +41,10 @@ CONTROL_DT = 0.05
 MAX_DELTA = 0.03  # metres of servo-target motion per control step at |a| = 1 (0.6 m/s)
 TOUCH_MIN = 0.05  # newtons on a pad for it to count as touching the cup
 RESET_OPTIONS = ("shift", "physics")
+INTEGRATION = mujoco.mjtState.mjSTATE_INTEGRATION
 # MuJoCo's own divergence checks: each resets the MjData to qpos0 and counts a warning.
-DIVERGED = tuple(
-    getattr(mujoco.mjtWarning, f"mjWARN_BAD{w}") for w in ("QPOS", "QVEL", "QACC", "CTRL")
+DIVERGED = np.array(
+    [int(getattr(mujoco.mjtWarning, f"mjWARN_BAD{w}")) for w in ("QPOS", "QVEL", "QACC", "CTRL")]
 )
 STATE_LABELS: tuple[str, ...] = (
     *(f"q{i}" for i in range(1, 8)),
@@ -61,6 +62,8 @@ STATE_LABELS: tuple[str, ...] = (
     "grip_cmd",
     "touch_left", "touch_right",
 )  # fmt: skip
+# the sensors read into the state, in STATE_LABELS order (ee_x ... cup_wz)
+STATE_SENSORS = ("ee_pos", "ee_vel", "cup_pos", "cup_quat", "cup_vel", "cup_angvel")
 
 
 def _numeric_fields(obj: object) -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -209,6 +212,7 @@ class ArmEnv(gymnasium.Env):
         self.data = mujoco.MjData(self.model)
         self.n_substeps = int(round(CONTROL_DT / self.model.opt.timestep))
         self._ids()
+        self._before = np.empty(mujoco.mj_stateSize(self.model, INTEGRATION))  # see _simulate
         self._renderers: dict[tuple[int, int], mujoco.Renderer] = {}
         self._state_model: mujoco.MjModel | None = None
         self._state_data: mujoco.MjData | None = None
@@ -253,6 +257,15 @@ class ArmEnv(gymnasium.Env):
             for i in range(m.nsensor)
         }
         self._home = m.key("home").qpos.copy()
+        self._cup_geom = m.geom("cup").id
+        # the state observation as gathers: qpos, qvel and sensor entries (see state_vector)
+        sensor_rows = [
+            np.arange(self._sensor[n].start, self._sensor[n].stop) for n in STATE_SENSORS
+        ]
+        self._obs_qpos = np.append(self._arm_qpos, self._finger_qpos[0])
+        self._obs_qvel = np.append(self._arm_dof, self._finger_dof[0])
+        self._obs_sensors = np.concatenate(sensor_rows)
+        self._obs_touch = np.array([self._sensor[n].start for n in ("left_touch", "right_touch")])
 
     def sensor(self, name: str) -> np.ndarray:
         return self.data.sensordata[self._sensor[name]]
@@ -325,13 +338,14 @@ class ArmEnv(gymnasium.Env):
         raise NotImplementedError
 
     def step(self, action: Any) -> tuple[Any, float, bool, bool, dict[str, Any]]:
-        action = np.clip(check_action(action), -1.0, 1.0)
+        action = np.minimum(np.maximum(check_action(action), -1.0), 1.0)  # np.clip, faster
         for effect in self._effects:  # noise, latency
             action = effect.action(action)
-        self.data.ctrl[:3] = np.clip(
-            self.data.ctrl[:3] + MAX_DELTA * action[:3], self._servo_lo, self._servo_hi
+        ctrl = self.data.ctrl
+        ctrl[:3] = np.minimum(
+            np.maximum(ctrl[:3] + MAX_DELTA * action[:3], self._servo_lo), self._servo_hi
         )
-        self.data.ctrl[6] = action[3]
+        ctrl[6] = action[3]
 
         physics_error = self._simulate()
         self._t += 1
@@ -361,15 +375,13 @@ class ArmEnv(gymnasium.Env):
         runaway velocity is a physics error. Rewinding keeps the observation, ``render`` and
         ``data`` finite: the last physical state, never NaN for a replay buffer to learn from.
         """
-        m, d = self.model, self.data
-        spec = mujoco.mjtState.mjSTATE_INTEGRATION
-        before = np.empty(mujoco.mj_stateSize(m, spec))
-        mujoco.mj_getState(m, d, before, spec)
-        warned = sum(d.warning[w].number for w in DIVERGED)
+        m, d, before = self.model, self.data, self._before
+        mujoco.mj_getState(m, d, before, INTEGRATION)
+        warned = d.warning.number[DIVERGED].sum()
         self._advance()
-        bad = sum(d.warning[w].number for w in DIVERGED) > warned
+        bad = d.warning.number[DIVERGED].sum() > warned
         if bad or not np.isfinite(d.qpos).all() or np.abs(d.qvel).max() > 1e3:
-            mujoco.mj_setState(m, d, before, spec)
+            mujoco.mj_setState(m, d, before, INTEGRATION)
             mujoco.mj_forward(m, d)
             return True
         return False
@@ -488,36 +500,28 @@ class ArmEnv(gymnasium.Env):
 
     @property
     def cup_radius(self) -> float:
-        return float(self.model.geom("cup").size[0])
+        return float(self.model.geom_size[self._cup_geom, 0])
 
     @property
     def cup_half_height(self) -> float:
-        return float(self.model.geom("cup").size[1])
+        return float(self.model.geom_size[self._cup_geom, 1])
 
     # ----------------------------------------------------------------- observations
     def state_vector(self, data: mujoco.MjData | None = None) -> np.ndarray:
-        """The ``state`` observation of ``data`` (default: the env's own)."""
+        """The ``state`` observation of ``data`` (default: the env's own), laid out as
+        STATE_LABELS: gathered into one float64 buffer, then cast (as a concatenation would)."""
         d = self.data if data is None else data
-        s = self.sensors(d.sensordata)
-        return np.concatenate(
-            [
-                d.qpos[self._arm_qpos],
-                d.qpos[self._finger_qpos[:1]],
-                d.qvel[self._arm_dof],
-                d.qvel[self._finger_dof[:1]],
-                s["ee_pos"],
-                s["ee_vel"],
-                s["cup_pos"],
-                s["cup_quat"],
-                s["cup_vel"],
-                s["cup_angvel"],
-                d.mocap_pos[self._target_mocap],
-                d.ctrl[:3],
-                d.ctrl[6:7],
-                np.minimum(s["left_touch"], 50.0) / 10.0,
-                np.minimum(s["right_touch"], 50.0) / 10.0,
-            ]
-        ).astype(np.float32)
+        out = np.empty(len(STATE_LABELS))
+        out[0:8] = d.qpos[self._obs_qpos]
+        out[8:16] = d.qvel[self._obs_qvel]
+        sensordata = d.sensordata
+        out[16:35] = sensordata[self._obs_sensors]
+        out[35:38] = d.mocap_pos[self._target_mocap]
+        ctrl = d.ctrl
+        out[38:41] = ctrl[:3]
+        out[41] = ctrl[6]
+        out[42:44] = np.minimum(sensordata[self._obs_touch], 50.0) / 10.0
+        return out.astype(np.float32)
 
     def _obs(self) -> Any:
         if self.obs_mode == "state":

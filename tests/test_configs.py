@@ -53,6 +53,18 @@ SEVERITY_SWEEP = ["id"] + [
 # command line -> (agents, tasks, splits, seeds) it runs
 EXPECTED = {
     "embodied-eval": (["scripted"], QUICK.tasks, QUICK.splits, QUICK.eval_seeds),
+    "embodied-eval agents=[video] +agent_overrides.video.predictor._target_=my_module.MyPredictor": (
+        ["video"],  # bring your own frame predictor
+        QUICK.tasks,
+        QUICK.splits,
+        QUICK.eval_seeds,
+    ),
+    "embodied-bench agents=[state,state@1,state@2]": (  # one model per training seed
+        ["state", "state@1", "state@2"],
+        QUICK.tasks,
+        QUICK.splits,
+        QUICK.eval_seeds,
+    ),
     "embodied-eval agents=[state,oracle] shift=standard": (
         ["state", "oracle"],
         QUICK.tasks,

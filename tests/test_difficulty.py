@@ -13,6 +13,7 @@ from test_report import _line, write_run
 
 from embodied.metrics.stats import Rate, gap_closed, newcombe
 from embodied.report import build_report, load_run
+from embodied.report.adaptation import gap_scores
 from embodied.report.difficulty import (
     MARGIN,
     WORK_SPLITS,
@@ -22,7 +23,6 @@ from embodied.report.difficulty import (
     markdown,
     write_table,
 )
-from embodied.report.summary import gap_scores
 
 
 def test_newcombe_matches_the_published_example():

@@ -333,3 +333,93 @@ def test_cup_push_pays_the_hand_for_standing_behind_the_cup_not_beside_it():
     assert behind > reward(gap * away, 0.1) + 0.01  # low, under the cup's rim
     d_cup = np.linalg.norm(cup[:2] - u.target[:2])
     assert behind == pytest.approx(-d_cup / 0.3, abs=1e-6)  # the hand term is zero there
+
+
+# -- speed changes keep every number: the step as it was, kept here as the reference ----------
+def reference_state_vector(u) -> np.ndarray:
+    """``state_vector`` as it was: named sensor views, concatenated."""
+    d = u.data
+    s = u.sensors(d.sensordata)
+    parts = [
+        d.qpos[u._arm_qpos],
+        d.qpos[u._finger_qpos[:1]],
+        d.qvel[u._arm_dof],
+        d.qvel[u._finger_dof[:1]],
+        *(s[name] for name in ("ee_pos", "ee_vel", "cup_pos", "cup_quat", "cup_vel")),
+        s["cup_angvel"],
+        d.mocap_pos[u._target_mocap],
+        d.ctrl[:3],
+        d.ctrl[6:7],
+        np.minimum(s["left_touch"], 50.0) / 10.0,
+        np.minimum(s["right_touch"], 50.0) / 10.0,
+    ]
+    return np.concatenate(parts).astype(np.float32)
+
+
+def reference_step(u, action: np.ndarray) -> tuple:
+    """``ArmEnv.step`` as it was (np.clip, a fresh state buffer, warnings read one by one)."""
+    from embodied.envs.arm import MAX_DELTA, check_action
+
+    action = np.clip(check_action(action), -1.0, 1.0)
+    for effect in u._effects:
+        action = effect.action(action)
+    u.data.ctrl[:3] = np.clip(u.data.ctrl[:3] + MAX_DELTA * action[:3], u._servo_lo, u._servo_hi)
+    u.data.ctrl[6] = action[3]
+    m, d = u.model, u.data
+    spec = mujoco.mjtState.mjSTATE_INTEGRATION
+    before = np.empty(mujoco.mj_stateSize(m, spec))
+    mujoco.mj_getState(m, d, before, spec)
+    kinds = [getattr(mujoco.mjtWarning, f"mjWARN_BAD{w}") for w in ("QPOS", "QVEL", "QACC", "CTRL")]
+    warned = sum(d.warning[w].number for w in kinds)
+    u._advance()
+    bad = sum(d.warning[w].number for w in kinds) > warned
+    error = bad or not np.isfinite(d.qpos).all() or np.abs(d.qvel).max() > 1e3
+    if error:
+        mujoco.mj_setState(m, d, before, spec)
+        mujoco.mj_forward(m, d)
+    u._t += 1
+    frame = u._render(m, d, (u.image_size, u.image_size))
+    obs = {"state": reference_state_vector(u), "pixels": frame}
+    if error:
+        penalty = -float(u.spec.max_episode_steps or 100)
+        return obs, penalty, False, True, u._info(success=False, failed=False, physics_error=True)
+    reward, success, failed = u._judge()
+    if failed:
+        reward -= u.failure_penalty
+    info = u._info(success=success, failed=failed, physics_error=False)
+    return obs, float(reward), success or failed, False, info
+
+
+@pytest.mark.parametrize("task", list(TASKS))
+def test_the_step_equals_the_reference_step_bit_for_bit(task):
+    """Observations (state and frames), rewards and infos of 100 steps under every work shift
+    (noise, latency, a shove) equal the step as it was, actions beyond the bounds included."""
+    envs = [
+        gymnasium.make(env_id(task), obs_mode="state+pixels", shift="ood-all-3").unwrapped
+        for _ in range(2)
+    ]
+    rng = np.random.default_rng(0)
+    seed = 0
+    for env in envs:
+        env.reset(seed=seed)
+    for _ in range(100):
+        action = rng.uniform(-1.5, 1.5, 4).astype(np.float32)
+        new = envs[0].step(action)
+        old = reference_step(envs[1], action)
+        assert np.array_equal(new[0]["state"], old[0]["state"])
+        assert np.array_equal(new[0]["pixels"], old[0]["pixels"])
+        assert new[1:] == old[1:]
+        if new[2] or new[3]:
+            seed += 1
+            for env in envs:
+                env.reset(seed=seed)
+
+
+def test_the_cup_geometry_follows_a_size_shift():
+    """cup_radius and cup_half_height (read by index for speed) are the named geom's."""
+    env = gymnasium.make(env_id("CupCarry"), shift="ood-cup_size-3").unwrapped
+    for seed in range(3):
+        env.reset(seed=seed)
+        size = env.model.geom("cup").size
+        assert (env.cup_radius, env.cup_half_height) == (float(size[0]), float(size[1]))
+    assert env.cup_radius != float(build_model({}).geom("cup").size[0])

@@ -176,6 +176,10 @@ def test_report_files_and_headline_values(run_dir: Path):
     # state: cup error 4 mm ID, (10 + 30) / 2 = 20 mm OOD (equal clips per cell)
     assert head["state"]["Cup error ID → OOD (mm)"] == "4.0 → 20.0"
     assert head["scripted"]["PSNR ID → OOD"] == "n/a"
+
+
+def test_report_details_flagged_cells_and_traceability(run_dir: Path):
+    md = build_report(run_dir, n_boot=500).markdown.read_text()
     # The details table keeps every other number.
     rows = {r["Agent"]: r for r in _md_table(md, "Agent | Family | Cells ID/OOD")}
     assert list(rows) == AGENTS
@@ -255,6 +259,7 @@ def test_intervals_in_summary_json(run_dir: Path):
         "ood": 4,
         "look": 1,
         "train": 1,
+        "interp": 0,  # no model here was trained on a range that covers an ood-* split
         "flagged": 1,
         "episodes": 145,
     }

@@ -12,7 +12,8 @@ import torch
 from omegaconf import OmegaConf
 from toy_world import PROPRIO, SpaceOnlyEnv, obs_of, toy_episodes, write_toy
 
-from embodied.agents.mpc import make_policy
+from embodied.agents.knn import ExactIndex
+from embodied.agents.mpc import MPCAgent, build_planner, make_policy
 from embodied.agents.retrieval_model import RetrievalModel
 from embodied.agents.training import train_world_model
 from embodied.apps.eval import load_agents
@@ -151,3 +152,71 @@ def test_agent_config_trains_and_plans(tmp_path):
     policy.reset(env)
     action = policy.act(obs_of(toy_episodes(1)[0]))
     assert action.shape == (4,) and np.all(np.abs(action) <= 1)
+
+
+# -- the exact index against the search it replaced -------------------------------------------
+def reference_nearest(q, keys, chunk: int, k: int, rerank: int) -> torch.Tensor:
+    """The search as it was: cdist per chunk, each chunk's best re-scored exactly."""
+    best = []
+    for start in range(0, len(keys), chunk):
+        part = keys[start : start + chunk]
+        _, i = torch.cdist(q, part).topk(min(max(k, rerank), len(part)), dim=1, largest=False)
+        best.append(i + start)
+    cand = torch.cat(best, 1)
+    exact = (q[:, None, :] - keys[cand]).pow(2).sum(-1)
+    order = torch.argsort(exact, dim=1, stable=True)[:, : min(k, cand.shape[1])]
+    return cand.gather(1, order)
+
+
+@pytest.mark.parametrize("dim, k", [(46, 5), (3, 1)])
+def test_the_exact_index_finds_what_the_reference_search_finds(dim, k):
+    """Trajectory-like keys (random walks), queries near and far: the same rows in the same
+    order as the old search, across chunk sizes; the exhaustive fallback agrees too."""
+    gen = torch.Generator().manual_seed(0)
+    keys = torch.randn(3000, dim, generator=gen).mul(0.3).view(30, 100, dim).cumsum(1).flatten(0, 1)
+    pick = torch.randint(0, len(keys), (64,), generator=gen)
+    q = torch.cat(
+        [keys[pick[:32]] + 0.01 * torch.randn(32, dim, generator=gen), 3 * keys[pick[32:]]]
+    )
+    expected = reference_nearest(q, keys, 8192, k, 4)
+    for chunk in (8192, 700):
+        index = ExactIndex(keys, chunk=chunk, margin=4)
+        assert torch.equal(index.search(q, k), expected)
+        assert torch.equal(index._exhaustive(q, k), expected)
+
+
+def test_the_exact_index_breaks_ties_to_the_lower_row():
+    keys = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0], [-1.0, 0.0]])
+    rows = ExactIndex(keys, margin=0).search(torch.zeros(1, 2), 3)
+    assert rows.tolist() == [[0, 1, 2]]  # four keys at distance 1: the first three rows
+
+
+def test_planned_actions_equal_the_reference_search(dataset, monkeypatch):
+    """A planner's actions over a short episode: bit-identical with the old search."""
+    cfg = OmegaConf.create(load_agents(["retrieval"], OmegaConf.create())["retrieval"])
+    cfg.world_model = OmegaConf.merge(cfg.world_model, TINY)
+    episode = toy_episodes(1, seed=5)[0]
+
+    def plan(model_search) -> np.ndarray:
+        with monkeypatch.context() as patch:
+            if model_search is not None:
+                patch.setattr(ExactIndex, "search", model_search)
+            model = RetrievalModel(**{**TINY, "fail_neighbours": 3})
+            model.fit(dataset, 1)
+            env = SpaceOnlyEnv()
+
+            policy = MPCAgent(model, build_planner(cfg.planner, env, 0, model))
+            policy.reset(env)
+            return np.stack([policy.act(obs_of(episode, t)) for t in range(8)])
+
+    def old_search(index, q, k):
+        return reference_nearest(q, index.keys, 8192, k, 4)
+
+    assert np.array_equal(plan(None), plan(old_search))
+
+
+def test_refitting_on_another_dataset_indexes_it(dataset, tmp_path):
+    model = RetrievalModel(**TINY)
+    model.fit(dataset, 1)
+    other = Dataset.load(write_toy(tmp_path / "other", toy_episodes(3, seed=11)))
+    assert model.fit(other, 1)["transitions"] == [float(len(other.transitions("state")["obs"]))]

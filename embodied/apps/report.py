@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
@@ -21,14 +23,20 @@ def hydra_main(cfg: DictConfig) -> None:
                 n_boot=int(cfg.n_boot),
                 seed=int(cfg.seed),
             )
+            if cfg.leaderboard:
+                from embodied.report.leaderboard import write_leaderboard
+
+                board = write_leaderboard(cfg.run_dir, int(cfg.min_episodes), int(cfg.n_boot))
         except ReportError as err:
             cli.fail("embodied-report", str(err))
     print(f"embodied-report: wrote the report of {paths.markdown.parent}:")
-    for path in paths.all():
+    for path in [*paths.all(), *(board if cfg.leaderboard else ())]:
         print(f"  {path}")
 
 
 def main() -> None:
+    if "--leaderboard" in sys.argv:  # the flag spelling of leaderboard=true
+        sys.argv = [a for a in sys.argv if a != "--leaderboard"] + ["leaderboard=true"]
     cli.run("embodied-report", "report", hydra_main)
 
 

@@ -247,3 +247,18 @@ def load_run(run_dir: str | Path) -> RunData:
         videos=videos,
         warnings=warnings,
     )
+
+
+def json_number(x: float | None) -> float | None:
+    """JSON-safe number: nan/inf -> None."""
+    return float(x) if x is not None and math.isfinite(x) else None
+
+
+def split_order(split: str) -> tuple[int, str, int]:
+    """Sort key: train, id, ood-<shift>-<s> by shift then severity, ood-all, look-*."""
+    if split in ("train", "id"):
+        return (0 if split == "train" else 1, "", 0)
+    if split.startswith("ood-"):
+        shift, _, sev = split[4:].rpartition("-")
+        return (3 if shift == "all" else 2, shift, int(sev) if sev.isdigit() else 0)
+    return (4, split, 0)

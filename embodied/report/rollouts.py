@@ -11,8 +11,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from embodied.report.load import CellResult, split_class
-from embodied.report.summary import Summary, split_order
+from embodied.report.load import CellResult, split_class, split_order
+from embodied.report.summary import Summary
 
 VIDEO_PATH = re.compile(
     r"(?:.*/)?videos/(?P<agent>[^/]+)/(?P<task>[^/]+)/(?P<split>[^/]+)/"

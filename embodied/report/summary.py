@@ -17,19 +17,23 @@ from typing import Any
 import numpy as np
 
 import embodied
-from embodied.grid import split_seed
 from embodied.metrics.stats import (
     GapScore,
     Rate,
-    SeedSpread,
     degradation,
-    gap_closed,
     ood_tell,
-    seed_spread,
     spearman_bootstrap,
 )
-from embodied.report.difficulty import bites, load_bites
-from embodied.report.load import CLASSES, CellResult, RunData
+from embodied.report.adaptation import (
+    Estimate,
+    SeedRow,
+    estimates,
+    gap_scores,
+    seed_rows,
+)
+from embodied.report.difficulty import load_bites
+from embodied.report.load import CLASSES, CellResult, RunData, split_order
+from embodied.report.load import json_number as _num
 
 VIDEO_METRICS = ("psnr", "ssim", "mse")
 HIGHER_IS_BETTER = {"psnr": True, "ssim": True, "mse": False, "success": True, "drop": False}
@@ -47,7 +51,6 @@ REPORTED_CLASSES = ("id", "ood", "look", "interp")  # "train" cells are counted,
 ID_WORKS = 0.5
 # "Who survives": from the model that knows only the training physics to the one told the truth.
 SURVIVORS = ("nominal", "state", "adaptive", "sysid", "oracle")
-ESTIMATE_TOLERANCE = 0.2  # an estimate within 20% of the truth counts as identified
 
 
 @dataclass
@@ -83,11 +86,6 @@ class Agg:
             "physics_errors": self.physics_errors,
             "slip": self.slip.to_dict() if self.slip is not None else None,
         }
-
-
-def _num(x: float | None) -> float | None:
-    """JSON-safe number: nan/inf -> None."""
-    return float(x) if x is not None and math.isfinite(x) else None
 
 
 def _weighted(values: list[float], weights: list[float]) -> float:
@@ -217,68 +215,6 @@ class SurvivorRow:
 
 
 @dataclass
-class SeedRow:
-    """One agent trained with several seeds (``state``, ``state@1``, ...): success per seed."""
-
-    agent: str
-    members: list[str]
-    id: SeedSpread
-    ood: SeedSpread
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "agent": self.agent,
-            "members": self.members,
-            "id": self.id.to_dict(),
-            "ood": self.ood.to_dict(),
-        }
-
-
-def seed_rows(headline: list[HeadlineRow], n_boot: int, seed: int) -> list[SeedRow]:
-    """Agents present with two or more training seeds, their rates pooled per seed."""
-    groups: dict[str, list[HeadlineRow]] = defaultdict(list)
-    for r in headline:
-        groups[split_seed(r.agent)[0]].append(r)
-    return [
-        SeedRow(
-            base,
-            [r.agent for r in rows],
-            seed_spread([r.id.success for r in rows], n_boot, seed),
-            seed_spread([r.ood.success for r in rows], n_boot, seed),
-        )
-        for base, rows in sorted(groups.items())
-        if len(rows) > 1
-    ]
-
-
-@dataclass
-class Estimate:
-    """How well an agent identified one physics parameter on one split, over its episodes."""
-
-    agent: str
-    split: str
-    param: str
-    n: int
-    median_rel_error: float
-    within: Rate  # episodes whose estimate is within ESTIMATE_TOLERANCE of the truth
-    mean_estimate: float
-    mean_truth: float
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "agent": self.agent,
-            "split": self.split,
-            "param": self.param,
-            "n": self.n,
-            "median_rel_error": _num(self.median_rel_error),
-            "within_tolerance": self.within.to_dict(),
-            "tolerance": ESTIMATE_TOLERANCE,
-            "mean_estimate": _num(self.mean_estimate),
-            "mean_truth": _num(self.mean_truth),
-        }
-
-
-@dataclass
 class Summary:
     """Every number in the report, with the run it came from."""
 
@@ -382,16 +318,6 @@ def _cell_dict(c: CellResult, flagged: bool) -> dict[str, Any]:
     }
 
 
-def split_order(split: str) -> tuple[int, str, int]:
-    """Sort key: train, id, ood-<shift>-<s> by shift then severity, ood-all, look-*."""
-    if split in ("train", "id"):
-        return (0 if split == "train" else 1, "", 0)
-    if split.startswith("ood-"):
-        shift, _, sev = split[4:].rpartition("-")
-        return (3 if shift == "all" else 2, shift, int(sev) if sev.isdigit() else 0)
-    return (4, split, 0)
-
-
 def cell_value(cell: CellResult, metric: str) -> float:
     """A cell's value of a correlation metric (nan where the cell has none)."""
     if metric == "success":
@@ -487,77 +413,6 @@ def survivors(cells: list[CellResult], agents: list[str]) -> tuple[list[str], li
             )
         )
     return present, rows
-
-
-def gap_scores(
-    cells: list[CellResult],
-    agents: list[str],
-    table: dict[tuple[str, str], bool],
-    n_boot: int,
-    seed: int,
-) -> dict[str, GapScore]:
-    """Each agent's gap-closed score over the OOD work cells that bite, where the run holds
-    `nominal` and `oracle` on the same task, split and seed (the references of those episodes).
-
-    Whether a (task, split) bites comes from the measured table (``table``), or where it has
-    no entry, from the run's own references pooled over seeds.
-    """
-    refs = {
-        (c.agent, c.task, c.split, c.seed): c for c in cells if c.agent in ("nominal", "oracle")
-    }
-    work = [c for c in cells if c.cls == "ood" and c.work]
-    pooled: dict[tuple[str, str, str], list[int]] = defaultdict(lambda: [0, 0])
-    for (agent, task, split, _), c in refs.items():
-        pooled[agent, task, split][0] += c.successes
-        pooled[agent, task, split][1] += c.episodes
-
-    def biting(task: str, split: str) -> bool:
-        if (task, split) in table:
-            return table[task, split]
-        return bites(Rate(*pooled["oracle", task, split]), Rate(*pooled["nominal", task, split]))
-
-    out = {}
-    for a in agents:
-        triples = [
-            (c, refs["nominal", c.task, c.split, c.seed], refs["oracle", c.task, c.split, c.seed])
-            for c in work
-            if c.agent == a
-            and ("nominal", c.task, c.split, c.seed) in refs
-            and ("oracle", c.task, c.split, c.seed) in refs
-            and biting(c.task, c.split)
-        ]
-        if triples:
-            rates = [[Rate(x.successes, x.episodes) for x in t] for t in triples]
-            out[a] = gap_closed(*map(list, zip(*rates, strict=True)), n_boot=n_boot, seed=seed)
-    return out
-
-
-def estimates(cells: list[CellResult]) -> list[Estimate]:
-    """Estimate vs truth per (agent, split, parameter), pooled over seeds."""
-    pairs: dict[tuple[str, str, str], list[tuple[float, float]]] = defaultdict(list)
-    for c in cells:
-        for param, est in c.param_estimates.items():
-            pairs[c.agent, c.split, param] += list(zip(est, c.param_truth[param], strict=True))
-    out = []
-    for (agent, split, param), values in sorted(
-        pairs.items(), key=lambda kv: (kv[0][0], split_order(kv[0][1]), kv[0][2])
-    ):
-        est, truth = np.array(values, dtype=np.float64).T
-        ok = np.isfinite(est) & np.isfinite(truth) & (truth != 0)
-        rel = np.abs(est[ok] - truth[ok]) / np.abs(truth[ok])
-        out.append(
-            Estimate(
-                agent,
-                split,
-                param,
-                int(ok.sum()),
-                float(np.median(rel)) if len(rel) else math.nan,
-                Rate(int(np.sum(rel <= ESTIMATE_TOLERANCE)), int(ok.sum())),
-                float(np.mean(est[ok])) if ok.any() else math.nan,
-                float(np.mean(truth[ok])) if ok.any() else math.nan,
-            )
-        )
-    return out
 
 
 def headline_rows(

@@ -11,9 +11,9 @@ from dataclasses import dataclass
 
 import embodied
 from embodied.metrics.stats import TELL_FLOOR, GapScore, Rate, SeedSpread
+from embodied.report.adaptation import ESTIMATE_TOLERANCE
 from embodied.report.difficulty import MARGIN
 from embodied.report.summary import (
-    ESTIMATE_TOLERANCE,
     ID_WORKS,
     SURVIVORS,
     Agg,
