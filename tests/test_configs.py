@@ -53,7 +53,7 @@ SEVERITY_SWEEP = ["id"] + [
 # command line -> (agents, tasks, splits, seeds) it runs
 EXPECTED = {
     "embodied-eval": (["scripted"], QUICK.tasks, QUICK.splits, QUICK.eval_seeds),
-    "embodied-eval agents=[video] +agent_overrides.video.predictor._target_=my_module.MyPredictor": (
+    "embodied-eval agents=[video] +agent_overrides.video.predictor._target_=mine.Predictor": (
         ["video"],  # bring your own frame predictor
         QUICK.tasks,
         QUICK.splits,
