@@ -154,6 +154,48 @@ def run_episode(env: gymnasium.Env, policy: Any, seed: int, split: str, obs_mode
     )
 
 
+def _check_mix(
+    episodes: int,
+    styles: Sequence[str],
+    noises: Sequence[float],
+    random_fraction: float,
+    grip_fraction: float,
+) -> None:
+    """ValueError naming the valid values when the collection's mix is not one."""
+    if episodes < 1:
+        raise ValueError(f"episodes must be >= 1; got {episodes}")
+    for name, value in (("random_fraction", random_fraction), ("grip_fraction", grip_fraction)):
+        if not 0.0 <= value <= 1.0:
+            raise ValueError(f"{name} must be in [0, 1]; got {value}")
+    if not styles or set(styles) - set(STYLES):
+        raise ValueError(f"styles {list(styles)} invalid; choose from {list(STYLES)}")
+    if not noises or not all(0.0 <= n < float("inf") for n in noises):
+        raise ValueError(f"noises must be finite numbers >= 0; got {list(noises)}")
+
+
+def _draw_policy(
+    env: gymnasium.Env,
+    rng: np.random.Generator,
+    ep_seed: int,
+    random: bool,
+    styles: Sequence[str],
+    noises: Sequence[float],
+    grip_fraction: float,
+) -> tuple[Any, dict[str, Any]]:
+    """One episode's policy and its meta: random actions (half holding the grip closed) or the
+    task's script with a drawn style and noise, a share of them with a perturbed grip."""
+    if random:
+        hold = bool(rng.random() < 0.5)
+        meta = {"style": "random-hold" if hold else "random", "noise": 1.0}
+        return RandomActions(env.action_space, ep_seed, hold=hold), meta
+    meta = {"style": str(rng.choice(styles)), "noise": float(rng.choice(noises))}
+    policy = env.unwrapped.scripted_policy(style=meta["style"], noise=meta["noise"], seed=ep_seed)
+    meta["grip_perturbed"] = bool(rng.random() < grip_fraction)
+    if meta["grip_perturbed"]:
+        policy = GripPerturbed(policy, ep_seed + 1)
+    return policy, meta
+
+
 def collect(
     env_id: str,
     out_dir: str | os.PathLike,
@@ -177,15 +219,7 @@ def collect(
     with a style and action noise drawn from ``styles`` / ``noises``; every draw descends from
     ``seed``.
     """
-    if episodes < 1:
-        raise ValueError(f"episodes must be >= 1; got {episodes}")
-    for name, value in (("random_fraction", random_fraction), ("grip_fraction", grip_fraction)):
-        if not 0.0 <= value <= 1.0:
-            raise ValueError(f"{name} must be in [0, 1]; got {value}")
-    if not styles or set(styles) - set(STYLES):
-        raise ValueError(f"styles {list(styles)} invalid; choose from {list(STYLES)}")
-    if not noises or not all(0.0 <= n < float("inf") for n in noises):
-        raise ValueError(f"noises must be finite numbers >= 0; got {list(noises)}")
+    _check_mix(episodes, styles, noises, random_fraction, grip_fraction)
     obs_mode = env_obs_mode(obs_modes)
     env = gymnasium.make(
         env_id, obs_mode=obs_mode, shift=split, image_size=image_size, **(env_kwargs or {})
@@ -200,18 +234,8 @@ def collect(
     try:
         while len(out) < episodes:
             ep_seed = int(rng.integers(2**31 - 1))
-            if is_random[len(out)]:
-                hold = bool(rng.random() < 0.5)
-                meta = {"style": "random-hold" if hold else "random", "noise": 1.0}
-                policy = RandomActions(env.action_space, ep_seed, hold=hold)
-            else:
-                meta = {"style": str(rng.choice(styles)), "noise": float(rng.choice(noises))}
-                policy = env.unwrapped.scripted_policy(
-                    style=meta["style"], noise=meta["noise"], seed=ep_seed
-                )
-                meta["grip_perturbed"] = bool(rng.random() < grip_fraction)
-                if meta["grip_perturbed"]:
-                    policy = GripPerturbed(policy, ep_seed + 1)
+            mix = (styles, noises, grip_fraction)
+            policy, meta = _draw_policy(env, rng, ep_seed, bool(is_random[len(out)]), *mix)
             episode = run_episode(env, policy, ep_seed, split, obs_mode)
             if episode.meta.pop("physics_error"):
                 skipped += 1
