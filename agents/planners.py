@@ -27,6 +27,7 @@ StepFn = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor
 
 
 REFITS = ("clipped", "raw")  # what CEM refits its Gaussian to (see CEM)
+GRIPS = ("continuous", "binary")  # how the grip (the last action entry) is planned (Planner)
 
 
 @contextmanager
@@ -65,6 +66,8 @@ class Planner:
         action_high: float | np.ndarray = 1.0,
         seed: int = 0,
         device: str = "cpu",
+        grip: str = "continuous",
+        grip_std: float | None = None,
     ):
         for name, value in (("horizon", horizon), ("population", population)):
             if value < 1:
@@ -83,6 +86,11 @@ class Planner:
         self.low = torch.as_tensor(np.broadcast_to(action_low, shape).copy(), dtype=torch.float32)
         self.high = torch.as_tensor(np.broadcast_to(action_high, shape).copy(), dtype=torch.float32)
         self.low, self.high = self.low.to(self.device), self.high.to(self.device)
+        if grip not in GRIPS:
+            raise ValueError(f"unknown grip {grip!r}; valid: {list(GRIPS)}")
+        if grip_std is not None and grip_std <= 0:
+            raise ValueError(f"grip_std must be > 0 (or null: init_std); got {grip_std}")
+        self.grip, self.grip_std = grip, grip_std
         self.generator = torch.Generator(device=self.device).manual_seed(seed)
         self.mean: torch.Tensor | None = None
         self.model_threads = torch.get_num_threads()  # the model's, set again by each plan
@@ -105,6 +113,31 @@ class Planner:
     def _clip(self, actions: torch.Tensor) -> torch.Tensor:
         return torch.maximum(torch.minimum(actions, self.high), self.low)
 
+    def _initial_std(self, mean: torch.Tensor) -> torch.Tensor:
+        """``init_std`` everywhere, the grip's own ``grip_std`` in its column when given."""
+        std = torch.full_like(mean, self.init_std)
+        if self.grip_std is not None:
+            std[..., -1] = self.grip_std
+        return std
+
+    def _decide(self, actions: torch.Tensor) -> torch.Tensor:
+        """The actions the model scores and the robot executes, from the planner's own.
+
+        ``grip: binary`` plans the grip as the decision it is: open (low) or closed (high) by
+        the side of the middle its value falls on. Under ``continuous`` CEM draws a fresh
+        grip magnitude every step, and the executed command jitters between a half-open and
+        a closed hand (the cup tips or falls); a binary grip is firm either way. The planner
+        keeps sampling and refitting the continuous value (a preference: decided values
+        would collapse the spread at one bound), so the grip changes only when the elites
+        move the plan's mean across the middle: a committed switch.
+        """
+        if self.grip == "continuous":
+            return actions
+        out = actions.clone()
+        mid = (self.low[-1] + self.high[-1]) / 2
+        out[..., -1] = torch.where(actions[..., -1] >= mid, self.high[-1], self.low[-1])
+        return out
+
     def _sample(
         self, mean: torch.Tensor, std: torch.Tensor, n: int
     ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -125,7 +158,9 @@ class Planner:
         """
         n, h = actions.shape[:2]
         k = self.particles
-        acts = actions.repeat_interleave(k, dim=0)  # row p*k + j: particle j of candidate p
+        acts = self._decide(actions).repeat_interleave(
+            k, dim=0
+        )  # row p*k + j: particle j of candidate p
         whole = getattr(step_fn, "rollout", None)
         with torch_threads(self.model_threads):
             if whole is not None:
@@ -156,7 +191,7 @@ class Planner:
         with torch_threads(1):
             mean = self.optimise(step_fn, z0.to(self.device), prior)
         self.mean = mean
-        return mean[0].cpu().numpy().astype(np.float32)
+        return self._decide(mean[0]).cpu().numpy().astype(np.float32)
 
     def optimise(
         self, step_fn: StepFn, z0: torch.Tensor, prior: torch.Tensor | None = None
@@ -196,7 +231,7 @@ class CEM(Planner):
         self, step_fn: StepFn, z0: torch.Tensor, prior: torch.Tensor | None = None
     ) -> torch.Tensor:
         mean = self._initial_mean(prior)
-        std = torch.full_like(mean, self.init_std)
+        std = self._initial_std(mean)
         for _ in range(self.iterations):
             raw, actions = self._sample(mean, std, self.population)
             cost = self.cost(step_fn, z0, actions)
@@ -271,7 +306,7 @@ class ICEM(CEM):
         self, step_fn: StepFn, z0: torch.Tensor, prior: torch.Tensor | None = None
     ) -> torch.Tensor:
         mean = self._initial_mean(prior)
-        std = torch.full_like(mean, self.init_std)
+        std = self._initial_std(mean)
         kept = None
         if self.kept is not None:  # last step's elites, one step on
             fill = mean[-1:].expand(len(self.kept), 1, -1)
@@ -341,7 +376,7 @@ class MPPI(Planner):
         self, step_fn: StepFn, z0: torch.Tensor, prior: torch.Tensor | None = None
     ) -> torch.Tensor:
         mean = self._initial_mean(prior)
-        std = torch.full_like(mean, self.init_std)
+        std = self._initial_std(mean)
         for _ in range(self.iterations):
             _, actions = self._sample(mean, std, self.population)
             cost = self.cost(step_fn, z0, actions)

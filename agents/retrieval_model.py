@@ -25,8 +25,9 @@ happened; out of distribution it replays training physics, which is the point of
 
 ``imagine`` shows the stored frames of the retrieved next observations (``frames_kind=
 "retrieved"``) and the retrieved steps' cup positions (metrics only; the planner never sees them).
-Both lookups are exact (``agents/knn.py``: one product over the stored keys, the nearest
-blocks of rows re-scored exactly).
+Both lookups are exact by default (``agents/knn.py``: one product over the stored keys, the
+nearest blocks of rows re-scored exactly); ``index="ivf"`` makes them approximate (faiss IVF:
+1.7-2.9x fewer ms per action at recall@5 0.90-0.95).
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ import torch
 from torch.nn import functional as F
 
 from embodied.agents.frames import FrameConfig, frames_of, hand_columns
-from embodied.agents.knn import ExactIndex
+from embodied.agents.knn import INDEXES, Index, make_index
 from embodied.agents.nets import load_checkpoint, resolve_device, save_checkpoint
 from embodied.agents.settings import config_from
 from embodied.dataset import Dataset
@@ -64,10 +65,15 @@ class RetrievalConfig(FrameConfig):
     store_frames: bool = True  # keep the next frames for ``imagine``
     rerank: int = 4  # margin: blocks and candidates kept beyond the k needed (agents/knn.py)
     fail_neighbours: int = 5  # p_fail: the share of this many nearest transitions that failed
+    index: str = "exact"  # "exact" | "ivf" (approximate; needs faiss-cpu), see agents/knn.py
+    nlist: int = 64  # ivf: k-means lists over the keys
+    nprobe: int = 8  # ivf: lists scanned per query
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise ValueError(f"unknown retrieval mode {self.mode!r}; valid: {list(MODES)}")
+        if self.index not in INDEXES:
+            raise ValueError(f"unknown retrieval index {self.index!r}; valid: {list(INDEXES)}")
         if self.fail_neighbours < 1:
             raise ValueError(f"fail_neighbours must be >= 1; got {self.fail_neighbours}")
         super().__post_init__()
@@ -149,12 +155,28 @@ class RetrievalModel:
     def _build_keys(self) -> None:
         self._t = {k: v.to(self.device) for k, v in self._t.items()}
         t = self._t
-        c = self.config
         self._keys = torch.cat([self._norm(t["z"]), self._norm_action(t["action"])], 1)
         self._delta = t["next_z"] - t["z"]
-        self._key_index = ExactIndex(self._keys, c.chunk, c.rerank)
+        self._key_index = self._make_index(self._keys)
         if self._reward_cols:
-            self._reward_index = ExactIndex(self._relative(t["next_z"], t["z"]), c.chunk, c.rerank)
+            self._reward_index = self._make_index(self._relative(t["next_z"], t["z"]))
+
+    def set_index(self, index: str, nlist: int | None = None, nprobe: int | None = None) -> None:
+        """Search the stored keys with another index (a search setting, not a trained one: a
+        checkpoint fitted with one is searched with another without refitting)."""
+        c = self.config
+        self.config = config_from(
+            RetrievalConfig,
+            {**asdict(c), "index": index, "nlist": nlist or c.nlist, "nprobe": nprobe or c.nprobe},
+        )
+        if self._t:
+            self._build_keys()
+
+    def _make_index(self, keys: torch.Tensor) -> Index:
+        c = self.config
+        if c.index == "ivf":
+            return make_index(keys, "ivf", nlist=c.nlist, nprobe=c.nprobe)
+        return make_index(keys, "exact", chunk=c.chunk, margin=c.rerank)
 
     def _norm(self, z: torch.Tensor) -> torch.Tensor:
         """Key part of latents: standardised, weighted proprioception and frame features."""

@@ -8,7 +8,12 @@ env step could cost at the least. The ratios are what matter (machines are noisy
 mode aims at >= 90% of the raw rate, ``pixels`` mode at the bare renderer's. Times are the
 CPU time of this (single-threaded) process, so other load on the machine does not skew them.
 
-    python benchmarks/env_speed.py [--steps 2000]
+``--split`` adds where a state step's time goes, from a second run with its parts timed:
+``mj_step`` inside the env (slower than the bare replay's: the Python between steps evicts
+MuJoCo's data from the caches), the divergence checks around it, the task's judgement and the
+rest (action handling, observation, info, gymnasium's wrappers).
+
+    python benchmarks/env_speed.py [--steps 2000] [--split]
 """
 
 from __future__ import annotations
@@ -57,6 +62,44 @@ def env_rate(task: str, obs_mode: str, steps: int) -> tuple[float, float, list]:
     return steps / stepping, 1000 * resetting / len(episodes), [model, episodes]
 
 
+def split_us(task: str, steps: int) -> dict[str, float]:
+    """Microseconds per state step in mj_step, the checks around it, the judgement and the rest
+    (each part's clock calls land in its parent: a few microseconds)."""
+    env = gymnasium.make(env_id(task), obs_mode="state")
+    u = env.unwrapped
+    spent = dict.fromkeys(("step", "_advance", "_simulate", "_judge"), 0.0)
+    for name in ("_advance", "_simulate", "_judge"):
+        part = getattr(u, name)
+
+        def timed(part=part, name=name):
+            start = clock()
+            out = part()
+            spent[name] += clock() - start
+            return out
+
+        setattr(u, name, timed)
+    seed, done = 0, True
+    for _ in range(steps):
+        if done:
+            obs, _ = env.reset(seed=seed)
+            policy = u.scripted_policy("cautious", noise=0.3, seed=seed)
+            policy.reset(env)
+            seed += 1
+        action = policy.act(obs)
+        start = clock()
+        obs, _, term, trunc, _ = env.step(action)
+        spent["step"] += clock() - start
+        done = term or trunc
+    env.close()
+    us = {k: 1e6 * v / steps for k, v in spent.items()}
+    return {
+        "mj_step": us["_advance"],
+        "checks": us["_simulate"] - us["_advance"],
+        "judge": us["_judge"],
+        "rest": us["step"] - us["_simulate"] - us["_judge"],
+    }
+
+
 def raw_rate(
     model: mujoco.MjModel, episodes: list, substeps: int, image_size: int | None = None
 ) -> float:
@@ -85,6 +128,7 @@ def raw_rate(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=2000)
+    parser.add_argument("--split", action="store_true", help="also time a state step's parts")
     args = parser.parse_args()
     print(f"embodied-ood {embodied.__version__}, mujoco {mujoco.__version__}")
     header = (
@@ -93,15 +137,25 @@ def main() -> None:
     )
     print(header)
     print("-" * len(header))
+    raws = {}
     for task in TASKS:
         state, reset_ms, (model, episodes) = env_rate(task, "state", args.steps)
-        raw = raw_rate(model, episodes, substeps=25)
+        raw = raws[task] = raw_rate(model, episodes, substeps=25)
         pixels, _, (model, episodes) = env_rate(task, "pixels", max(args.steps // 4, 200))
         bare = raw_rate(model, episodes, substeps=25, image_size=64)
         print(
             f"{task:<14}{raw:>11.0f}{state:>10.0f}{state / raw:>11.2f}{pixels:>10.0f}"
             f"{bare:>11.0f}{pixels / bare:>9.2f}{reset_ms:>10.2f}"
         )
+
+    if args.split:
+        print(f"\nus per state step: {'bare':>6}{'mj_step':>9}{'checks':>8}{'judge':>7}{'rest':>6}")
+        for task in TASKS:
+            parts = split_us(task, args.steps)
+            cells = "".join(
+                f"{v:>{w}.0f}" for v, w in zip(parts.values(), (9, 8, 7, 6), strict=True)
+            )
+            print(f"{task:<19}{1e6 / raws[task]:>6.0f}{cells}")
 
 
 if __name__ == "__main__":

@@ -11,11 +11,16 @@ weights, so by default each learned family is fitted for one step on a tiny fres
 dataset; ``--checkpoints ROOT`` times trained models instead (``ROOT/<agent>/model.pt``, the
 layout ``embodied-train`` writes under ``models/<Task>/``).
 ``--planners cem mppi`` also times other planner groups with the agent's shared keys.
+``--set KEY=VALUE`` overrides the composed agent config (a loaded retrieval checkpoint takes
+its ``world_model.index``, ``nlist`` and ``nprobe`` too); ``--recall`` adds, for retrieval, the
+recall@k of its index against the exact search on the queries its planner sent.
 
     python benchmarks/planner_speed.py                       # every MPC/simulator agent config
     python benchmarks/planner_speed.py --agents oracle sysid nominal --actions 50
     python benchmarks/planner_speed.py --agents retrieval --env cup_push --clock cpu \
         --checkpoints runs/main/models/CupPush
+    python benchmarks/planner_speed.py --agents retrieval --env cup_push --clock cpu \
+        --checkpoints runs/main/models/CupPush --set agent.world_model.index=ivf --recall
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
 import embodied.configs
+from embodied.agents.knn import ExactIndex
 from embodied.agents.mpc import MPCAgent, build_planner, load_world_model
 from embodied.agents.planners import zero_cost_step
 from embodied.agents.simulator import STATE_SPEC
@@ -110,61 +116,111 @@ def bare_rollout_ms(model: object, calls: list[list[tuple[int, int]]]) -> float 
     return 1000 * float(np.median(times))
 
 
+class QueryLog:
+    """Records the queries of a retrieval model's transition search while it is installed."""
+
+    def __init__(self, model: object) -> None:
+        self.index = getattr(model, "_key_index", None)
+        self.queries: list[torch.Tensor] = []
+
+    def __enter__(self) -> QueryLog:
+        if self.index is not None:
+            search = self.index.search
+            self.index.search = lambda q, k: (self.queries.append(q.clone()), search(q, k))[1]
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.index is not None:
+            del self.index.search  # the class's method again
+
+
+def recall(model: object, queries: list[torch.Tensor], k: int) -> float | None:
+    """Mean share of the exact k nearest keys the model's index returns, over ``queries``."""
+    if not queries:
+        return None
+    exact = ExactIndex(model._keys)
+    shares = []
+    for q in queries:
+        got, want = model._key_index.search(q, k).tolist(), exact.search(q, k).tolist()
+        shares += [len(set(a) & set(b)) / len(b) for a, b in zip(got, want, strict=True)]
+    return float(np.mean(shares))
+
+
 def build_model(agent: DictConfig, data_dir: str, checkpoints: str | None, tmp: str) -> object:
     """The trained checkpoint, or one step of ``embodied-train``'s own training (which tells a
     frame model its task) on the tiny dataset."""
     if agent.get("trainer") is None or checkpoints:
         root = Path(checkpoints) / agent.name if checkpoints else None
-        return load_world_model(agent, root)
+        model = load_world_model(agent, root)
+        wm = agent.world_model
+        if hasattr(model, "set_index") and wm.get("index"):  # a search setting: the config's
+            model.set_index(wm.index, wm.get("nlist"), wm.get("nprobe"))
+        return model
     out = Path(tmp) / "models" / agent.name
     train_world_model(agent, data_dir, out, steps=1, progress=False)
     return load_world_model(agent, out)
 
 
 def time_planner(
-    cfg: DictConfig, agent: DictConfig, env: gymnasium.Env, model: object, actions: int
-) -> tuple[float, float, float | None]:
-    """(ms per action, floor ms, bare rollout ms) of one planner config, medians."""
+    cfg: DictConfig,
+    agent: DictConfig,
+    env: gymnasium.Env,
+    model: object,
+    actions: int,
+    log_queries: bool = False,
+) -> tuple[float, float, float | None, list[torch.Tensor]]:
+    """(ms per action, floor ms, bare rollout ms) of one planner config, medians, and with
+    ``log_queries`` the queries of a retrieval model's transition search."""
     planner = build_planner(cfg, env, 0, model)
     policy = MPCAgent(model, planner)
     obs, _ = env.reset(seed=0, options={"shift": "id"})
     policy.reset(env)
     policy.act(obs)  # warm-up: first-call allocations
     times, floor, calls = [], [], []
-    for _ in range(actions):
-        with RolloutLog() as log:
+    with QueryLog(model if log_queries else None) as asked:
+        for _ in range(actions):
+            with RolloutLog() as log:
+                start = clock()
+                action = policy.act(obs)
+                times.append(clock() - start)
+            calls.append(log.calls)
+            warm = planner.mean  # the floor must not disturb the real plan's warm start
+            kept = getattr(planner, "kept", None)
+            z = torch.as_tensor(np.zeros(1))  # the floor's model ignores the state
             start = clock()
-            action = policy.act(obs)
-            times.append(clock() - start)
-        calls.append(log.calls)
-        warm = planner.mean  # the floor must not disturb the real plan's warm start
-        kept = getattr(planner, "kept", None)
-        z = torch.as_tensor(np.zeros(1))  # the floor's model ignores the state
-        start = clock()
-        planner.plan(zero_cost_step, z)
-        floor.append(clock() - start)
-        planner.mean = warm
-        if kept is not None:
-            planner.kept = kept
-        obs, _, terminated, truncated, _ = env.step(action)
-        if terminated or truncated:
-            obs, _ = env.reset(options={"shift": "id"})
-            policy.reset(env)
+            planner.plan(zero_cost_step, z)
+            floor.append(clock() - start)
+            planner.mean = warm
+            if kept is not None:
+                planner.kept = kept
+            obs, _, terminated, truncated, _ = env.step(action)
+            if terminated or truncated:
+                obs, _ = env.reset(options={"shift": "id"})
+                policy.reset(env)
     bare = bare_rollout_ms(model, calls)
-    return 1000 * float(np.median(times)), 1000 * float(np.median(floor)), bare
+    return 1000 * float(np.median(times)), 1000 * float(np.median(floor)), bare, asked.queries
 
 
 def time_agent(
-    agent: DictConfig, env_cfg: DictConfig, model: object, actions: int, others: list[str]
-) -> dict[str, tuple[float, float, float | None]]:
-    """The agent's own planner (``own: <group>``), then each planner group in ``others``."""
+    agent: DictConfig,
+    env_cfg: DictConfig,
+    model: object,
+    actions: int,
+    others: list[str],
+    with_recall: bool = False,
+) -> dict[str, tuple[float, float, float | None, float | None]]:
+    """The agent's own planner (``own: <group>``), then each planner group in ``others``: the
+    times of ``time_planner`` and, ``with_recall``, the index's recall@k on its queries."""
     env = gymnasium.make(
         env_cfg.id, obs_mode=agent.obs_mode, image_size=env_cfg.image_size, **env_cfg.kwargs
     )
     own = get_class(agent.planner._target_).__name__.lower()
-    out = {f"own:{own}": time_planner(agent.planner, agent, env, model, actions)}
-    for name in others:
-        out[name] = time_planner(planner_cfg(agent, name), agent, env, model, actions)
+    groups = {f"own:{own}": agent.planner, **{n: planner_cfg(agent, n) for n in others}}
+    out = {}
+    for name, cfg in groups.items():
+        *times, queries = time_planner(cfg, agent, env, model, actions, with_recall)
+        k = agent.world_model.get("fail_neighbours", 1)
+        out[name] = (*times, recall(model, queries, k) if with_recall else None)
     env.close()
     return out
 
@@ -185,6 +241,12 @@ def main() -> None:
         "--planners", nargs="*", default=[], choices=PLANNERS, help="also time these groups"
     )
     parser.add_argument(
+        "--set", nargs="*", default=[], help="config overrides, e.g. agent.world_model.index=ivf"
+    )
+    parser.add_argument(
+        "--recall", action="store_true", help="retrieval: its index's recall@k vs exact"
+    )
+    parser.add_argument(
         "--clock",
         default="wall",
         choices=list(CLOCKS),
@@ -201,7 +263,7 @@ def main() -> None:
     ):
         data_dir = None
         for name in names:
-            cfg = compose("train", overrides=[f"agent={name}", f"env={args.env}"])
+            cfg = compose("train", overrides=[f"agent={name}", f"env={args.env}", *args.set])
             agent = cfg.agent
             torch.set_num_threads(args.threads)  # each agent on its own setting
             set_torch_threads(agent.get("torch_threads"))
@@ -210,7 +272,7 @@ def main() -> None:
                 collect(cfg.env.id, data_dir, episodes=3, seed=0, progress=False)
             model = build_model(agent, data_dir, args.checkpoints, tmp)
             cls = get_class(agent.world_model._target_).__name__
-            timed = time_agent(agent, cfg.env, model, args.actions, args.planners)
+            timed = time_agent(agent, cfg.env, model, args.actions, args.planners, args.recall)
             for planner, times in timed.items():
                 rows.append((name, cls, planner, *times, torch.get_num_threads()))
     print(
@@ -218,13 +280,14 @@ def main() -> None:
     )
     print(
         f"{'agent':<11} {'model':<16} {'planner':<9} {'ms/action':>10} {'floor ms':>9} "
-        f"{'rollout ms':>10} threads"
+        f"{'rollout ms':>10} threads recall@k"
     )
-    for name, cls, planner, ms, floor, bare, threads in rows:
+    for name, cls, planner, ms, floor, bare, found, threads in rows:
         physics = "-" if bare is None else f"{bare:.1f}"
+        share = "-" if found is None else f"{found:.3f}"
         print(
             f"{name:<11} {cls:<16} {planner:<9} {ms:>10.1f} {floor:>9.2f} {physics:>10} "
-            f"{threads:>7}"
+            f"{threads:>7} {share:>8}"
         )
 
 

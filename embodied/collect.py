@@ -20,6 +20,8 @@ from embodied.dataset import OBS_MODES, Episode, write_dataset
 from embodied.rollout import Step, rollout
 
 STYLES = ("cautious", "aggressive")
+FAILURES = ("dropped", "tipped", "slipped")  # failure_kind's labels
+TIP_ANGLE = 1.0  # rad: the cup tasks' tipping threshold (envs/cup_push.py, cup_pick_place.py)
 
 
 class RandomActions:
@@ -99,8 +101,23 @@ def split_obs(obs: Any, obs_mode: str) -> tuple[np.ndarray | None, np.ndarray | 
     return (obs, None) if obs_mode == "state" else (None, obs)
 
 
+def failure_kind(env: gymnasium.Env, info: dict[str, Any]) -> str | None:
+    """How an episode failed, from its last ``info`` and MuJoCo's state at its end.
+
+    ``dropped`` in the envs' info is every failure that ends an episode; the cup's tilt in
+    MuJoCo then tells a tip (over ``TIP_ANGLE``, the tasks' threshold) from a fall (out of the
+    pads, off the table). ``slipped``: held to the end but slid too far in the hand.
+    """
+    if info.get("dropped"):
+        arm = env.unwrapped
+        tilt = float(arm.tilt(arm.sensors(arm.data.sensordata)))
+        return "tipped" if tilt > TIP_ANGLE else "dropped"
+    return "slipped" if info.get("slipped") else None
+
+
 def run_episode(env: gymnasium.Env, policy: Any, seed: int, split: str, obs_mode: str) -> Episode:
-    """One episode of ``policy`` in ``env``; ``meta["physics_error"]`` marks a diverged one."""
+    """One episode of ``policy`` in ``env``; ``meta["physics_error"]`` marks a diverged one and
+    ``meta["failure"]`` says how it failed (``failure_kind``), None when it did not."""
     states, frames, physics = [], [], {}
     steps: dict[str, list] = {
         k: [] for k in ("action", "reward", "dropped", "success", "terminated")
@@ -125,15 +142,58 @@ def run_episode(env: gymnasium.Env, policy: Any, seed: int, split: str, obs_mode
         states.append(s)
         frames.append(p)
 
-    rollout(env, policy, seed, record, options={"shift": split}, on_reset=start)
+    last = rollout(env, policy, seed, record, options={"shift": split}, on_reset=start)
+    failure = None if last is None else failure_kind(env, last.info)
     return Episode(
         state=None if states[0] is None else np.stack(states),
         pixels=None if frames[0] is None else np.stack(frames),
         physics=physics,
         seed=seed,
-        meta={"physics_error": physics_error},
+        meta={"physics_error": physics_error, "failure": failure},
         **{k: np.asarray(v) for k, v in steps.items()},
     )
+
+
+def _check_mix(
+    episodes: int,
+    styles: Sequence[str],
+    noises: Sequence[float],
+    random_fraction: float,
+    grip_fraction: float,
+) -> None:
+    """ValueError naming the valid values when the collection's mix is not one."""
+    if episodes < 1:
+        raise ValueError(f"episodes must be >= 1; got {episodes}")
+    for name, value in (("random_fraction", random_fraction), ("grip_fraction", grip_fraction)):
+        if not 0.0 <= value <= 1.0:
+            raise ValueError(f"{name} must be in [0, 1]; got {value}")
+    if not styles or set(styles) - set(STYLES):
+        raise ValueError(f"styles {list(styles)} invalid; choose from {list(STYLES)}")
+    if not noises or not all(0.0 <= n < float("inf") for n in noises):
+        raise ValueError(f"noises must be finite numbers >= 0; got {list(noises)}")
+
+
+def _draw_policy(
+    env: gymnasium.Env,
+    rng: np.random.Generator,
+    ep_seed: int,
+    random: bool,
+    styles: Sequence[str],
+    noises: Sequence[float],
+    grip_fraction: float,
+) -> tuple[Any, dict[str, Any]]:
+    """One episode's policy and its meta: random actions (half holding the grip closed) or the
+    task's script with a drawn style and noise, a share of them with a perturbed grip."""
+    if random:
+        hold = bool(rng.random() < 0.5)
+        meta = {"style": "random-hold" if hold else "random", "noise": 1.0}
+        return RandomActions(env.action_space, ep_seed, hold=hold), meta
+    meta = {"style": str(rng.choice(styles)), "noise": float(rng.choice(noises))}
+    policy = env.unwrapped.scripted_policy(style=meta["style"], noise=meta["noise"], seed=ep_seed)
+    meta["grip_perturbed"] = bool(rng.random() < grip_fraction)
+    if meta["grip_perturbed"]:
+        policy = GripPerturbed(policy, ep_seed + 1)
+    return policy, meta
 
 
 def collect(
@@ -159,15 +219,7 @@ def collect(
     with a style and action noise drawn from ``styles`` / ``noises``; every draw descends from
     ``seed``.
     """
-    if episodes < 1:
-        raise ValueError(f"episodes must be >= 1; got {episodes}")
-    for name, value in (("random_fraction", random_fraction), ("grip_fraction", grip_fraction)):
-        if not 0.0 <= value <= 1.0:
-            raise ValueError(f"{name} must be in [0, 1]; got {value}")
-    if not styles or set(styles) - set(STYLES):
-        raise ValueError(f"styles {list(styles)} invalid; choose from {list(STYLES)}")
-    if not noises or not all(0.0 <= n < float("inf") for n in noises):
-        raise ValueError(f"noises must be finite numbers >= 0; got {list(noises)}")
+    _check_mix(episodes, styles, noises, random_fraction, grip_fraction)
     obs_mode = env_obs_mode(obs_modes)
     env = gymnasium.make(
         env_id, obs_mode=obs_mode, shift=split, image_size=image_size, **(env_kwargs or {})
@@ -182,18 +234,8 @@ def collect(
     try:
         while len(out) < episodes:
             ep_seed = int(rng.integers(2**31 - 1))
-            if is_random[len(out)]:
-                hold = bool(rng.random() < 0.5)
-                meta = {"style": "random-hold" if hold else "random", "noise": 1.0}
-                policy = RandomActions(env.action_space, ep_seed, hold=hold)
-            else:
-                meta = {"style": str(rng.choice(styles)), "noise": float(rng.choice(noises))}
-                policy = env.unwrapped.scripted_policy(
-                    style=meta["style"], noise=meta["noise"], seed=ep_seed
-                )
-                meta["grip_perturbed"] = bool(rng.random() < grip_fraction)
-                if meta["grip_perturbed"]:
-                    policy = GripPerturbed(policy, ep_seed + 1)
+            mix = (styles, noises, grip_fraction)
+            policy, meta = _draw_policy(env, rng, ep_seed, bool(is_random[len(out)]), *mix)
             episode = run_episode(env, policy, ep_seed, split, obs_mode)
             if episode.meta.pop("physics_error"):
                 skipped += 1

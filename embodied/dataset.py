@@ -308,20 +308,10 @@ def write_dataset(
     try:
         for k, first in enumerate(range(0, len(episodes), episodes_per_shard)):
             group = episodes[first : first + episodes_per_shard]
-            name = f"shard-{k:05d}.npz"
-            arrays = {"lengths": np.array([e.length for e in group], np.int64)}
-            for key in (*STEP_KEYS, *modes):
-                arrays[key] = np.concatenate([getattr(e, key) for e in group])
-            temps[name] = write_temp(root / name, lambda p, a=arrays: _savez(p, a))
-            shards.append(
-                {
-                    "file": name,
-                    "episodes": len(group),
-                    "transitions": int(arrays["lengths"].sum()),
-                    "bytes": temps[name].stat().st_size,
-                }
-            )
-            info += [_episode_info(e, name) for e in group]
+            shard, tmp = _write_shard(root, k, group, modes)
+            temps[shard["file"]] = tmp
+            shards.append(shard)
+            info += [_episode_info(e, shard["file"]) for e in group]
         manifest = {
             "format": FORMAT,
             "env_id": env_id,
@@ -350,6 +340,71 @@ def write_dataset(
         if stale.name not in temps:
             stale.unlink()
     return manifest
+
+
+def append_dataset(path: str | os.PathLike, episodes: Sequence[Episode]) -> dict[str, Any]:
+    """Add episodes to a dataset as new shards; returns the new manifest.
+
+    Their ``meta`` is their provenance in ``episode_info`` (the rounds of own experience write
+    round, agent, success and failure kind there). The old shards stay untouched: the new
+    ones are written under fresh names first, and the manifest that lists them replaces the
+    old one last, so a reader sees the dataset before or after, never between.
+    """
+    if not episodes:
+        raise DatasetError("refusing to append no episodes")
+    root = Path(path)
+    manifest = read_manifest(root)
+    modes = list(manifest["obs_modes"])
+    for i, e in enumerate(episodes):
+        missing = [m for m in modes if getattr(e, m) is None]
+        if missing:
+            raise DatasetError(f"appended episode {i} lacks {missing}; the dataset holds {modes}")
+    per_shard = max(s["episodes"] for s in manifest["shards"])
+    first = len(manifest["shards"])
+    shards, info, temps = [], [], {}
+    try:
+        for k, start in enumerate(range(0, len(episodes), per_shard)):
+            group = episodes[start : start + per_shard]
+            shard, tmp = _write_shard(root, first + k, group, modes)
+            temps[shard["file"]] = tmp
+            shards.append(shard)
+            info += [_episode_info(e, shard["file"]) for e in group]
+        seeds = [int(e["seed"]) for e in manifest["episode_info"]] + [e.seed for e in episodes]
+        new = dict(
+            manifest,
+            shards=manifest["shards"] + shards,
+            episode_info=manifest["episode_info"] + info,
+            episodes=len(seeds),
+            transitions=sum(int(e["length"]) for e in manifest["episode_info"] + info),
+            seeds=seeds,
+        )
+        text = json.dumps(new, indent=1, default=_plain)
+        temps[MANIFEST] = write_temp(root / MANIFEST, lambda p: p.write_text(text))
+    except BaseException:
+        for tmp in temps.values():
+            tmp.unlink(missing_ok=True)
+        raise
+    for name, tmp in temps.items():  # the manifest last: until then no reader sees the shards
+        os.replace(tmp, root / name)
+    return new
+
+
+def _write_shard(
+    root: Path, index: int, group: Sequence[Episode], modes: Sequence[str]
+) -> tuple[dict[str, Any], Path]:
+    """One shard of ``group`` written under a temporary name: (its manifest entry, the temp)."""
+    name = f"shard-{index:05d}.npz"
+    arrays = {"lengths": np.array([e.length for e in group], np.int64)}
+    for key in (*STEP_KEYS, *modes):
+        arrays[key] = np.concatenate([getattr(e, key) for e in group])
+    tmp = write_temp(root / name, lambda p, a=arrays: _savez(p, a))
+    entry = {
+        "file": name,
+        "episodes": len(group),
+        "transitions": int(arrays["lengths"].sum()),
+        "bytes": tmp.stat().st_size,
+    }
+    return entry, tmp
 
 
 def _episode_info(e: Episode, shard: str) -> dict[str, Any]:

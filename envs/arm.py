@@ -23,6 +23,7 @@ import numpy as np
 from gymnasium import spaces
 
 from embodied.envs.scene import ARM_JOINTS, SCENE, build_model
+from embodied.envs.sensors import Sensors
 from embodied.registration import register
 from embodied.shifts import (
     NOMINAL,
@@ -42,10 +43,11 @@ MAX_DELTA = 0.03  # metres of servo-target motion per control step at |a| = 1 (0
 TOUCH_MIN = 0.05  # newtons on a pad for it to count as touching the cup
 RESET_OPTIONS = ("shift", "physics")
 INTEGRATION = mujoco.mjtState.mjSTATE_INTEGRATION
-# MuJoCo's own divergence checks: each resets the MjData to qpos0 and counts a warning.
-DIVERGED = np.array(
-    [int(getattr(mujoco.mjtWarning, f"mjWARN_BAD{w}")) for w in ("QPOS", "QVEL", "QACC", "CTRL")]
-)
+# MuJoCo's own divergence checks: each resets the MjData to qpos0 and counts a warning. Their
+# codes are consecutive, so one slice reads them (a fancy index costs three times as much).
+_BAD = [int(getattr(mujoco.mjtWarning, f"mjWARN_BAD{w}")) for w in ("QPOS", "QVEL", "QACC", "CTRL")]
+assert list(range(_BAD[0], _BAD[0] + 4)) == _BAD, _BAD
+DIVERGED = slice(_BAD[0], _BAD[0] + 4)
 STATE_LABELS: tuple[str, ...] = (
     *(f"q{i}" for i in range(1, 8)),
     "finger",
@@ -145,7 +147,7 @@ def check_action(action: Any) -> np.ndarray:
     if a.shape != (4,):
         raise ValueError(f"action must have shape (4,) = (dx, dy, dz, grip), got {a.shape}")
     a = a.astype(np.float64)
-    if not np.all(np.isfinite(a)):
+    if not np.isfinite(a).all():
         raise ValueError(f"action must be finite, got {a}")
     return a
 
@@ -377,9 +379,10 @@ class ArmEnv(gymnasium.Env):
         """
         m, d, before = self.model, self.data, self._before
         mujoco.mj_getState(m, d, before, INTEGRATION)
-        warned = d.warning.number[DIVERGED].sum()
+        counts = d.warning.number[DIVERGED]  # a view of MuJoCo's counters: read live
+        warned = counts.sum()
         self._advance()
-        bad = d.warning.number[DIVERGED].sum() > warned
+        bad = counts.sum() > warned
         if bad or not np.isfinite(d.qpos).all() or np.abs(d.qvel).max() > 1e3:
             mujoco.mj_setState(m, d, before, INTEGRATION)
             mujoco.mj_forward(m, d)
@@ -430,9 +433,9 @@ class ArmEnv(gymnasium.Env):
         success = self._success_streak >= self.success_hold and not (dropped or self._slipped)
         return float(reward), success, dropped
 
-    def sensors(self, sensordata: np.ndarray) -> dict[str, np.ndarray]:
+    def sensors(self, sensordata: np.ndarray) -> Sensors:
         """Named views into a (..., nsensordata) array."""
-        return {name: sensordata[..., sl] for name, sl in self._sensor.items()}
+        return Sensors(sensordata, self._sensor)
 
     def _info(self, *, success: bool, failed: bool, physics_error: bool) -> dict[str, Any]:
         """``slipped`` stays true for the rest of the episode; ``seed`` reproduces it:
@@ -448,20 +451,22 @@ class ArmEnv(gymnasium.Env):
 
     # ----------------------------------------------------------------- helpers for tasks
     @staticmethod
-    def pinched(s: dict[str, np.ndarray]) -> np.ndarray:
-        """Both pads press on the cup."""
-        return (s["left_touch"][..., 0] > TOUCH_MIN) & (s["right_touch"][..., 0] > TOUCH_MIN)
+    def pinched(s: Mapping[str, np.ndarray]) -> np.ndarray:
+        """Both pads press on the cup (the lesser force above the threshold: both comparisons'
+        answer, NaN included, in one)."""
+        return np.minimum(s["left_touch"][..., 0], s["right_touch"][..., 0]) > TOUCH_MIN
 
     @staticmethod
-    def touching(s: dict[str, np.ndarray]) -> np.ndarray:
+    def touching(s: Mapping[str, np.ndarray]) -> np.ndarray:
         return np.maximum(s["left_touch"][..., 0], s["right_touch"][..., 0]) > TOUCH_MIN
 
     @staticmethod
-    def tilt(s: dict[str, np.ndarray]) -> np.ndarray:
+    def tilt(s: Mapping[str, np.ndarray]) -> np.ndarray:
         """Angle in radians between the cup's axis and the vertical."""
         q = s["cup_quat"]
-        cos = 1.0 - 2.0 * (q[..., 1] ** 2 + q[..., 2] ** 2)
-        return np.arccos(np.clip(cos, -1.0, 1.0))
+        qx, qy = q[..., 1], q[..., 2]
+        cos = 1.0 - 2.0 * (qx * qx + qy * qy)  # x * x is x ** 2's bits
+        return np.arccos(np.minimum(np.maximum(cos, -1.0), 1.0))  # np.clip's, faster
 
     def place_hand(self, ee_pos: np.ndarray, opening: float) -> None:
         """Put the hand at ``ee_pos`` (pointing down) by kinematic IK; servos target it."""

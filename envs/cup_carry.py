@@ -19,10 +19,13 @@ consecutive steps (the episode ends). Two failures, each judged from the pads' t
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 
 from embodied.envs.arm import ArmEnv
 from embodied.envs.scripted import ScriptedPolicy
+from embodied.envs.sensors import norm
 
 SLIP_LIMIT = 0.04  # m from the grasp point: the pads then hold the (nominal) cup's top 1 cm
 REACH = 0.05  # m beyond the cup's radius, horizontally: past it the pads cannot close on the cup
@@ -56,28 +59,28 @@ class CupCarry(ArmEnv):
         """How far below the pads' centre the cup's centre sits in a grasp."""
         return 0.4 * self.cup_half_height
 
-    def _grasp(self, s: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    def _grasp(self, s: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         """(slip, out of reach): the cup's distance from its grasp point, and whether the pads
         could close on it at all where it is."""
         cup, hand = s["cup_pos"], s["ee_pos"]
-        grasp = hand - np.array([0.0, 0.0, self.grasp_offset])
-        slip = np.linalg.norm(cup - grasp, axis=-1)
+        half = self.cup_half_height
+        slip = norm(cup - (hand - np.array([0.0, 0.0, self.grasp_offset])))
+        cup_z = cup[..., 2]
         pad_bottom = hand[..., 2] - self.pad_half_height  # the pads are centred on the ee site
-        below = cup[..., 2] + self.cup_half_height < pad_bottom
-        beside = np.linalg.norm(cup[..., :2] - hand[..., :2], axis=-1) > self.cup_radius + REACH
-        on_table = cup[..., 2] < self.cup_half_height + TABLE_GAP
+        below = cup_z + half < pad_bottom
+        beside = norm(cup[..., :2] - hand[..., :2]) > self.cup_radius + REACH
+        on_table = cup_z < half + TABLE_GAP
         return slip, below | beside | on_table
 
     def score(self, sensordata: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         s = self.sensors(sensordata)
-        d = np.linalg.norm(s["cup_pos"] - self.target, axis=-1)
+        d = norm(s["cup_pos"] - self.target)
         slip, out_of_reach = self._grasp(s)
         touching = self.touching(s)
         reward = -np.minimum(d, 0.5) / 0.5 - 10.0 * np.maximum(slip - 0.005, 0.0)
         success = self.pinched(s) & (slip <= SLIP_LIMIT) & (d < self.success_radius)
-        dropping = ~touching & out_of_reach
-        slipping = touching & (slip > SLIP_LIMIT)
-        return reward, success, dropping | slipping
+        # touching: slipping (too far in the hand); else dropping (out of the pads' reach)
+        return reward, success, np.where(touching, slip > SLIP_LIMIT, out_of_reach)
 
     def slipping(self, sensordata: np.ndarray) -> np.ndarray:
         s = self.sensors(sensordata)

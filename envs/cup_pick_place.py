@@ -13,6 +13,7 @@ import numpy as np
 
 from embodied.envs.arm import ArmEnv
 from embodied.envs.scripted import ScriptedPolicy
+from embodied.envs.sensors import norm
 
 HIGH = 0.2  # m: the script's height for moves above the table
 
@@ -47,16 +48,16 @@ class CupPickPlace(ArmEnv):
         cup = s["cup_pos"]
         h = self.cup_half_height
         grasp_point = cup + np.array([0.0, 0.0, self.grasp_offset])
-        d_hand = np.linalg.norm(s["ee_pos"] - grasp_point, axis=-1)
+        d_hand = norm(s["ee_pos"] - grasp_point)
         rest = np.array([self.target[0], self.target[1], h])
-        d_cup = np.linalg.norm(cup - rest, axis=-1)
+        d_cup = norm(cup - rest)
         reward = -(0.5 * np.minimum(d_hand, 0.5) / 0.5 + d_cup / 0.3)
         # a cup in the air that no pad touches has left the gripper after a grasp
         lifted = cup[..., 2] - h > 0.015
         touching = self.touching(s)
         tilt = self.tilt(s)
         failing = (lifted & ~touching) | (tilt > 1.0)
-        d_xy = np.linalg.norm(cup[..., :2] - self.target[:2], axis=-1)
+        d_xy = norm(cup[..., :2] - self.target[:2])
         success = ~touching & ~lifted & (tilt < 0.3) & (d_xy < self.success_radius)
         return reward, success, failing
 

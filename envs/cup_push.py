@@ -21,6 +21,7 @@ import numpy as np
 
 from embodied.envs.arm import ArmEnv
 from embodied.envs.scripted import STYLES, ScriptedPolicy
+from embodied.envs.sensors import norm
 
 TABLE_X = (0.0, 0.9)
 TABLE_Y = (-0.6, 0.6)
@@ -56,13 +57,15 @@ class CupPush(ArmEnv):
 
     def score(self, sensordata: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         s = self.sensors(sensordata)
-        cup = s["cup_pos"]
-        to_goal = self.target[:2] - cup[..., :2]
-        d_cup = np.linalg.norm(to_goal, axis=-1)
+        cup, hand = s["cup_pos"], s["ee_pos"]
+        cup_xy = cup[..., :2]
+        to_goal = self.target[:2] - cup_xy
+        d_cup = norm(to_goal)
         u = to_goal / np.maximum(d_cup, 1e-6)[..., None]
-        push_xy = cup[..., :2] - u * (self.cup_radius + PUSH_GAP)
-        push = np.concatenate([push_xy, np.full_like(push_xy[..., :1], PUSH_HEIGHT)], -1)
-        d_hand = np.linalg.norm(s["ee_pos"] - push, axis=-1)
+        push_xy = cup_xy - u * (self.cup_radius + PUSH_GAP)
+        # |hand - (push_xy, PUSH_HEIGHT)| summed in norm's order, the push point never built
+        off_xy, off_z = hand[..., :2] - push_xy, hand[..., 2] - PUSH_HEIGHT
+        d_hand = np.sqrt(np.add.reduce(off_xy * off_xy, axis=-1) + off_z * off_z)
         reward = -(d_cup / 0.3 + 0.3 * np.minimum(d_hand, 0.5) / 0.5)
         tilt = self.tilt(s)
         on_table = (

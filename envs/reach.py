@@ -10,6 +10,7 @@ import numpy as np
 
 from embodied.envs.arm import ArmEnv
 from embodied.envs.scripted import ScriptedPolicy
+from embodied.envs.sensors import norm
 
 
 class Reach(ArmEnv):
@@ -31,7 +32,7 @@ class Reach(ArmEnv):
         self.place_cup(np.array([0.8, 0.5, self.cup_half_height]))
 
     def score(self, sensordata: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        d = np.linalg.norm(self.sensors(sensordata)["ee_pos"] - self.target, axis=-1)
+        d = norm(self.sensors(sensordata)["ee_pos"] - self.target)
         return -np.minimum(d, 0.5) / 0.5, d < self.success_radius, np.zeros_like(d, dtype=bool)
 
     def waypoint(self, script: ScriptedPolicy) -> tuple[np.ndarray | None, float]:

@@ -53,7 +53,7 @@ SEVERITY_SWEEP = ["id"] + [
 # command line -> (agents, tasks, splits, seeds) it runs
 EXPECTED = {
     "embodied-eval": (["scripted"], QUICK.tasks, QUICK.splits, QUICK.eval_seeds),
-    "embodied-eval agents=[video] +agent_overrides.video.predictor._target_=my_module.MyPredictor": (
+    "embodied-eval agents=[video] +agent_overrides.video.predictor._target_=mine.Predictor": (
         ["video"],  # bring your own frame predictor
         QUICK.tasks,
         QUICK.splits,
@@ -279,5 +279,11 @@ def test_the_planner_group_gives_each_agent_the_planner_it_wrote_inline(agent):
     }
     added = {k: v for k, v in planner.items() if k not in inline}
     assert added == {k: defaults[k] for k in added}
-    group = {"min_std": 0.05, "momentum": 0.1, "refit": "clipped"}
+    group = {
+        "min_std": 0.05,
+        "momentum": 0.1,
+        "refit": "clipped",
+        "grip": "continuous",
+        "grip_std": None,
+    }
     assert added == {k: v for k, v in group.items() if k not in inline}

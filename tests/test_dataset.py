@@ -8,7 +8,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from embodied.dataset import FORMAT, Dataset, DatasetError, Episode, read_manifest, write_dataset
+from embodied.dataset import (
+    FORMAT,
+    Dataset,
+    DatasetError,
+    Episode,
+    append_dataset,
+    read_manifest,
+    write_dataset,
+)
 
 
 def make_episodes(n: int = 5, dim: int = 6, size: int = 8, seed: int = 0) -> list[Episode]:
@@ -194,3 +202,51 @@ def test_collect_writes_scripted_random_and_perturbed_episodes(tmp_path):
         assert e.terminated[:-1].sum() == 0
     with pytest.raises(ValueError, match="choose from"):
         collect("embodied/CupCarry-v0", tmp_path / "x", 1, obs_modes=("depth",), progress=False)
+
+
+def test_append_adds_shards_with_provenance_and_leaves_the_old_ones(tmp_path):
+    episodes = make_episodes(5)
+    write(tmp_path, episodes[:3])
+    before = {p.name: p.read_bytes() for p in tmp_path.glob("shard-*.npz")}
+    extra = make_episodes(2, seed=1)
+    for e in extra:
+        e.meta = {"source": "rounds", "round": 1, "agent": "state", "failure": "tipped"}
+    manifest = append_dataset(tmp_path, extra)
+    assert {
+        p.name: p.read_bytes() for p in tmp_path.glob("shard-*.npz") if p.name in before
+    } == before
+    ds = Dataset.load(tmp_path)
+    assert len(ds) == 5 and manifest["episodes"] == 5
+    assert (
+        ds.num_transitions == manifest["transitions"] == sum(e.length for e in episodes[:3] + extra)
+    )
+    assert manifest["seeds"] == [100, 101, 102, 100, 101]
+    assert [e["meta"].get("round") for e in manifest["episode_info"]] == [None] * 3 + [1, 1]
+    assert manifest["episode_info"][4]["meta"]["failure"] == "tipped"
+    assert manifest["episode_info"][4]["dropped"] is True
+    np.testing.assert_array_equal(ds.episodes[4].state, extra[1].state.astype(np.float32))
+
+
+def test_append_refuses_missing_modes_and_a_failed_append_changes_nothing(tmp_path, monkeypatch):
+    write(tmp_path, make_episodes(3))
+    manifest = (tmp_path / "manifest.json").read_text()
+    bare = make_episodes(1)[0]
+    bare.pixels = None
+    with pytest.raises(DatasetError, match="lacks"):
+        append_dataset(tmp_path, [bare])
+    with pytest.raises(DatasetError, match="no episodes"):
+        append_dataset(tmp_path, [])
+    calls = []
+
+    def failing(path, arrays):
+        calls.append(path)
+        if len(calls) == 2:
+            raise OSError(28, "No space left on device")
+        with open(path, "wb") as f:
+            np.savez(f, **arrays)
+
+    monkeypatch.setattr("embodied.dataset._savez", failing)
+    with pytest.raises(OSError, match="No space"):
+        append_dataset(tmp_path, make_episodes(4))  # two shards: the second write fails
+    assert (tmp_path / "manifest.json").read_text() == manifest
+    assert not list(tmp_path.glob(".*.tmp")) and len(Dataset.load(tmp_path)) == 3

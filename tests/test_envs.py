@@ -15,6 +15,7 @@ from gymnasium.utils.env_checker import check_env as gym_check_env
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
 import embodied
+from embodied.envs.arm import TOUCH_MIN
 from embodied.envs.cup_push import CLEAN_PUSH, SLOPPY_PUSH
 from embodied.envs.scene import build_model
 from embodied.envs.scripted import ScriptedPolicy
@@ -423,3 +424,115 @@ def test_the_cup_geometry_follows_a_size_shift():
         size = env.model.geom("cup").size
         assert (env.cup_radius, env.cup_half_height) == (float(size[0]), float(size[1]))
     assert env.cup_radius != float(build_model({}).geom("cup").size[0])
+
+
+# -- the scores as they were (np.linalg.norm, np.clip, every sensor view built) --------------
+def _ref_views(u, sd):
+    return {name: sd[..., sl] for name, sl in u._sensor.items()}
+
+
+def _ref_tilt(s):
+    q = s["cup_quat"]
+    return np.arccos(np.clip(1.0 - 2.0 * (q[..., 1] ** 2 + q[..., 2] ** 2), -1.0, 1.0))
+
+
+def _ref_touching(s):
+    return np.maximum(s["left_touch"][..., 0], s["right_touch"][..., 0]) > TOUCH_MIN
+
+
+def _ref_reach(u, sd):
+    d = np.linalg.norm(_ref_views(u, sd)["ee_pos"] - u.target, axis=-1)
+    return -np.minimum(d, 0.5) / 0.5, d < u.success_radius, np.zeros_like(d, dtype=bool)
+
+
+def _ref_cup_push(u, sd):
+    s = _ref_views(u, sd)
+    cup = s["cup_pos"]
+    to_goal = u.target[:2] - cup[..., :2]
+    d_cup = np.linalg.norm(to_goal, axis=-1)
+    unit = to_goal / np.maximum(d_cup, 1e-6)[..., None]
+    push_xy = cup[..., :2] - unit * (u.cup_radius + 0.02)
+    push = np.concatenate([push_xy, np.full_like(push_xy[..., :1], 0.03)], -1)
+    d_hand = np.linalg.norm(s["ee_pos"] - push, axis=-1)
+    reward = -(d_cup / 0.3 + 0.3 * np.minimum(d_hand, 0.5) / 0.5)
+    tilt = _ref_tilt(s)
+    x, y, z = cup[..., 0], cup[..., 1], cup[..., 2]
+    on_table = (x > 0.0) & (x < 0.9) & (y > -0.6) & (y < 0.6) & (z > 0.0)
+    return reward, (d_cup < u.success_radius) & (tilt < 0.3), (tilt > 1.0) | ~on_table
+
+
+def _ref_cup_carry(u, sd):
+    s = _ref_views(u, sd)
+    cup, hand = s["cup_pos"], s["ee_pos"]
+    d = np.linalg.norm(cup - u.target, axis=-1)
+    slip = np.linalg.norm(cup - (hand - np.array([0.0, 0.0, u.grasp_offset])), axis=-1)
+    below = cup[..., 2] + u.cup_half_height < hand[..., 2] - u.pad_half_height
+    beside = np.linalg.norm(cup[..., :2] - hand[..., :2], axis=-1) > u.cup_radius + 0.05
+    out_of_reach = below | beside | (cup[..., 2] < u.cup_half_height + 0.005)
+    touching = _ref_touching(s)
+    pinched = (s["left_touch"][..., 0] > TOUCH_MIN) & (s["right_touch"][..., 0] > TOUCH_MIN)
+    reward = -np.minimum(d, 0.5) / 0.5 - 10.0 * np.maximum(slip - 0.005, 0.0)
+    success = pinched & (slip <= 0.04) & (d < u.success_radius)
+    return reward, success, (~touching & out_of_reach) | (touching & (slip > 0.04))
+
+
+def _ref_cup_pick_place(u, sd):
+    s = _ref_views(u, sd)
+    cup, h = s["cup_pos"], u.cup_half_height
+    d_hand = np.linalg.norm(s["ee_pos"] - (cup + np.array([0.0, 0.0, u.grasp_offset])), axis=-1)
+    d_cup = np.linalg.norm(cup - np.array([u.target[0], u.target[1], h]), axis=-1)
+    reward = -(0.5 * np.minimum(d_hand, 0.5) / 0.5 + d_cup / 0.3)
+    lifted = cup[..., 2] - h > 0.015
+    touching, tilt = _ref_touching(s), _ref_tilt(s)
+    d_xy = np.linalg.norm(cup[..., :2] - u.target[:2], axis=-1)
+    success = ~touching & ~lifted & (tilt < 0.3) & (d_xy < u.success_radius)
+    return reward, success, (lifted & ~touching) | (tilt > 1.0)
+
+
+REFERENCE_SCORES = {
+    "Reach": _ref_reach,
+    "CupPush": _ref_cup_push,
+    "CupCarry": _ref_cup_carry,
+    "CupPickPlace": _ref_cup_pick_place,
+}
+
+
+@pytest.mark.parametrize("task", list(TASKS))
+def test_the_score_equals_the_reference_score_bit_for_bit(task):
+    """Rewards, successes and failures of scripted and random episodes' sensor readings, one at
+    a time (the env) and batched (N, H, S) as the simulators pass them, equal the score as it
+    was; readings jittered across the thresholds, touches of zero, a cup upside down and NaN
+    included."""
+    env = gymnasium.make(env_id(task))
+    u = env.unwrapped
+    rng = np.random.default_rng(1)
+    seen = []  # (success, failing) of every reading scored
+    for seed, shift in enumerate(["id", "id", "ood-all-3"]):
+        obs, _ = env.reset(seed=seed, options={"shift": shift})
+        policy = u.scripted_policy("cautious", noise=0.3, seed=seed)
+        policy.reset(env)
+        readings = []
+        for _ in range(u.max_episode_steps):
+            act = policy.act(obs) if shift == "id" else rng.uniform(-1, 1, 4)
+            obs, _, term, trunc, _ = env.step(act)
+            readings.append(u.data.sensordata.copy())
+            if term or trunc:
+                break
+        sd = np.array(readings)
+        jitter = sd + rng.normal(0.0, 0.01, sd.shape) * (rng.random(sd.shape) < 0.5)
+        odd = jitter[:8].copy()
+        odd[:4, u._sensor["left_touch"]] = 0.0
+        odd[2:4, u._sensor["cup_quat"]] = (0.0, 1.0, 0.0, 0.0)  # upside down
+        odd[4:, u._sensor["cup_quat"].start + 1] = np.nan
+        odd[6:, u._sensor["right_touch"]] = np.nan
+        batch = np.concatenate([sd, jitter, odd])
+        rows = len(batch) // 4 * 4
+        for case in [*batch, batch, batch[:rows].reshape(4, rows // 4, -1)]:
+            new, old = u.score(case), REFERENCE_SCORES[task](u, case)
+            for a, b in zip(new, old, strict=True):
+                assert a.dtype == b.dtype and a.shape == b.shape
+                assert np.array_equal(a, b, equal_nan=True)
+        seen.append(np.stack(u.score(batch)[1:]))
+    success, failing = np.concatenate(seen, 1)
+    assert success.any() and not success.all()  # both sides of the thresholds were met
+    assert task == "Reach" or (failing.any() and not failing.all())

@@ -446,3 +446,45 @@ def test_cem_refit_to_raw_draws_keeps_a_grip_the_model_is_indifferent_to_at_the_
         CEM(refit="mean")
     with pytest.raises(ValueError, match="refit: clipped"):
         ICEM(refit="raw")
+
+
+def grip_step(z, a):
+    """Motion is free; the grip must be closed (> 0) until step 4 of the episode, then open.
+    ``z`` counts the steps; a half-open grip earns half."""
+    want = torch.where(z[:, 0] < 4, 1.0, -1.0)
+    return z + 1, -((a[:, 3] - want) ** 2) - (a[:, :3] ** 2).sum(-1), torch.zeros(len(z))
+
+
+@pytest.mark.parametrize("cls", PLANNERS)
+def test_a_binary_grip_is_firm_and_switches_once(cls):
+    executed = {}
+    for grip in ("continuous", "binary"):
+        planner = make(cls, horizon=4, population=64, iterations=3, grip=grip)
+        held, z, grips = 1.0, torch.zeros(1), []
+        for _ in range(10):  # the MPC agent's prior: no motion, the grip it holds
+            held = float(planner.plan(grip_step, z, torch.tensor([0.0, 0.0, 0.0, held]))[3])
+            grips.append(held)
+            z = z + 1
+        executed[grip] = np.array(grips)
+    firm = executed["binary"]
+    assert set(firm) <= {-1.0, 1.0} and np.count_nonzero(np.diff(firm)) == 1
+    assert firm[0] == 1.0 and firm[-1] == -1.0 and firm[6] == -1.0
+    # the continuous grip drifts off the bounds: a hand half open
+    assert np.abs(np.abs(executed["continuous"]) - 1).max() > 0.05
+    planner = make(cls, grip="binary")
+    decided = planner._decide(torch.tensor([[0.3, 0.2, -0.9, 0.1], [0.0, 0.0, 0.0, -0.2]]))
+    assert decided[:, 3].tolist() == [1.0, -1.0] and decided[0, 2] == pytest.approx(-0.9)
+
+
+def test_the_grip_options_leave_the_default_plan_alone_and_are_checked():
+    plain, named = make(CEM), make(CEM, grip="continuous", grip_std=None)
+    for _ in range(3):
+        np.testing.assert_array_equal(
+            plain.plan(reach_step, torch.zeros(3)), named.plan(reach_step, torch.zeros(3))
+        )
+    std = make(CEM, init_std=0.5, grip_std=0.2)._initial_std(torch.zeros(3, 4))
+    assert std[:, :3].eq(0.5).all() and std[:, 3].eq(0.2).all()
+    with pytest.raises(ValueError, match="unknown grip"):
+        make(CEM, grip="sticky")
+    with pytest.raises(ValueError, match="grip_std"):
+        make(MPPI, grip_std=0.0)

@@ -12,7 +12,7 @@ import torch
 from omegaconf import OmegaConf
 from toy_world import PROPRIO, SpaceOnlyEnv, obs_of, toy_episodes, write_toy
 
-from embodied.agents.knn import ExactIndex
+from embodied.agents.knn import ExactIndex, make_index
 from embodied.agents.mpc import MPCAgent, build_planner, make_policy
 from embodied.agents.retrieval_model import RetrievalModel
 from embodied.agents.training import train_world_model
@@ -135,6 +135,10 @@ def test_bad_settings_name_the_valid_ones(dataset):
         RetrievalModel(**{**TINY, "reward_labels": ["hand_x"]})
     with pytest.raises(ValueError, match="proprio_labels"):
         RetrievalModel(**{**TINY, "reward_labels": ["cup_x", "cup_y"]})
+    with pytest.raises(ValueError, match="'exact', 'ivf'"):
+        RetrievalModel(**{**TINY, "index": "hnsw"})
+    with pytest.raises(ValueError, match="'exact', 'ivf'"):
+        make_index(torch.zeros(4, 2), "kdtree")
     with pytest.raises(RuntimeError, match="fit"):
         RetrievalModel(**TINY).step(torch.zeros(1, 10), torch.zeros(1, 4))
     with pytest.raises(ValueError, match="valid labels"):
@@ -220,3 +224,63 @@ def test_refitting_on_another_dataset_indexes_it(dataset, tmp_path):
     model.fit(dataset, 1)
     other = Dataset.load(write_toy(tmp_path / "other", toy_episodes(3, seed=11)))
     assert model.fit(other, 1)["transitions"] == [float(len(other.transitions("state")["obs"]))]
+
+
+# -- the approximate index (faiss IVF, an optional extra) -------------------------------------
+def walk_keys(n: int = 4000, dim: int = 46) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(1)
+    walks = torch.randn(n, dim, generator=gen).mul(0.3).view(40, n // 40, dim).cumsum(1)
+    return walks.flatten(0, 1)
+
+
+def test_ivf_without_faiss_names_the_extra(monkeypatch):
+    monkeypatch.setitem(__import__("sys").modules, "faiss", None)  # import faiss fails
+    with pytest.raises(ImportError, match=r"embodied-ood\[faiss\]"):
+        make_index(walk_keys(400), "ivf")
+
+
+def test_the_ivf_index_recalls_the_exact_neighbours():
+    """Off-data queries as a planner sends them: every probe's answer is stored rows, nearest
+    first by the exact distances; all lists probed gives the exact sets; recall@5 >= 0.9 at the
+    default nprobe; two builds answer identically."""
+    pytest.importorskip("faiss")
+    keys = walk_keys()
+    gen = torch.Generator().manual_seed(2)
+    q = keys[torch.randint(0, len(keys), (64,), generator=gen)] + 0.5 * torch.randn(
+        64, keys.shape[1], generator=gen
+    )
+    exact = ExactIndex(keys).search(q, 5)
+    full = make_index(keys, "ivf", nlist=16, nprobe=16).search(q, 5)
+    assert {tuple(sorted(r)) for r in full.tolist()} == {tuple(sorted(r)) for r in exact.tolist()}
+    ivf = make_index(keys, "ivf", nlist=64, nprobe=8)
+    rows = ivf.search(q, 5)
+    assert rows.shape == (64, 5) and rows.dtype == torch.long and (rows >= 0).all()
+    dist = (q[:, None] - keys[rows]).pow(2).sum(-1)
+    assert (dist[:, 1:] >= dist[:, :-1] - 1e-4).all()
+    recall = np.mean(
+        [len(set(a) & set(b)) / 5 for a, b in zip(rows.tolist(), exact.tolist(), strict=True)]
+    )
+    assert recall >= 0.9
+    assert torch.equal(make_index(keys, "ivf", nlist=64, nprobe=8).search(q, 5), rows)
+
+
+def test_a_retrieval_model_with_the_ivf_index_recalls_stored_outcomes(dataset):
+    """index=ivf end to end: stored queries find themselves (distance 0 lies in the probed
+    list that holds them) and the model plans as the exact one does on them."""
+    pytest.importorskip("faiss")
+    exact = RetrievalModel(fail_neighbours=1, **TINY)
+    approx = RetrievalModel(fail_neighbours=1, index="ivf", nlist=8, nprobe=2, **TINY)
+    for model in (exact, approx):
+        model.fit(dataset, steps=1)
+    z, tr = stored_queries(exact, dataset)
+    action = torch.as_tensor(tr["action"])
+    got, want = approx.step(z, action), exact.step(z, action)
+    for a, b in zip(got, want, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
+    # the index is a search setting: a fitted model switches without refitting
+    exact.set_index("ivf", nlist=8, nprobe=2)
+    assert type(exact._key_index) is type(approx._key_index)
+    for a, b in zip(exact.step(z, action), got, strict=True):
+        assert torch.equal(a, b)
+    with pytest.raises(ValueError, match="'exact', 'ivf'"):
+        exact.set_index("annoy")

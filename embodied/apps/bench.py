@@ -62,6 +62,7 @@ def collect_stage(cfg: DictConfig, task: str, obs_mode_needed: bool) -> Path:
             print(f"{task}: recollecting ({err})")
     shutil.rmtree(out, ignore_errors=True)
     shutil.rmtree(Path(cfg.checkpoints) / task, ignore_errors=True)
+    shutil.rmtree(Path(cfg.run_dir) / "rounds" / task, ignore_errors=True)  # grown from them
     collect(
         env_id=env_id(task),
         out_dir=out,
@@ -192,6 +193,11 @@ def bench(cfg: DictConfig) -> None:
     if jobs:
         stage(f"train {len(jobs)} models", started)
         train_stage(cfg, jobs)
+    if int(cfg.rounds) > 0 or cfg.experience.per_task:
+        from embodied.agents.rounds import bench_stage  # the agents' package: on demand
+
+        stage("rounds of own experience", started)
+        bench_stage(cfg, jobs)
     stage("clips", started)
     collect_clips(cfg)
     stage("evaluate", started)

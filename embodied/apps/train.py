@@ -6,7 +6,7 @@ import sys
 
 import hydra
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from embodied.apps import cli
 
@@ -18,7 +18,8 @@ def hydra_main(cfg: DictConfig) -> None:
 
 
 def train(cfg: DictConfig) -> None:
-    agent = cfg.agent
+    # a plain copy: Hydra's config is struct, and a task's per_task settings add keys
+    agent = OmegaConf.create(OmegaConf.to_container(cfg.agent, resolve=True))
     if agent.get("trainer") is None:
         print(f"agent {agent.name!r} has nothing to train (its trainer is null)")
         return
@@ -35,6 +36,22 @@ def train(cfg: DictConfig) -> None:
     print(f"{agent.name}: {state} step {summary['step']}/{cfg.steps}; wrote {cfg.out_dir}")
     if summary.get("interrupted"):
         sys.exit(130)
+    if int(cfg.rounds) > 0:
+        from embodied.agents.rounds import RoundSettings, print_rounds, run_rounds
+
+        log = run_rounds(
+            agent,
+            cfg.data_dir,
+            cfg.out_dir,
+            cfg.rounds_dir,
+            int(cfg.rounds),
+            RoundSettings.of(cfg.experience),
+            train_steps=int(cfg.steps),
+            seed=int(cfg.seed),
+            progress=bool(cfg.progress),
+            env_kwargs=dict(cfg.env.get("kwargs") or {}),
+        )
+        print_rounds(log, f"{agent.name} on {cfg.env.name}")
 
 
 def main() -> None:
