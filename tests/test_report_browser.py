@@ -42,7 +42,7 @@ def test_report_in_chromium_at_1400px_has_no_overlaps_or_wrapped_headline(tmp_pa
     assert g.width == 1400
     # The measurement saw what it judges: five figures, their legends and titles.
     assert g.figures == 5 and g.legends >= 6 and g.titles >= 15
-    assert g.headline_columns == 7 and g.headline_cells == 7 * 6  # header + 5 agents
+    assert g.headline_columns == 8 and g.headline_cells == 8 * 6  # header + 5 agents
     assert g.problems == [], g.problems
     assert g.headline_right <= 1400
 

@@ -352,7 +352,8 @@ def test_shaping_pays_progress_and_leaves_success_and_termination_alone() -> Non
     rows = shaped(rows, CupCarry.progress_point, scale, gamma)
     np.testing.assert_allclose([r[3] for r in rows], [s[2] for s in shaped_run[:-1]], atol=1e-5)
     # the point comes from the task class; a task that declares none fails saying so
-    toy = type("Toy", (ArmEnv,), {"task_name": "Toy"})
+    toy = type("Toy", (ArmEnv,), {})  # named after its creation: not registered as a task
+    toy.task_name = "Toy"
     with pytest.raises(ValueError, match=r"no progress potential for task 'Toy' \(.*Toy\): decl"):
         progress_point(toy)
     bare.close()
