@@ -335,7 +335,7 @@ class SysIDModel(SimulatorModel):
 
     def write(self, model: mujoco.MjModel, log_values: np.ndarray) -> mujoco.MjModel:
         """``model`` (a copy of the nominal one) rewritten in place at these log-parameters by
-        the identified shifts' writers (tests/test_sysid.py checks every field against
+        the identified shifts' writers (tests/agents/test_sysid.py checks every field against
         ``build_model``)."""
         values = {**NOMINAL, **dict(zip(self.names, np.exp(log_values).tolist(), strict=True))}
         write_work(model, self.nominal, values, SCENE, self.scratch, self.shifts)

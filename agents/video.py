@@ -153,7 +153,7 @@ class VideoWorldModel:
 
     What a read state holds: the cup relative to the hand, its velocity and the pads' touch
     come from the predicted frames (the probe reads them within millimetres: 0.9 mm ID on
-    CupCarry's cup-minus-hand; tests/test_video_agent.py); the hand's motion is the robot's
+    CupCarry's cup-minus-hand; tests/agents/test_video_agent.py); the hand's motion is the robot's
     own command (the servo targets after the candidate actions, from the hand where it is
     now), since a linear probe reads a hand's absolute position only to ~3 cm; the goal is
     known. So drops and slips are the predictor's, progress to the goal is the command's.

@@ -7,7 +7,7 @@
 The settings are composed from configs/eval.yaml exactly as ``embodied-eval`` composes them
 (the same preset, overrides in the same syntax), and every cell goes through the grid's own
 ``run_cell``, in this process, one after another: a cell's numbers equal the app's for the
-same cell (tests/test_api.py). An object passed in (a video predictor, a policy, a world
+same cell (tests/eval/test_api.py). An object passed in (a video predictor, a policy, a world
 model) lives in this process only, so it never needs to pickle or import by name.
 
 ``embodied.evaluate`` is also the name of the module that runs a cell (embodied/evaluate.py),

@@ -227,7 +227,7 @@ def id_episodes_path(
 
     A look split moves no physics and draws every other parameter as ``id`` does, so an agent
     that observes no camera (obs_mode ``state``) meets the very same episodes under it
-    (tests/test_eval_app.py runs every look shift). The name carries a digest of everything
+    (tests/apps/test_eval_app.py runs every look shift). The name carries a digest of everything
     else the episodes depend on: the agent's config, its checkpoint's bytes, the episode count,
     the task's version (its reward is in every row), the env's keyword arguments, the threads
     and the package version.

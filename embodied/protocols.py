@@ -3,7 +3,7 @@ model that predicts.
 
 Each protocol lists its optional hooks beside the members every implementation has: the
 callers look a hook up with ``getattr(obj, name, default)``, so an object without it still
-meets the protocol and gets the default named here (``tests/test_protocols.py`` checks that
+meets the protocol and gets the default named here (``tests/agents/test_protocols.py`` checks that
 every hook the code looks up is declared).
 """
 

@@ -54,7 +54,7 @@ def app(name: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
         ("eval", "executor=nope", "Available options in 'executor':\n\tlocal\n\tray"),
         ("eval", "splits=[id,nope]", "unknown split 'nope'; valid forms: train, id, ood-<shift>"),
         ("bench", "splits=[id,ood-cup_mas-3]", "unknown shift 'cup_mas'; valid: ['cup_mass'"),
-        ("report", "foo=1", "valid keys: ['leaderboard', 'min_episodes', 'n_boot', 'run_dir', 'seed']"),
+        ("report", "foo=1", "valid keys: ['leaderboard', 'min_episodes', 'n_boot', 'run_dir'"),
         ("shifts", "--resolve=ood-nope-3", "unknown shift 'nope'; valid: ['cup_mass'"),
     ],
 )

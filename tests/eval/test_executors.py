@@ -15,7 +15,7 @@ from embodied.executors import LocalExecutor, RayExecutor
 from embodied.grid import expand
 
 TESTS = str(Path(__file__).parent)
-# a fake world-model agent (tests/test_videos.py): exercises the video metrics in the workers too
+# a fake world-model agent (tests/eval/test_videos.py): the video metrics in the workers too
 AGENT = {
     "name": "frozen",
     "kind": "scripted",

@@ -18,7 +18,7 @@ from embodied.agents.planners import CEM, Planner
 from embodied.apps.eval import load_agents, settings_from
 from embodied.grid import Cell, expand
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PRESETS = {p.stem: OmegaConf.load(p) for p in (ROOT / "configs" / "preset").glob("*.yaml")}
 QUICK, SMOKE, FULL = PRESETS["quick"], PRESETS["smoke"], PRESETS["full"]
 STANDARD_PRESET = PRESETS["standard"]

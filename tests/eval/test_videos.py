@@ -1,6 +1,6 @@
 """Rollout videos decode to the expected frames; video metrics line truth and prediction up.
 
-The fake world models here are also the ones tests/test_executors.py runs in worker
+The fake world models here are also the ones tests/eval/test_executors.py runs in worker
 processes (``_target_: test_videos.make_policy``).
 """
 

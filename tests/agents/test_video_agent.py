@@ -26,7 +26,7 @@ from embodied.agents.video import (
 from embodied.clips import probe_clips
 from embodied.evaluate import EvalSettings
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SPLITS = ["id", "ood-cup_mass-3"]
 GRID = dict(tasks=["CupCarry"], splits=SPLITS, seeds=[0], episodes=2, preset="smoke")
 
@@ -132,7 +132,7 @@ def test_a_predictor_from_outside_is_scored_through_the_api_and_the_app(tmp_path
         )
     assert lines[0]["agent"] == "ShiftPredictor" and lines[0]["family"] == "predictor"
     run = tmp_path / "app"
-    target = "tests.test_video_agent.ShiftPredictor"  # with the repo on the python path
+    target = "tests.agents.test_video_agent.ShiftPredictor"  # with the repo on the python path
     cmd = [
         str(Path(sys.executable).parent / "embodied-eval"),
         "agents=[video]",

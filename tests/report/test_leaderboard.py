@@ -16,7 +16,7 @@ import pytest
 import embodied
 from embodied.report.leaderboard import FIELDS, check_submission, read_lines
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 
 

@@ -519,7 +519,7 @@ def test_the_command_prints_every_shift_and_resolves_a_split(capsys):
 
 # ----------------------------------------------------------------- one place for each thing
 
-CORE = Path(__file__).resolve().parents[1] / "embodied"
+CORE = Path(__file__).resolve().parents[2] / "embodied"
 # Only the package's __init__ may name the envs: it sets up rendering (embodied.envs.gl)
 # before MuJoCo is imported, then imports the task modules (each task class registers itself).
 GLUE = {CORE / "__init__.py"}

@@ -9,7 +9,7 @@ from pathlib import Path
 import embodied.rollout
 from embodied.protocols import Policy, WorldModel
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 # what the code names the objects it probes for a hook; SB3's ``model`` is SB3's, not a
 # WorldModel, so agents/sb3* is left out
 RECEIVERS = {

@@ -1,7 +1,7 @@
 """The clips stage: the clip files a grid's cells read, written once before them; cells only read.
 
-The world-model agent is tests/test_videos.py's frozen fake (it declares a ``world_model``); the
-scripted controller declares none and needs no clips.
+The world-model agent is the frozen fake of tests/eval/test_videos.py (it declares a
+``world_model``); the scripted controller declares none and needs no clips.
 """
 
 from __future__ import annotations

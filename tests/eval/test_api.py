@@ -12,7 +12,7 @@ import pytest
 
 import embodied
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 GRID = dict(tasks=["CupCarry"], splits=["id", "ood-cup_mass-3"], seeds=[1], episodes=2)
 
 
