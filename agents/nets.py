@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 from collections.abc import Sequence
@@ -309,3 +310,36 @@ def load_checkpoint(
     if found != fmt:
         raise ValueError(f"checkpoint {path} has format {found!r}; expected {fmt!r}")
     return obj
+
+
+class VectorCheckpoint:
+    """save/load of a model built on state vectors: its settings, its dimensions and state
+    labels (what ``build`` takes), and its weights, in its ``checkpoint_format``."""
+
+    checkpoint_format: str
+
+    def settings_dict(self) -> dict[str, Any]:
+        config = self.config  # type: ignore[attr-defined]
+        return dataclasses.asdict(config) if dataclasses.is_dataclass(config) else dict(config)
+
+    def save(self, path: str | os.PathLike) -> None:
+        self._check_built()  # type: ignore[attr-defined]
+        save_checkpoint(
+            {
+                "config": self.settings_dict(),
+                "dims": (self.state_dim, self.action_dim),  # type: ignore[attr-defined]
+                "state_labels": self.state_labels,  # type: ignore[attr-defined]
+                "weights": self.state_dict(),  # type: ignore[attr-defined]
+            },
+            path,
+            self.checkpoint_format,
+        )
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, device: str = "cpu") -> Any:
+        ckpt = load_checkpoint(path, cls.checkpoint_format, map_location=device)
+        model = cls(**ckpt["config"], device=device)  # type: ignore[call-arg]
+        model.build(*ckpt["dims"], ckpt["state_labels"])
+        model.load_state_dict(ckpt["weights"])
+        model.eval()
+        return model

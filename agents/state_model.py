@@ -36,9 +36,8 @@ r / (1 - gamma)). ``step`` never adds it: its semantics are the one-step model's
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -51,9 +50,8 @@ from embodied.agents.nets import (
     EnsembleMLP,
     GaussianHead,
     Normalizer,
+    VectorCheckpoint,
     gaussian_nll,
-    load_checkpoint,
-    save_checkpoint,
     state_tensor,
 )
 from embodied.agents.settings import config_from
@@ -121,7 +119,7 @@ class StateConfig:
             )
 
 
-class StateModel(nn.Module):
+class StateModel(VectorCheckpoint, nn.Module):
     """Probabilistic ensemble dynamics + reward/failure head over the env's state vector."""
 
     Config: type[StateConfig] = StateConfig
@@ -463,27 +461,6 @@ class StateModel(nn.Module):
         return pred[:, [labels.index(n) for n in names]]
 
     # -- persistence ----------------------------------------------------------------------
-    def save(self, path: str | os.PathLike) -> None:
-        self._check_built()
-        save_checkpoint(
-            {
-                "config": asdict(self.config),
-                "dims": (self.state_dim, self.action_dim),
-                "state_labels": self.state_labels,
-                "weights": self.state_dict(),
-            },
-            path,
-            self.checkpoint_format,
-        )
-
-    @classmethod
-    def load(cls, path: str | os.PathLike, device: str = "cpu") -> StateModel:
-        ckpt = load_checkpoint(path, cls.checkpoint_format, map_location=device)
-        model = cls(**ckpt["config"], device=device)
-        model.build(*ckpt["dims"], ckpt["state_labels"])
-        model.load_state_dict(ckpt["weights"])
-        model.eval()
-        return model
 
     def reseed(self, seed: int) -> None:
         """Reset the sampling noise (used when ``sample`` is on) for reproducible planning."""

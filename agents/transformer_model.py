@@ -27,7 +27,6 @@ episode: one observation carries no history).
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -38,7 +37,12 @@ from torch import nn
 from torch.nn import functional as F
 
 from embodied.agents.gpt import GPT, Cache
-from embodied.agents.nets import MLP, Normalizer, load_checkpoint, save_checkpoint, state_tensor
+from embodied.agents.nets import (
+    MLP,
+    Normalizer,
+    VectorCheckpoint,
+    state_tensor,
+)
 from embodied.agents.state_model import CUP_POS_LABELS, RELATIVE_GROUPS, RelativeGeometry
 from embodied.dataset import Dataset
 from embodied.protocols import Imagination
@@ -59,7 +63,7 @@ class History:
     cache: Cache
 
 
-class TransformerModel(nn.Module):
+class TransformerModel(VectorCheckpoint, nn.Module):
     """Causal decoder dynamics over the episode's (state, action) tokens + state-model heads."""
 
     family = "transformer"
@@ -383,24 +387,3 @@ class TransformerModel(nn.Module):
         return Imagination(frames, "render" if frames is not None else "none", cup)
 
     # -- persistence ----------------------------------------------------------------------
-    def save(self, path: str | os.PathLike) -> None:
-        self._check_built()
-        save_checkpoint(
-            {
-                "config": self.config,
-                "dims": (self.state_dim, self.action_dim),
-                "state_labels": self.state_labels,
-                "weights": self.state_dict(),
-            },
-            path,
-            self.checkpoint_format,
-        )
-
-    @classmethod
-    def load(cls, path: str | os.PathLike, device: str = "cpu") -> TransformerModel:
-        ckpt = load_checkpoint(path, cls.checkpoint_format, map_location=device)
-        model = cls(**ckpt["config"], device=device)
-        model.build(*ckpt["dims"], ckpt["state_labels"])
-        model.load_state_dict(ckpt["weights"])
-        model.eval()
-        return model

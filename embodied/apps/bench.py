@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import hydra
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
@@ -139,16 +138,6 @@ def train_stage(cfg: DictConfig, jobs: list[TrainJob]) -> None:
             tqdm.write(f"trained {job.name}: step {summary['step']} in {summary['seconds']:.0f} s")
 
 
-@hydra.main(version_base="1.3", config_path="pkg://embodied.configs", config_name="bench")
-def hydra_main(cfg: DictConfig) -> None:
-    with cli.user_errors("embodied-bench"):
-        bench(cfg)
-
-
-def main() -> None:
-    cli.run("embodied-bench", "bench", hydra_main)
-
-
 def browser_check(html_path: Path) -> None:
     """The report measured in headless Chromium, its screenshot kept beside it, where Chromium
     is installed; what it finds (or a failure to run) is printed, never fatal: the report is
@@ -209,6 +198,9 @@ def bench(cfg: DictConfig) -> None:
     browser_check(Path(paths.html))
     print(f"\nembodied-bench: done in {time.perf_counter() - started:.0f} s")
     print(f"report: {Path(paths.html).resolve()}\n        {Path(paths.markdown).resolve()}")
+
+
+main = cli.app("embodied-bench", "bench", bench)
 
 
 if __name__ == "__main__":

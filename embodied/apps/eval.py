@@ -18,7 +18,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import hydra
 from hydra import compose, initialize_config_module
 from hydra.core.global_hydra import GlobalHydra
 from hydra.utils import instantiate
@@ -213,14 +212,7 @@ def evaluate(cfg: DictConfig, clips: bool = True) -> list[dict[str, Any]]:
     return [by_id[cell.cell_id] for cell in cells]
 
 
-@hydra.main(version_base="1.3", config_path="pkg://embodied.configs", config_name="eval")
-def hydra_main(cfg: DictConfig) -> None:
-    with cli.user_errors("embodied-eval"):
-        evaluate(cfg)
-
-
-def main() -> None:
-    cli.run("embodied-eval", "eval", hydra_main)
+main = cli.app("embodied-eval", "eval", evaluate)
 
 
 if __name__ == "__main__":
