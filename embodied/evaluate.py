@@ -433,6 +433,7 @@ def run_cell(cell: Cell, settings: EvalSettings) -> dict[str, Any]:
         videos=written or None,
         wall_s=round(time.perf_counter() - start, 3),
         train_split=(read_trained_on(ckpt) or {}).get("split") if ckpt else None,
+        env_id=env_id(cell.task),
     ).to_json()
 
 

@@ -47,6 +47,7 @@ class ResultLine(Cell):
     videos: dict[str, str] | None = None
     wall_s: float = 0.0
     train_split: str | None = None  # the split the agent's model was trained on, if trained
+    env_id: str | None = None  # the task's gymnasium id, its version included
 
     @classmethod
     def of(cls, cell: Cell, **measured: Any) -> ResultLine:
@@ -86,6 +87,7 @@ class ResultLine(Cell):
             videos=line.get("videos"),
             wall_s=float(line.get("wall_s") or 0.0),
             train_split=line.get("train_split"),
+            env_id=line.get("env_id"),
         )
 
 

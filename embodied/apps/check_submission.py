@@ -4,8 +4,8 @@
     embodied-check-submission runs/theirs/results.jsonl --preset standard
 
 Exit 0 when every cell is the protocol's (tasks x splits x seeds, the episode count, the
-episode seeds each cell's seed fixes, this package's version, the splits' shift fields);
-else exit 1, naming every difference (embodied/report/leaderboard.py: check_submission).
+episode seeds each cell's seed fixes, this package's version, each task's version, the
+splits' shift fields); else exit 1, naming every difference (report/leaderboard.py).
 """
 
 from __future__ import annotations

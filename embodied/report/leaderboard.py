@@ -185,6 +185,7 @@ def protocol(preset: str) -> dict[str, Any]:
 
     import embodied
     from embodied.apps.eval import _hydra
+    from embodied.registration import env_id
 
     with _hydra():
         cfg = compose("eval", overrides=[f"preset={preset}"])
@@ -194,6 +195,7 @@ def protocol(preset: str) -> dict[str, Any]:
         "seeds": [int(s) for s in cfg.seeds],
         "episodes": int(cfg.episodes),
         "version": embodied.__version__,
+        "env_ids": {t: env_id(t) for t in cfg.tasks},
     }
 
 
@@ -220,6 +222,12 @@ def check_submission(lines: Sequence[dict[str, Any]], expected: dict[str, Any]) 
             problems.append(
                 f"{cell}: made with embodied-ood {line.get('version')!r}, the protocol is "
                 f"{expected['version']!r} (task versions and shifts are the package's)"
+            )
+        want_id = expected.get("env_ids", {}).get(line["task"])
+        if want_id is not None and line.get("env_id") != want_id:
+            problems.append(
+                f"{cell}: ran task {line.get('env_id') or 'of no recorded version'}, the "
+                f"protocol's is {want_id}"
             )
         emb = line["embodied"]
         n, rows = int(emb["episodes"]), emb.get("per_episode") or []

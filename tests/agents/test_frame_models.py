@@ -242,7 +242,8 @@ def test_same_seed_same_weights_other_seed_other_weights(family):
 
 # -- settings -------------------------------------------------------------------------------
 # The keys a checkpoint's config held before the settings were dataclasses: a checkpoint
-# written then must load now, and one written now must hold the same keys.
+# written then must load now, and one written now must hold the same keys (retrieval has
+# gained its optional index since: index, nlist, nprobe, default the exact one).
 SAVED_KEYS = {
     "pixel": (
         "image_size action_dim depth embed_dim deter stoch hidden seq_len batch_size lr "
@@ -256,7 +257,7 @@ SAVED_KEYS = {
     ),
     "retrieval": (
         "mode action_weight frame_weight frame_dims pool proprio_labels goal_labels "
-        "reward_labels chunk store_frames rerank fail_neighbours task"
+        "reward_labels chunk store_frames rerank fail_neighbours task index nlist nprobe"
     ),
 }
 CLASSES = {"pixel": PixelModel, "latent": LatentModel, "retrieval": RetrievalModel}

@@ -83,6 +83,7 @@ def test_a_submission_by_the_protocol_passes_and_a_changed_one_is_refused(run, t
         "seeds": [0],
         "episodes": 2,
         "version": embodied.__version__,
+        "env_ids": {"CupCarry": "embodied/CupCarry-v0"},
     }
     assert check_submission(lines, expected) == []
 
@@ -109,11 +110,17 @@ def test_a_submission_by_the_protocol_passes_and_a_changed_one_is_refused(run, t
     def cell_seed(line):
         line["seed"] = 7
 
+    def task_version(line):
+        line["env_id"] = "embodied/CupCarry-v9"
+
     assert "episode 1 ran seed" in changed(seed)
     assert "1 episodes (1 rows), the protocol has 2" in changed(episodes)
     assert "embodied-ood '0.1.0'" in changed(version)
     assert "not in the protocol: CupCarry/ood-cup_mass-4/0" in changed(shift)
     assert "missing" in changed(cell_seed) and "CupCarry/id/7" in changed(cell_seed)
+    assert "ran task embodied/CupCarry-v9, the protocol's is embodied/CupCarry-v0" in changed(
+        task_version
+    )
     tampered = copy.deepcopy(lines)
     tampered[first]["severity"] = 5  # the name says one shift, the fields another
     assert "split fields" in "\n".join(check_submission(tampered, expected))
