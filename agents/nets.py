@@ -313,10 +313,20 @@ def load_checkpoint(
 
 
 class VectorCheckpoint:
-    """save/load of a model built on state vectors: its settings, its dimensions and state
-    labels (what ``build`` takes), and its weights, in its ``checkpoint_format``."""
+    """What a model built on state vectors shares: whether it is built, and save/load of its
+    settings, dimensions and state labels (what ``build`` takes) and weights."""
 
     checkpoint_format: str
+
+    @property
+    def built(self) -> bool:
+        return self.state_dim > 0  # type: ignore[attr-defined]
+
+    def _check_built(self) -> None:
+        if not self.built:
+            raise RuntimeError(
+                f"{type(self).__name__} has not been fitted or loaded yet; call fit or load"
+            )
 
     def settings_dict(self) -> dict[str, Any]:
         config = self.config  # type: ignore[attr-defined]

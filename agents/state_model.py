@@ -144,10 +144,6 @@ class StateModel(VectorCheckpoint, nn.Module):
         self._data: tuple[int, dict[str, torch.Tensor]] | None = None
 
     # -- construction ---------------------------------------------------------------------
-    @property
-    def built(self) -> bool:
-        return self.state_dim > 0
-
     def build(self, state_dim: int, action_dim: int, state_labels: Sequence[str] = ()) -> None:
         """Create the networks once the data's dimensions are known."""
         c = self.config
@@ -345,12 +341,6 @@ class StateModel(VectorCheckpoint, nn.Module):
     def _delta(self, mean: torch.Tensor) -> torch.Tensor:
         """De-normalised delta; entries constant in the data get exactly their constant."""
         return torch.where(self.constant, self.delta_norm.mean, self.delta_norm.inverse(mean))
-
-    def _check_built(self) -> None:
-        if not self.built:
-            raise RuntimeError(
-                f"{type(self).__name__} has not been fitted or loaded yet; call fit or load"
-            )
 
     def encode(self, obs: Any) -> torch.Tensor:
         """The raw state vector(s) as a (B, D) tensor; accepts a state+pixels dict too."""

@@ -125,10 +125,6 @@ class TransformerModel(VectorCheckpoint, nn.Module):
         self._imagined: tuple[torch.Tensor, Cache] | None = None  # step's last z' and its cache
 
     # -- construction ---------------------------------------------------------------------
-    @property
-    def built(self) -> bool:
-        return self.state_dim > 0
-
     def build(self, state_dim: int, action_dim: int, state_labels: Sequence[str] = ()) -> None:
         """Create the networks once the data's dimensions are known (seeded, global RNG kept)."""
         c = self.config
@@ -278,12 +274,6 @@ class TransformerModel(VectorCheckpoint, nn.Module):
         f, f2 = self._features(z), self._features(z2)
         reward = self.reward_head(f2)[..., 0].clamp(self.reward_range[0], self.reward_range[1])
         return reward, torch.sigmoid(self.fail_head(torch.cat([f, f2], -1))[..., 0])
-
-    def _check_built(self) -> None:
-        if not self.built:
-            raise RuntimeError(
-                "TransformerModel has not been fitted or loaded yet; call fit or load"
-            )
 
     def _fork(self, rows: int, extra: int) -> Cache:
         """A cache for ``rows`` continuations of the episode's prefix (empty without one)."""
