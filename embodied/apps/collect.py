@@ -2,17 +2,10 @@
 
 from __future__ import annotations
 
-import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from embodied.apps import cli
 from embodied.collect import collect
-
-
-@hydra.main(config_path="pkg://embodied.configs", config_name="collect", version_base=None)
-def hydra_main(cfg: DictConfig) -> None:
-    with cli.user_errors("embodied-collect"):
-        write(cfg)
 
 
 def write(cfg: DictConfig) -> None:
@@ -40,8 +33,7 @@ def write(cfg: DictConfig) -> None:
     )
 
 
-def main() -> None:
-    cli.run("embodied-collect", "collect", hydra_main)
+main = cli.app("embodied-collect", "collect", write)
 
 
 if __name__ == "__main__":

@@ -8,16 +8,9 @@ export back (embodied/lerobot.py).
 
 from __future__ import annotations
 
-import hydra
 from omegaconf import DictConfig
 
 from embodied.apps import cli
-
-
-@hydra.main(config_path="pkg://embodied.configs", config_name="export", version_base=None)
-def hydra_main(cfg: DictConfig) -> None:
-    with cli.user_errors("embodied-export"):
-        write(cfg)
 
 
 def write(cfg: DictConfig) -> None:
@@ -32,8 +25,7 @@ def write(cfg: DictConfig) -> None:
     )
 
 
-def main() -> None:
-    cli.run("embodied-export", "export", hydra_main)
+main = cli.app("embodied-export", "export", write)
 
 
 if __name__ == "__main__":

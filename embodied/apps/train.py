@@ -4,17 +4,10 @@ from __future__ import annotations
 
 import sys
 
-import hydra
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from embodied.apps import cli
-
-
-@hydra.main(config_path="pkg://embodied.configs", config_name="train", version_base=None)
-def hydra_main(cfg: DictConfig) -> None:
-    with cli.user_errors("embodied-train"):
-        train(cfg)
 
 
 def train(cfg: DictConfig) -> None:
@@ -54,8 +47,7 @@ def train(cfg: DictConfig) -> None:
         print_rounds(log, f"{agent.name} on {cfg.env.name}")
 
 
-def main() -> None:
-    cli.run("embodied-train", "train", hydra_main)
+main = cli.app("embodied-train", "train", train)
 
 
 if __name__ == "__main__":
