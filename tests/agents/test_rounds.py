@@ -37,13 +37,7 @@ SMALL = [
     "agent.planner.horizon=3",
 ]
 SETTINGS = rounds.RoundSettings(episodes=2, check_episodes=2, finetune_steps=5, noise=0.2)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def restore_threads():
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("restore_threads")  # training sets its agent's threads
 
 
 @pytest.fixture(scope="module")

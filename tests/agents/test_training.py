@@ -31,13 +31,7 @@ AGENT = {
         "batch_size": 32,
     },
 }
-
-
-@pytest.fixture(scope="module", autouse=True)
-def restore_threads():
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("restore_threads")  # training sets its agent's threads
 
 
 @pytest.fixture(scope="module")
