@@ -10,7 +10,7 @@ from pathlib import Path
 import gymnasium
 import numpy as np
 import pytest
-from hydra import compose, initialize_config_module
+from app_configs import app_config, scripted_grid
 from omegaconf import OmegaConf
 
 from embodied import evaluate as evaluate_module
@@ -21,21 +21,11 @@ from embodied.results import ResultsStore
 from embodied.shifts.splits import LOOK_SHIFTS
 
 SPLITS = "[id,ood-cup_mass-3,ood-grip_force-3,look-cup_colour]"
-GRID = [  # 8 small cells of the scripted agent
-    "agents=[scripted]",
-    f"splits={SPLITS}",
-    "seeds=[0,1]",
-    "episodes=2",
-    "+env.kwargs.max_episode_steps=30",
-    "video.clips=0",
-    "videos.cells=[]",
-    "progress=false",
-]
+GRID = scripted_grid(SPLITS)  # 8 small cells of the scripted agent
 
 
 def config(run_dir: Path, *overrides: str):
-    with initialize_config_module("embodied.configs", version_base="1.3"):
-        return compose("eval", overrides=[*GRID, f"run_dir={run_dir}", *overrides])
+    return app_config("eval", *GRID, f"run_dir={run_dir}", *overrides)
 
 
 def results(run_dir: Path) -> list[dict]:

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from hydra import compose, initialize_config_module
+from app_configs import app_config, scripted_grid
 
 from embodied.agents.state_model import StateModel
 from embodied.apps import collect as collect_app
@@ -66,21 +66,7 @@ TRAIN = [
     "agent.trainer.log_every=5",
     "progress=false",
 ]
-EVAL = [
-    "agents=[scripted]",
-    "splits=[id,ood-cup_mass-3,look-cup_colour]",
-    "seeds=[0,1]",
-    "episodes=2",
-    "+env.kwargs.max_episode_steps=30",
-    "video.clips=0",
-    "videos.cells=[]",
-    "progress=false",
-]
-
-
-def config(name: str, *overrides: str):
-    with initialize_config_module("embodied.configs", version_base="1.3"):
-        return compose(name, overrides=list(overrides))
+EVAL = scripted_grid("[id,ood-cup_mass-3,look-cup_colour]")
 
 
 def start(app: str, args: list[str], cwd: Path, slow: str, marks: Path, delay: float):
@@ -130,7 +116,7 @@ def datasets_equal(a: Dataset, b: Dataset) -> None:
 @pytest.fixture(scope="module")
 def collected(tmp_path_factory):
     out = tmp_path_factory.mktemp("collect") / "reference"
-    collect_app.write(config("collect", *COLLECT, f"out_dir={out}"))
+    collect_app.write(app_config("collect", *COLLECT, f"out_dir={out}"))
     return Dataset.load(out)
 
 
@@ -155,7 +141,7 @@ def test_collect_interrupted_then_rerun_equals_an_uninterrupted_run(
         Dataset.load(out)  # never a half-written dataset
     if sig == signal.SIGINT:
         assert temp_files(tmp_path) == []
-    collect_app.write(config("collect", *COLLECT, f"out_dir={out}"))
+    collect_app.write(app_config("collect", *COLLECT, f"out_dir={out}"))
     datasets_equal(Dataset.load(out), collected)
     assert temp_files(out) == []  # the killed write's leftovers are gone too
 
@@ -164,14 +150,14 @@ def test_collect_interrupted_then_rerun_equals_an_uninterrupted_run(
 @pytest.fixture(scope="module")
 def dataset_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("train-data")
-    collect_app.write(config("collect", *COLLECT, "obs_modes=[state]", f"out_dir={out}"))
+    collect_app.write(app_config("collect", *COLLECT, "obs_modes=[state]", f"out_dir={out}"))
     return out
 
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory, dataset_dir):
     out = tmp_path_factory.mktemp("train") / "reference"
-    train_app.train(config("train", *TRAIN, f"data_dir={dataset_dir}", f"out_dir={out}"))
+    train_app.train(app_config("train", *TRAIN, f"data_dir={dataset_dir}", f"out_dir={out}"))
     return predictions(out, dataset_dir)
 
 
@@ -200,7 +186,7 @@ def test_train_interrupted_between_checkpoints_then_rerun_equals_an_uninterrupte
     assert (out / "checkpoint.pt").is_file() and (out / "model.pt").is_file()
     StateModel.load(out / "model.pt")  # what was left is complete, never half a file
 
-    train_app.train(config("train", *TRAIN, f"data_dir={dataset_dir}", f"out_dir={out}"))
+    train_app.train(app_config("train", *TRAIN, f"data_dir={dataset_dir}", f"out_dir={out}"))
     torch.testing.assert_close(predictions(out, dataset_dir), reference, rtol=0, atol=0)
     steps = [line.split(",")[0] for line in (out / "losses.csv").read_text().splitlines()]
     assert steps == ["step", *[str(s) for s in range(5, 61, 5)]]  # no row lost or repeated
@@ -218,7 +204,7 @@ def results(run_dir: Path) -> dict[str, dict]:
 @pytest.fixture(scope="module")
 def evaluated(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("eval-reference")
-    evaluate(config("eval", *EVAL, f"run_dir={run_dir}", "executor.workers=1"))
+    evaluate(app_config("eval", *EVAL, f"run_dir={run_dir}", "executor.workers=1"))
     return results(run_dir)
 
 
@@ -242,7 +228,7 @@ def test_eval_on_a_pool_interrupted_then_rerun_equals_an_uninterrupted_run(
     assert 1 <= len(finished) < len(evaluated)
     assert all(evaluated[cell] == line for cell, line in finished.items())
 
-    evaluate(config("eval", *EVAL, f"run_dir={tmp_path}", "executor.workers=1"))
+    evaluate(app_config("eval", *EVAL, f"run_dir={tmp_path}", "executor.workers=1"))
     assert results(tmp_path) == evaluated
     assert temp_files(tmp_path) == []
 
@@ -258,7 +244,7 @@ def test_a_full_disk_mid_grid_keeps_the_finished_cells_and_a_rerun_completes(
         return real_write(fd, data)
 
     monkeypatch.setattr(os, "write", full_at_the_fourth_cell)
-    cfg = config("eval", *EVAL, f"run_dir={tmp_path}", "executor.workers=1")
+    cfg = app_config("eval", *EVAL, f"run_dir={tmp_path}", "executor.workers=1")
     with pytest.raises(OSError, match=r"the 3 finished cells in it are intact"):
         evaluate(cfg)
     assert results(tmp_path) == {k: v for k, v in list(evaluated.items())[:3]}
