@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -28,6 +29,15 @@ StepFn = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor
 
 REFITS = ("clipped", "raw")  # what CEM refits its Gaussian to (see CEM)
 GRIPS = ("continuous", "binary")  # how the grip (the last action entry) is planned (Planner)
+
+
+class Scored(NamedTuple):
+    """One iteration's candidates (N, H, A): as drawn (``raw``), clipped to the bounds
+    (``actions``, what the model scored), and their costs (N,)."""
+
+    raw: torch.Tensor
+    actions: torch.Tensor
+    cost: torch.Tensor
 
 
 @contextmanager
@@ -196,6 +206,20 @@ class Planner:
     def optimise(
         self, step_fn: StepFn, z0: torch.Tensor, prior: torch.Tensor | None = None
     ) -> torch.Tensor:
+        """The plan (H, A): ``iterations`` rounds of sampling around it, scoring the draws and
+        refitting the sampling distribution to them (``_update``, each method's own)."""
+        mean = self._initial_mean(prior)
+        std = self._initial_std(mean)
+        for _ in range(self.iterations):
+            raw, actions = self._sample(mean, std, self.population)
+            scored = Scored(raw, actions, self.cost(step_fn, z0, actions))
+            mean, std = self._update(mean, std, scored)
+        return mean
+
+    def _update(
+        self, mean: torch.Tensor, std: torch.Tensor, scored: Scored
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The sampling distribution's next mean and std, from its last and the scored draws."""
         raise NotImplementedError
 
 
@@ -227,20 +251,15 @@ class CEM(Planner):
         self.elites, self.min_std, self.momentum = elites, min_std, momentum
         self.refit = refit
 
-    def optimise(
-        self, step_fn: StepFn, z0: torch.Tensor, prior: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        mean = self._initial_mean(prior)
-        std = self._initial_std(mean)
-        for _ in range(self.iterations):
-            raw, actions = self._sample(mean, std, self.population)
-            cost = self.cost(step_fn, z0, actions)
-            order = torch.topk(cost, self.elites, largest=False).indices
-            elite = (raw if self.refit == "raw" else actions)[order]
-            new_std = elite.std(0, unbiased=False) if self.elites > 1 else std
-            mean = self._clip(self.momentum * mean + (1 - self.momentum) * elite.mean(0))
-            std = (self.momentum * std + (1 - self.momentum) * new_std).clamp(min=self.min_std)
-        return mean
+    def _update(
+        self, mean: torch.Tensor, std: torch.Tensor, scored: Scored
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        order = torch.topk(scored.cost, self.elites, largest=False).indices
+        elite = (scored.raw if self.refit == "raw" else scored.actions)[order]
+        new_std = elite.std(0, unbiased=False) if self.elites > 1 else std
+        mean = self._clip(self.momentum * mean + (1 - self.momentum) * elite.mean(0))
+        std = (self.momentum * std + (1 - self.momentum) * new_std).clamp(min=self.min_std)
+        return mean, std
 
 
 class ICEM(CEM):
@@ -372,20 +391,16 @@ class MPPI(Planner):
             raise ValueError(f"temperature must be > 0; got {temperature}")
         self.temperature, self.min_std = temperature, min_std
 
-    def optimise(
-        self, step_fn: StepFn, z0: torch.Tensor, prior: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        mean = self._initial_mean(prior)
-        std = self._initial_std(mean)
-        for _ in range(self.iterations):
-            _, actions = self._sample(mean, std, self.population)
-            cost = self.cost(step_fn, z0, actions)
-            best = cost.min()
-            scale = self.temperature * (cost.median() - best + 1e-6)
-            weights = torch.softmax(-(cost - best) / scale, 0)[:, None, None]
-            mean = (weights * actions).sum(0)
-            std = ((weights * (actions - mean) ** 2).sum(0)).sqrt().clamp(min=self.min_std)
-        return mean
+    def _update(
+        self, mean: torch.Tensor, std: torch.Tensor, scored: Scored
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        cost, actions = scored.cost, scored.actions
+        best = cost.min()
+        scale = self.temperature * (cost.median() - best + 1e-6)
+        weights = torch.softmax(-(cost - best) / scale, 0)[:, None, None]
+        mean = (weights * actions).sum(0)
+        std = ((weights * (actions - mean) ** 2).sum(0)).sqrt().clamp(min=self.min_std)
+        return mean, std
 
 
 class ModelStep:
