@@ -5,21 +5,20 @@ Tiny sizes throughout (a dozen CupCarry episodes, a few hundred steps of a 2-lay
 
 from __future__ import annotations
 
-from pathlib import Path
+from dataclasses import replace
 
 import gymnasium
 import numpy as np
 import pytest
 import torch
-from omegaconf import OmegaConf
+from model_checks import agent_config, fitted, longest, observed, planned_actions
 from test_state_model import SAVED_KEYS
 from toy_world import stepped
 
-import embodied.configs
 from embodied.agents.adaptive_model import AdaptiveModel
 from embodied.agents.mpc import make_policy
 from embodied.agents.nets import load_checkpoint
-from embodied.dataset import Dataset, Episode
+from embodied.dataset import Dataset
 
 TINY = dict(
     members=3,
@@ -36,21 +35,7 @@ TINY = dict(
 
 @pytest.fixture(scope="module")
 def model(cup_carry_states) -> AdaptiveModel:
-    m = AdaptiveModel(**TINY)
-    m.losses = m.fit(cup_carry_states, steps=150)
-    return m
-
-
-def _history(model: AdaptiveModel, states: np.ndarray, actions: np.ndarray):
-    """The belief after observing ``states`` (T+1, D) under ``actions`` (T, A)."""
-    belief, _ = model.observe(None, None, states[0])
-    for a, s in zip(actions, states[1:], strict=True):
-        belief, _ = model.observe(belief, a, s)
-    return belief
-
-
-def _longest(dataset: Dataset) -> Episode:
-    return max(dataset.episodes, key=lambda e: e.length)
+    return fitted(AdaptiveModel(**TINY), cup_carry_states, 150)
 
 
 def test_loss_falls(model):
@@ -61,15 +46,15 @@ def test_loss_falls(model):
 
 
 def test_context_changes_the_prediction(model, cup_carry_states):
-    ep = _longest(cup_carry_states)
+    ep = longest(cup_carry_states)
     z = torch.as_tensor(ep.state[6:7]).repeat(model.members, 1)
     a = torch.as_tensor(ep.action[6:7]).repeat(model.members, 1)
     model.encode(ep.state[6])  # no history: the zero context
     alone = model.step(z, a)
-    _history(model, ep.state[:7], ep.action[:6])
+    observed(model, ep.state[:7], ep.action[:6])
     own = model.step(z, a)
     other = next(e for e in cup_carry_states.episodes if e.length > 8 and e is not ep)
-    _history(model, other.state[:7], other.action[:6])
+    observed(model, other.state[:7], other.action[:6])
     foreign = model.step(z, a)
     assert model.context_dim == TINY["context_dim"]
     for x, y in ((alone, own), (own, foreign)):
@@ -77,14 +62,14 @@ def test_context_changes_the_prediction(model, cup_carry_states):
         assert not torch.allclose(x[2], y[2])  # failure probability
     # only the last context_steps transitions count: an older past changes nothing
     k = model.context_steps
-    _history(model, ep.state[6 - k : 7], ep.action[6 - k : 6])
+    observed(model, ep.state[6 - k : 7], ep.action[6 - k : 6])
     torch.testing.assert_close(model.step(z, a)[0], own[0], rtol=0, atol=0)
 
 
 def test_whole_horizon_rollout_keeps_the_context(model, cup_carry_states):
     """The planners' fast path scores with the episode's context exactly as ``step`` does."""
-    ep = _longest(cup_carry_states)
-    _history(model, ep.state[:7], ep.action[:6])
+    ep = longest(cup_carry_states)
+    observed(model, ep.state[:7], ep.action[:6])
     z0 = torch.as_tensor(ep.state[6])
     actions = torch.rand(6, 3, 4, generator=torch.Generator().manual_seed(1)) * 2 - 1
     with_context = model.rollout(z0, actions)
@@ -97,17 +82,7 @@ def test_whole_horizon_rollout_keeps_the_context(model, cup_carry_states):
 def test_training_reads_no_physics_parameters(cup_carry_states):
     """The same transitions labelled with other physics train exactly the same model."""
     relabelled = [
-        Episode(
-            state=e.state,
-            pixels=None,
-            action=e.action,
-            reward=e.reward,
-            dropped=e.dropped,
-            success=e.success,
-            terminated=e.terminated,
-            physics={k: 2.0 * v + 1.0 for k, v in e.physics.items()},
-            seed=e.seed,
-        )
+        replace(e, physics={k: 2.0 * v + 1.0 for k, v in e.physics.items()})
         for e in cup_carry_states.episodes
     ]
     other = Dataset(relabelled, cup_carry_states.manifest)
@@ -122,15 +97,7 @@ def test_policy_reads_only_observations(model, tmp_path):
     """Two envs whose cups differ (0.2 vs 0.4 kg) but feed the same observations get the same
     actions; the observations of the heavy cup's own episode move the plan."""
     model.save(tmp_path / "model.pt")
-    cfg = OmegaConf.load(Path(embodied.configs.__file__).parent / "agent" / "adaptive.yaml")
-    cfg.planner = {
-        "_target_": "embodied.agents.planners.CEM",
-        "horizon": 3,
-        "population": 12,
-        "elites": 3,
-        "iterations": 1,
-    }
-    cfg.world_model = {**TINY, "_target_": "embodied.agents.adaptive_model.AdaptiveModel"}
+    cfg = agent_config("adaptive", AdaptiveModel, TINY)
     light = gymnasium.make("embodied/CupCarry-v0", physics={"cup_mass": 0.2})
     heavy = gymnasium.make("embodied/CupCarry-v0", physics={"cup_mass": 0.4})
     runs = {}
@@ -140,14 +107,8 @@ def test_policy_reads_only_observations(model, tmp_path):
         ("own", heavy, heavy),
     ):
         policy = make_policy(cfg, tmp_path, env, seed=0)
-        env.reset(seed=1)  # the same start state: work shifts settle the grasp at nominal physics
-        obs, _ = feed.reset(seed=1)
-        policy.reset(env)
-        acts = []
-        for _ in range(8):
-            acts.append(policy.act(obs))
-            obs, *_ = feed.step(acts[-1])
-        runs[name] = np.stack(acts)
+        # env and feed start alike: work shifts settle the grasp at nominal physics
+        runs[name] = planned_actions(policy, env, 8, feed)
     light.close()
     heavy.close()
     np.testing.assert_array_equal(runs["light"], runs["heavy"])
@@ -159,34 +120,17 @@ def test_save_load_round_trip_with_context(model, cup_carry_states, tmp_path):
     model.save(path)
     loaded = AdaptiveModel.load(path)
     assert loaded.config == model.config
-    ep = _longest(cup_carry_states)
+    ep = longest(cup_carry_states)
     z, a = torch.as_tensor(ep.state[:9]), torch.as_tensor(ep.action[:9])
     for m in (model, loaded):
-        _history(m, ep.state[:6], ep.action[:5])
+        observed(m, ep.state[:6], ep.action[:5])
     for got, want in zip(loaded.step(z, a), model.step(z, a), strict=True):
         torch.testing.assert_close(got, want, rtol=0, atol=0)
 
 
-def test_deterministic_for_a_seed(cup_carry_states):
-    def weights(seed: int) -> list[torch.Tensor]:
-        m = AdaptiveModel(**{**TINY, "seed": seed})
-        m.fit(cup_carry_states, steps=10)
-        return list(m.state_dict().values())
-
-    first, again, other = weights(0), weights(0), weights(1)
-    assert all(torch.equal(x, y) for x, y in zip(first, again, strict=True))
-    assert not all(torch.equal(x, y) for x, y in zip(first, other, strict=True))
-
-
-def test_errors_name_the_problem(tmp_path):
+def test_errors_name_the_problem():
     with pytest.raises(ValueError, match="context_steps and context_dim must be >= 1"):
         AdaptiveModel(context_steps=0)
-    with pytest.raises(RuntimeError, match="AdaptiveModel has not been fitted"):
-        AdaptiveModel(**TINY).observe(None, None, np.zeros(3, np.float32))
-    bogus = tmp_path / "state.pt"
-    torch.save({"format": "embodied-state-model/1"}, bogus)
-    with pytest.raises(ValueError, match="expected 'embodied-adaptive-model/1'"):
-        AdaptiveModel.load(bogus)
 
 
 def test_a_checkpoint_holds_the_settings_it_held_before(model, tmp_path):

@@ -8,6 +8,7 @@ import mujoco.rollout
 import numpy as np
 import pytest
 import torch
+from model_checks import planned_actions
 from omegaconf import OmegaConf
 
 from embodied.agents.mpc import MPCAgent, build_planner, make_policy
@@ -413,13 +414,7 @@ def test_a_deterministic_model_rolls_each_sequence_out_once_per_plan_and_plans_t
 
             sim.rollout = counted
             agent = MPCAgent(sim, build_planner(cfg.planner, env, 0, sim))
-            obs, _ = env.reset(seed=1)
-            agent.reset(env)
-            actions = []
-            for _ in range(5):
-                actions.append(agent.act(obs))
-                obs, *_ = env.step(actions[-1])
-            runs[memo] = np.stack(actions), sum(rows)
+            runs[memo] = planned_actions(agent, env, 5), sum(rows)
     finally:
         env.close()
     np.testing.assert_array_equal(runs[True][0], runs[False][0])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from model_checks import fitted
 from toy_world import stepped
 
 from embodied.agents.nets import load_checkpoint
@@ -24,9 +25,7 @@ def one_thread():
 
 @pytest.fixture(scope="module")
 def model(cup_carry_states) -> StateModel:
-    m = StateModel(**TINY)
-    m.losses = m.fit(cup_carry_states, steps=120)
-    return m
+    return fitted(StateModel(**TINY), cup_carry_states, 120)
 
 
 def test_loss_falls(model):

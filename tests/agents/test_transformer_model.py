@@ -5,41 +5,23 @@ Tiny sizes throughout (a dozen CupCarry episodes, a 2-layer width-64 decoder, 15
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import gymnasium
 import numpy as np
 import pytest
 import torch
-from omegaconf import OmegaConf
+from model_checks import agent_config, fitted, longest, observed, planned_actions
 from toy_world import stepped
 
-import embodied.configs
 from embodied.agents.gpt import GPT
 from embodied.agents.mpc import make_policy
 from embodied.agents.transformer_model import TransformerModel
-from embodied.dataset import Dataset, Episode
 
 TINY = dict(size="xs", head_hidden=(32,), batch_size=8, lr=3e-3, warmup=10, seed=0)
 
 
 @pytest.fixture(scope="module")
 def model(cup_carry_states) -> TransformerModel:
-    m = TransformerModel(**TINY)
-    m.losses = m.fit(cup_carry_states, steps=150)
-    return m
-
-
-def _longest(dataset: Dataset) -> Episode:
-    return max(dataset.episodes, key=lambda e: e.length)
-
-
-def _history(model: TransformerModel, states: np.ndarray, actions: np.ndarray):
-    """The belief after observing ``states`` (T+1, D) under ``actions`` (T, A)."""
-    belief, _ = model.observe(None, None, states[0])
-    for a, s in zip(actions, states[1:], strict=True):
-        belief, _ = model.observe(belief, a, s)
-    return belief
+    return fitted(TransformerModel(**TINY), cup_carry_states, 150)
 
 
 def _actions(n: int, h: int, seed: int = 1) -> torch.Tensor:
@@ -116,7 +98,7 @@ def test_context_steps_reach_the_decoder(cup_carry_states):
 
 
 def test_causal_a_later_token_changes_no_earlier_prediction(model, cup_carry_states):
-    ep = _longest(cup_carry_states)
+    ep = longest(cup_carry_states)
     s = torch.as_tensor(ep.state[None, :-1])
     a = torch.as_tensor(ep.action[None])
     t = ep.length // 2
@@ -131,9 +113,9 @@ def test_causal_a_later_token_changes_no_earlier_prediction(model, cup_carry_sta
 def test_cached_rollout_equals_the_uncached_sequence(model, cup_carry_states):
     """Observe a history, then roll candidates out: the KV-cached step/rollout give what the
     decoder gives reading the whole (history + imagined) sequence afresh at every step."""
-    ep = _longest(cup_carry_states)
+    ep = longest(cup_carry_states)
     t = 6
-    _history(model, ep.state[: t + 1], ep.action[:t])
+    observed(model, ep.state[: t + 1], ep.action[:t])
     z0 = torch.as_tensor(ep.state[t])
     actions = _actions(5, 4)
     n, h = actions.shape[:2]
@@ -162,22 +144,22 @@ def test_cached_rollout_equals_the_uncached_sequence(model, cup_carry_states):
         torch.testing.assert_close(got, want, rtol=0, atol=0)
 
 
-def test_predictions_depend_on_the_history(model, cup_carry_states):
+def test_predictions_depend_on_theobserved(model, cup_carry_states):
     """In context: the same state and action, after different episodes, predict differently;
     planning never re-reads the history (one token per observed step in the cache)."""
-    ep = _longest(cup_carry_states)
+    ep = longest(cup_carry_states)
     other = next(e for e in cup_carry_states.episodes if e.length > 8 and e is not ep)
     z, a = torch.as_tensor(ep.state[6:7]), torch.as_tensor(ep.action[6:7])
     model.encode(ep.state[6])  # no history
     alone = model.step(z, a)
-    belief = _history(model, ep.state[:7], ep.action[:6])
+    belief = observed(model, ep.state[:7], ep.action[:6])
     assert belief.cache.length == 6
     own = model.step(z, a)
-    _history(model, other.state[:7], other.action[:6])
+    observed(model, other.state[:7], other.action[:6])
     foreign = model.step(z, a)
     for x, y in ((alone, own), (own, foreign)):
         assert not torch.allclose(x[0], y[0])
-    _history(model, ep.state[:7], ep.action[:6])
+    observed(model, ep.state[:7], ep.action[:6])
     torch.testing.assert_close(model.step(z, a)[0], own[0], rtol=0, atol=0)
 
 
@@ -190,11 +172,11 @@ def test_save_load_round_trip_is_bit_identical(model, cup_carry_states, tmp_path
         model.state_dict().items(), loaded.state_dict().items(), strict=True
     ):
         assert torch.equal(x, y), name
-    ep = _longest(cup_carry_states)
+    ep = longest(cup_carry_states)
     z0, actions = torch.as_tensor(ep.state[5]), _actions(7, 5)
     outs = []
     for m in (model, loaded):
-        _history(m, ep.state[:6], ep.action[:5])
+        observed(m, ep.state[:6], ep.action[:5])
         outs.append(m.rollout(z0, actions))
     for got, want in zip(*outs, strict=True):
         torch.testing.assert_close(got, want, rtol=0, atol=0)
@@ -215,50 +197,21 @@ def test_resumed_training_equals_uninterrupted(cup_carry_states, tmp_path):
         assert torch.equal(x, y), name
 
 
-def test_deterministic_for_a_seed(cup_carry_states):
-    def weights(seed: int) -> list[torch.Tensor]:
-        m = TransformerModel(**{**TINY, "seed": seed})
-        m.fit(cup_carry_states, steps=5)
-        return list(m.state_dict().values())
-
-    first, again, other = weights(0), weights(0), weights(1)
-    assert all(torch.equal(x, y) for x, y in zip(first, again, strict=True))
-    assert not all(torch.equal(x, y) for x, y in zip(first, other, strict=True))
-
-
 def test_policy_plans_from_the_episode(model, tmp_path):
     """The agent's own config plans with the trained model: actions in bounds, and the belief
     holds one cached token per real step taken."""
     model.save(tmp_path / "model.pt")
-    cfg = OmegaConf.load(Path(embodied.configs.__file__).parent / "agent" / "transformer.yaml")
-    cfg.planner = {
-        "_target_": "embodied.agents.planners.CEM",
-        "horizon": 3,
-        "population": 12,
-        "elites": 3,
-        "iterations": 1,
-    }
-    cfg.world_model = {**TINY, "_target_": "embodied.agents.transformer_model.TransformerModel"}
+    cfg = agent_config("transformer", TransformerModel, TINY)
     env = gymnasium.make("embodied/CupCarry-v0")
     policy = make_policy(cfg, tmp_path, env, seed=0)
-    obs, _ = env.reset(seed=1)
-    policy.reset(env)
-    for _ in range(5):
-        action = policy.act(obs)
-        assert action.shape == (4,) and np.all(np.abs(action) <= 1.0)
-        obs, *_ = env.step(action)
+    actions = planned_actions(policy, env, 5)
     env.close()
+    assert actions.shape == (5, 4) and np.all(np.abs(actions) <= 1.0)
     assert policy.belief.cache.length == 4
 
 
-def test_errors_name_the_problem(tmp_path):
+def test_errors_name_the_problem():
     with pytest.raises(ValueError, match=r"unknown size 'xxl'; valid: \['xs', 's', 'm', 'l'\]"):
         TransformerModel(size="xxl")
     with pytest.raises(ValueError, match="context_steps must be >= 1 or None; got 0"):
         TransformerModel(context_steps=0)
-    with pytest.raises(RuntimeError, match="TransformerModel has not been fitted"):
-        TransformerModel(**TINY).observe(None, None, np.zeros(3, np.float32))
-    bogus = tmp_path / "state.pt"
-    torch.save({"format": "embodied-state-model/1"}, bogus)
-    with pytest.raises(ValueError, match="expected 'embodied-transformer-model/1'"):
-        TransformerModel.load(bogus)
