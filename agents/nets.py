@@ -13,7 +13,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import os
 from collections.abc import Sequence
@@ -310,46 +309,3 @@ def load_checkpoint(
     if found != fmt:
         raise ValueError(f"checkpoint {path} has format {found!r}; expected {fmt!r}")
     return obj
-
-
-class VectorCheckpoint:
-    """What a model built on state vectors shares: whether it is built, and save/load of its
-    settings, dimensions and state labels (what ``build`` takes) and weights."""
-
-    checkpoint_format: str
-
-    @property
-    def built(self) -> bool:
-        return self.state_dim > 0  # type: ignore[attr-defined]
-
-    def _check_built(self) -> None:
-        if not self.built:
-            raise RuntimeError(
-                f"{type(self).__name__} has not been fitted or loaded yet; call fit or load"
-            )
-
-    def settings_dict(self) -> dict[str, Any]:
-        config = self.config  # type: ignore[attr-defined]
-        return dataclasses.asdict(config) if dataclasses.is_dataclass(config) else dict(config)
-
-    def save(self, path: str | os.PathLike) -> None:
-        self._check_built()  # type: ignore[attr-defined]
-        save_checkpoint(
-            {
-                "config": self.settings_dict(),
-                "dims": (self.state_dim, self.action_dim),  # type: ignore[attr-defined]
-                "state_labels": self.state_labels,  # type: ignore[attr-defined]
-                "weights": self.state_dict(),  # type: ignore[attr-defined]
-            },
-            path,
-            self.checkpoint_format,
-        )
-
-    @classmethod
-    def load(cls, path: str | os.PathLike, device: str = "cpu") -> Any:
-        ckpt = load_checkpoint(path, cls.checkpoint_format, map_location=device)
-        model = cls(**ckpt["config"], device=device)  # type: ignore[call-arg]
-        model.build(*ckpt["dims"], ckpt["state_labels"])
-        model.load_state_dict(ckpt["weights"])
-        model.eval()
-        return model

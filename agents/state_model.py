@@ -50,13 +50,12 @@ from embodied.agents.nets import (
     EnsembleMLP,
     GaussianHead,
     Normalizer,
-    VectorCheckpoint,
     gaussian_nll,
     state_tensor,
 )
 from embodied.agents.settings import config_from
+from embodied.agents.vector_model import VectorModel
 from embodied.dataset import Dataset
-from embodied.protocols import Imagination
 
 FORMAT = "embodied-state-model/1"
 CUP_POS_LABELS = ("cup_x", "cup_y", "cup_z")
@@ -119,7 +118,7 @@ class StateConfig:
             )
 
 
-class StateModel(VectorCheckpoint, nn.Module):
+class StateModel(VectorModel):
     """Probabilistic ensemble dynamics + reward/failure head over the env's state vector."""
 
     Config: type[StateConfig] = StateConfig
@@ -188,12 +187,7 @@ class StateModel(VectorCheckpoint, nn.Module):
         delta = data["next"] - data["state"]
         states = torch.cat([data["state"], data["next"][-1:]])
         self.state_norm.fit(data["state"].cpu())
-        self.delta_norm.fit(delta.cpu())
-        self.feature_norm.fit(torch.cat([states, self.relative(states)], -1).cpu())
-        self.constant.copy_(delta.std(0) < 1e-6)
-        ok = data["reward"][data["dropped"] < 0.5]
-        if len(ok):
-            self.reward_range.copy_(torch.stack([ok.min(), ok.max()]))
+        self._fit_delta_and_heads(delta, states, data)
         if self.has_value:
             self.value_norm.fit(data["value"].cpu())
             self.value_range.copy_(torch.stack([data["value"].min(), data["value"].max()]))
@@ -245,71 +239,46 @@ class StateModel(VectorCheckpoint, nn.Module):
         return out
 
     # -- training -------------------------------------------------------------------------
-    def fit(
-        self, dataset: Dataset, steps: int, progress: bool = False, **kwargs: Any
-    ) -> dict[str, list[float]]:
-        """Train for ``steps`` more gradient steps (optimizer and RNG persist across calls)."""
-        data = self._tensors(dataset)
-        if not self.built:
-            self.build(data["state"].shape[1], data["action"].shape[1], dataset.state_labels)
-            self._fit_normalisers(data)
-        if self._optimizer is None:
-            self._optimizer = torch.optim.AdamW(
-                self.parameters(), lr=self.config.lr, weight_decay=self.config.weight_decay
-            )
-        self.train()
+    def _loss_keys(self) -> tuple[str, ...]:
+        return ("loss", "nll", "mse", "reward_mse", "fail_bce") + ("value_mse",) * self.has_value
+
+    def _train_step(self, data: dict[str, torch.Tensor]) -> tuple[torch.Tensor, ...]:
+        """One step on a bootstrap batch per member (``fit`` is ``VectorModel``'s)."""
+        assert self._optimizer is not None
         n, bs, e = len(data["state"]), int(self.config.batch_size), self.members
-        keys = ("loss", "nll", "mse", "reward_mse", "fail_bce") + ("value_mse",) * self.has_value
-        losses: dict[str, list[float]] = {k: [] for k in keys}
-        for _ in range(steps):
-            idx = torch.as_tensor(self._rng.integers(0, n, size=(e, bs)), device=self.device)
-            s, s2, a = data["state"][idx], data["next"][idx], data["action"][idx]
-            target = self.delta_norm(s2 - s)
-            ctx = self._train_context(data, idx)
-            mean, logvar = self._dynamics(self.state_norm(s), a, ctx)
-            keep = ~self.constant
-            nll = gaussian_nll(mean, logvar, target)
-            if self.config.nll_beta:  # beta-NLL: each element weighted by its variance^beta
-                nll = nll * torch.exp(self.config.nll_beta * logvar.detach())
-            nll = nll[..., keep].mean()
-            mse = ((mean - target) ** 2)[..., keep].mean()
-            f, f2 = self._features(s), self._features(s2)
-            reward = self.reward_head(f2)[..., 0]
-            fail_logit = self._fail_logit(f, f2, ctx)
-            ok = 1.0 - data["dropped"][idx]
-            reward_mse = ((reward - data["reward"][idx]) ** 2 * ok).sum() / ok.sum().clamp(min=1.0)
-            fail_bce = F.binary_cross_entropy_with_logits(fail_logit, data["dropped"][idx])
-            loss = nll + 0.01 * self.gauss.bound_loss() + reward_mse + fail_bce
-            value_mse = torch.zeros((), device=self.device)
-            if self.has_value:  # in normalised units, on the next states
-                value = self.value_head(f2)[..., 0]
-                target_v = self.value_norm(data["value"][idx, None])[..., 0]
-                value_mse = ((value - target_v) ** 2).mean()
-                loss = loss + value_mse
-            self._optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self._optimizer.step()
-            terms = (loss, nll, mse, reward_mse, fail_bce, value_mse)[: len(keys)]
-            for key, term in zip(keys, terms, strict=True):
-                losses[key].append(term.item())
-        self.eval()
-        return losses
+        idx = torch.as_tensor(self._rng.integers(0, n, size=(e, bs)), device=self.device)
+        s, s2, a = data["state"][idx], data["next"][idx], data["action"][idx]
+        target = self.delta_norm(s2 - s)
+        ctx = self._train_context(data, idx)
+        mean, logvar = self._dynamics(self.state_norm(s), a, ctx)
+        keep = ~self.constant
+        nll = gaussian_nll(mean, logvar, target)
+        if self.config.nll_beta:  # beta-NLL: each element weighted by its variance^beta
+            nll = nll * torch.exp(self.config.nll_beta * logvar.detach())
+        nll = nll[..., keep].mean()
+        mse = ((mean - target) ** 2)[..., keep].mean()
+        f, f2 = self._features(s), self._features(s2)
+        reward = self.reward_head(f2)[..., 0]
+        fail_logit = self._fail_logit(f, f2, ctx)
+        ok = 1.0 - data["dropped"][idx]
+        reward_mse = ((reward - data["reward"][idx]) ** 2 * ok).sum() / ok.sum().clamp(min=1.0)
+        fail_bce = F.binary_cross_entropy_with_logits(fail_logit, data["dropped"][idx])
+        loss = nll + 0.01 * self.gauss.bound_loss() + reward_mse + fail_bce
+        value_mse = torch.zeros((), device=self.device)
+        if self.has_value:  # in normalised units, on the next states
+            value = self.value_head(f2)[..., 0]
+            target_v = self.value_norm(data["value"][idx, None])[..., 0]
+            value_mse = ((value - target_v) ** 2).mean()
+            loss = loss + value_mse
+        self._optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self._optimizer.step()
+        return (loss, nll, mse, reward_mse, fail_bce, value_mse)[: len(self._loss_keys())]
 
-    def train_state(self) -> dict[str, Any]:
-        """Optimizer and RNG state, so a resumed run continues exactly."""
-        return {
-            "optimizer": None if self._optimizer is None else self._optimizer.state_dict(),
-            "rng": self._rng.bit_generator.state,
-            "generator": self.generator.get_state(),
-        }
+    def _resume_state(self) -> dict[str, Any]:
+        return {"generator": self.generator.get_state()}
 
-    def load_train_state(self, state: dict[str, Any]) -> None:
-        if state.get("optimizer") is not None:
-            self._optimizer = torch.optim.AdamW(
-                self.parameters(), lr=self.config.lr, weight_decay=self.config.weight_decay
-            )
-            self._optimizer.load_state_dict(state["optimizer"])
-        self._rng.bit_generator.state = state["rng"]
+    def _resume(self, state: dict[str, Any]) -> None:
         self.generator.set_state(state["generator"])
 
     # -- context hooks (none here; agents/adaptive_model.py conditions on the episode) ----
@@ -425,30 +394,8 @@ class StateModel(VectorCheckpoint, nn.Module):
         mean, _ = self._dynamics(self.state_norm(zs), az, cz)
         return z + self._delta(mean).mean(0)
 
-    def imagine(self, obs0: Any, actions: np.ndarray, env: Any) -> Imagination:
-        """Open-loop mean rollout under ``actions`` (H, A), rendered by MuJoCo at each state."""
-        z = self.encode(obs0)[:1]
-        states = []
-        for a in np.asarray(actions, np.float32):
-            z = self.predict_mean(z, torch.as_tensor(a, device=self.device)[None])
-            states.append(z[0].cpu().numpy())
-        pred = np.stack(states) if states else np.zeros((0, self.state_dim), np.float32)
-        unwrapped = getattr(env, "unwrapped", env)
-        frames = None
-        if hasattr(unwrapped, "render_state") and len(pred):
-            frames = np.stack([unwrapped.render_state(s) for s in pred])
-        return Imagination(
-            frames=frames,
-            frames_kind="render" if frames is not None else "none",
-            cup_pos=self._cup_pos(pred, unwrapped),
-        )
-
-    def _cup_pos(self, pred: np.ndarray, env: Any) -> np.ndarray | None:
-        labels = list(getattr(env, "state_labels", None) or self.state_labels)
-        names = self.config.cup_pos_labels
-        if not all(n in labels for n in names):
-            return None
-        return pred[:, [labels.index(n) for n in names]]
+    def _imagine_step(self, z: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        return self.predict_mean(z, action)
 
     # -- persistence ----------------------------------------------------------------------
 

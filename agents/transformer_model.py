@@ -40,12 +40,11 @@ from embodied.agents.gpt import GPT, Cache
 from embodied.agents.nets import (
     MLP,
     Normalizer,
-    VectorCheckpoint,
     state_tensor,
 )
 from embodied.agents.state_model import CUP_POS_LABELS, RELATIVE_GROUPS, RelativeGeometry
+from embodied.agents.vector_model import VectorModel
 from embodied.dataset import Dataset
-from embodied.protocols import Imagination
 
 FORMAT = "embodied-transformer-model/1"
 # size -> (width, layers, heads): about 0.1M, 0.23M, 3.2M and 19M parameters. ``s`` is a
@@ -63,7 +62,7 @@ class History:
     cache: Cache
 
 
-class TransformerModel(VectorCheckpoint, nn.Module):
+class TransformerModel(VectorModel):
     """Causal decoder dynamics over the episode's (state, action) tokens + state-model heads."""
 
     family = "transformer"
@@ -151,12 +150,7 @@ class TransformerModel(VectorCheckpoint, nn.Module):
         s, s2 = data["state"][data["obs_row"]], data["state"][data["obs_row"] + 1]
         delta = s2 - s
         states = data["state"]
-        self.delta_norm.fit(delta.cpu())
-        self.feature_norm.fit(torch.cat([states, self.relative(states)], -1).cpu())
-        self.constant.copy_(delta.std(0) < 1e-6)
-        ok = data["reward"][data["dropped"] < 0.5]
-        if len(ok):
-            self.reward_range.copy_(torch.stack([ok.min(), ok.max()]))
+        self._fit_delta_and_heads(delta, states, data)
         self.to(self.device)
 
     def _tensors(self, dataset: Dataset) -> dict[str, torch.Tensor]:
@@ -196,65 +190,44 @@ class TransformerModel(VectorCheckpoint, nn.Module):
         return torch.as_tensor(rows, device=dev), torch.as_tensor(valid, device=dev)
 
     # -- training -------------------------------------------------------------------------
-    def fit(
-        self, dataset: Dataset, steps: int, progress: bool = False, **kwargs: Any
-    ) -> dict[str, list[float]]:
-        """Train ``steps`` more gradient steps (optimizer, schedule and RNG persist)."""
-        data = self._tensors(dataset)
-        if not self.built:
-            self.build(data["state"].shape[1], data["action"].shape[1], dataset.state_labels)
-            self._fit_normalisers(data)
+    def _loss_keys(self) -> tuple[str, ...]:
+        return ("loss", "mse", "reward_mse", "fail_bce")
+
+    def _train_step(self, data: dict[str, torch.Tensor]) -> tuple[torch.Tensor, ...]:
+        """One step on a batch of episode windows, the learning rate warmed up linearly over
+        the first ``warmup`` updates (``fit`` is ``VectorModel``'s)."""
+        assert self._optimizer is not None
         c = self.config
-        if self._optimizer is None:
-            self._optimizer = torch.optim.AdamW(
-                self.parameters(), lr=c["lr"], weight_decay=c["weight_decay"]
-            )
-        self.train()
-        keys = ("loss", "mse", "reward_mse", "fail_bce")
-        losses: dict[str, list[float]] = {k: [] for k in keys}
-        for _ in range(steps):
-            rows, valid = self._windows(data)
-            s = data["state"][data["obs_row"][rows]]
-            s2 = data["state"][data["obs_row"][rows] + 1]
-            a, dropped = data["action"][rows], data["dropped"][rows]
-            pred = self.gpt(self._token(s, a))
-            target = self.delta_norm(s2 - s)
-            w = valid.float()
-            mse = (((pred - target) ** 2)[..., ~self.constant].mean(-1) * w).sum() / w.sum()
-            f, f2 = self._features(s), self._features(s2)
-            ok = w * (1.0 - dropped)
-            reward_err = (self.reward_head(f2)[..., 0] - data["reward"][rows]) ** 2
-            reward_mse = (reward_err * ok).sum() / ok.sum().clamp(min=1.0)
-            fail_logit = self.fail_head(torch.cat([f, f2], -1))[..., 0]
-            bce = F.binary_cross_entropy_with_logits(fail_logit, dropped, reduction="none")
-            fail_bce = (bce * w).sum() / w.sum()
-            loss = mse + reward_mse + fail_bce
-            for group in self._optimizer.param_groups:  # linear warm-up, then constant
-                group["lr"] = c["lr"] * min(1.0, (self._updates + 1) / max(c["warmup"], 1))
-            self._optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            nn.utils.clip_grad_norm_(self.parameters(), c["grad_clip"])
-            self._optimizer.step()
-            self._updates += 1
-            for key, term in zip(keys, (loss, mse, reward_mse, fail_bce), strict=True):
-                losses[key].append(term.item())
-        self.eval()
-        return losses
+        rows, valid = self._windows(data)
+        s = data["state"][data["obs_row"][rows]]
+        s2 = data["state"][data["obs_row"][rows] + 1]
+        a, dropped = data["action"][rows], data["dropped"][rows]
+        pred = self.gpt(self._token(s, a))
+        target = self.delta_norm(s2 - s)
+        w = valid.float()
+        mse = (((pred - target) ** 2)[..., ~self.constant].mean(-1) * w).sum() / w.sum()
+        f, f2 = self._features(s), self._features(s2)
+        ok = w * (1.0 - dropped)
+        reward_err = (self.reward_head(f2)[..., 0] - data["reward"][rows]) ** 2
+        reward_mse = (reward_err * ok).sum() / ok.sum().clamp(min=1.0)
+        fail_logit = self.fail_head(torch.cat([f, f2], -1))[..., 0]
+        bce = F.binary_cross_entropy_with_logits(fail_logit, dropped, reduction="none")
+        fail_bce = (bce * w).sum() / w.sum()
+        loss = mse + reward_mse + fail_bce
+        for group in self._optimizer.param_groups:  # linear warm-up, then constant
+            group["lr"] = c["lr"] * min(1.0, (self._updates + 1) / max(c["warmup"], 1))
+        self._optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        nn.utils.clip_grad_norm_(self.parameters(), c["grad_clip"])
+        self._optimizer.step()
+        self._updates += 1
+        return loss, mse, reward_mse, fail_bce
 
-    def train_state(self) -> dict[str, Any]:
-        """Optimizer, update count and RNG state, so a resumed run continues exactly."""
-        return {
-            "optimizer": None if self._optimizer is None else self._optimizer.state_dict(),
-            "updates": self._updates,
-            "rng": self._rng.bit_generator.state,
-        }
+    def _resume_state(self) -> dict[str, Any]:
+        return {"updates": self._updates}  # where the warm-up stands
 
-    def load_train_state(self, state: dict[str, Any]) -> None:
-        if state.get("optimizer") is not None:
-            self._optimizer = torch.optim.AdamW(self.parameters())
-            self._optimizer.load_state_dict(state["optimizer"])
+    def _resume(self, state: dict[str, Any]) -> None:
         self._updates = int(state["updates"])
-        self._rng.bit_generator.state = state["rng"]
 
     # -- prediction -----------------------------------------------------------------------
     def _features(self, s: torch.Tensor) -> torch.Tensor:
@@ -357,23 +330,7 @@ class TransformerModel(VectorCheckpoint, nn.Module):
         self._check_built()
         return self._advance(states, self.gpt(self._token(states, actions)))
 
-    def imagine(self, obs0: Any, actions: np.ndarray, env: Any) -> Imagination:
-        """Open-loop rollout under ``actions`` (H, A) from ``obs0`` alone, rendered by MuJoCo."""
-        z = self.encode(obs0)[:1]
-        states = []
-        for a in np.asarray(actions, np.float32):
-            z = self.step(z, torch.as_tensor(a, device=self.device)[None])[0]
-            states.append(z[0].cpu().numpy())
-        pred = np.stack(states) if states else np.zeros((0, self.state_dim), np.float32)
-        unwrapped = getattr(env, "unwrapped", env)
-        frames = None
-        if hasattr(unwrapped, "render_state") and len(pred):
-            frames = np.stack([unwrapped.render_state(s) for s in pred])
-        labels = list(getattr(unwrapped, "state_labels", None) or self.state_labels)
-        names = self.config["cup_pos_labels"]
-        cup = None
-        if all(n in labels for n in names):
-            cup = pred[:, [labels.index(n) for n in names]]
-        return Imagination(frames, "render" if frames is not None else "none", cup)
+    def _imagine_step(self, z: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        return self.step(z, action)[0]
 
     # -- persistence ----------------------------------------------------------------------
