@@ -9,7 +9,7 @@ never enters the model. Empty label lists give a pure-pixels model.
 
 Also here: ``FrameConfig`` (the input settings every frame family has), window sampling with a
 frame history, the reward/failure head losses and the ``FrameModel`` base class (input boundary,
-image-size check, save/load).
+image-size check, ``imagine``, save/load).
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from embodied.agents.nets import (
     save_checkpoint,
 )
 from embodied.dataset import Dataset
+from embodied.protocols import Imagination
 from embodied.registration import TASKS, env_id
 
 GOAL_LABELS = ("target_x", "target_y", "target_z")
@@ -269,6 +270,7 @@ class FrameModel(nn.Module):
     """
 
     FORMAT = ""
+    FRAMES_KIND = ""  # what draws ``imagine``'s frames: "decoder", or "probe" of the embedding
     config: Any  # the family's FrameConfig subclass, which adds ``image_size`` and ``seed``
 
     def train_with(self, *optimizers: torch.optim.Optimizer) -> None:
@@ -335,6 +337,29 @@ class FrameModel(nn.Module):
             self.proprio.from_obs(obs, batch, self.device),
             self.goal.from_obs(obs, batch, self.device),
         )
+
+    def encode(self, obs: Any) -> torch.Tensor:
+        raise NotImplementedError
+
+    def step(
+        self, z: torch.Tensor, action: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+    def decode_frames(self, z: torch.Tensor) -> np.ndarray:
+        """Latents (B, Z) -> uint8 frames (B, S, S, 3)."""
+        raise NotImplementedError
+
+    def imagine(self, obs0: Any, actions: np.ndarray, env: Any) -> Imagination:
+        """Open-loop prediction from one observation under ``actions`` (H, A), every latent
+        drawn by ``decode_frames`` (no cup position: the model does not name one)."""
+        z = self.encode(obs0)[:1]
+        latents = []
+        for a in np.asarray(actions, np.float32):
+            z = self.step(z, torch.as_tensor(a, device=self.device)[None])[0]
+            latents.append(z)
+        frames = self.decode_frames(torch.cat(latents)) if latents else None
+        return Imagination(frames=frames, frames_kind=self.FRAMES_KIND, cup_pos=None)
 
     def save(self, path: str | os.PathLike) -> None:
         config = asdict(self.config)

@@ -53,7 +53,6 @@ from embodied.agents.nets import (
 )
 from embodied.agents.settings import config_from
 from embodied.dataset import Dataset
-from embodied.protocols import Imagination
 
 
 @dataclass
@@ -97,6 +96,7 @@ class LatentModel(FrameModel):
 
     family = "latent"
     FORMAT = "embodied-latent-model/3"
+    FRAMES_KIND = "probe"
 
     def __init__(self, *, task: str | None = None, device: str = "auto", **settings: Any):
         """``settings``: ``LatentConfig``'s fields; ``task`` resolves ``reward_labels="task"``."""
@@ -335,13 +335,3 @@ class LatentModel(FrameModel):
     def decode_frames(self, z: torch.Tensor) -> np.ndarray:
         """Latents (B, Z) -> uint8 frames (B, S, S, 3) drawn by the probe (video metrics only)."""
         return tensor_to_frames(self.probe(z[:, : self.embed_dim]))
-
-    def imagine(self, obs0: Any, actions: np.ndarray, env: Any) -> Imagination:
-        """Open-loop predicted embeddings under ``actions`` (H, A), drawn by the probe."""
-        z = self.encode(obs0)[:1]
-        latents = []
-        for a in np.asarray(actions, np.float32):
-            z = self.step(z, torch.as_tensor(a, device=self.device)[None])[0]
-            latents.append(z)
-        frames = self.decode_frames(torch.cat(latents)) if latents else None
-        return Imagination(frames=frames, frames_kind="probe", cup_pos=None)

@@ -54,7 +54,6 @@ from embodied.agents.nets import (
 )
 from embodied.agents.settings import config_from
 from embodied.dataset import Dataset
-from embodied.protocols import Imagination
 
 MIN_STD = 0.1
 
@@ -117,6 +116,7 @@ class PixelModel(FrameModel):
 
     family = "pixel"
     FORMAT = "embodied-pixel-model/3"
+    FRAMES_KIND = "decoder"
 
     def __init__(self, *, task: str | None = None, device: str = "auto", **settings: Any):
         """``settings``: ``PixelConfig``'s fields; ``task`` resolves ``reward_labels="task"``."""
@@ -360,13 +360,3 @@ class PixelModel(FrameModel):
     def decode_frames(self, z: torch.Tensor) -> np.ndarray:
         """Latents (B, Z) -> uint8 frames (B, S, S, 3) from the decoder."""
         return tensor_to_frames(self.decoder(z[:, : self.deter + self.stoch]))
-
-    def imagine(self, obs0: Any, actions: np.ndarray, env: Any) -> Imagination:
-        """Open-loop prior rollout from one observation under ``actions`` (H, A), decoded."""
-        z = self.encode(obs0)[:1]
-        latents = []
-        for a in np.asarray(actions, np.float32):
-            z = self.step(z, torch.as_tensor(a, device=self.device)[None])[0]
-            latents.append(z)
-        frames = self.decode_frames(torch.cat(latents)) if latents else None
-        return Imagination(frames=frames, frames_kind="decoder", cup_pos=None)
