@@ -20,8 +20,9 @@ install: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/embodied-bench $(ARGS)
 
+# one pytest worker per core (pytest-xdist); the Ray tests share one worker (xdist_group)
 test: $(STAMP)
-	$(BIN)/python -m pytest -q $(ARGS)
+	$(BIN)/python -m pytest -q -n auto --dist loadgroup $(ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .

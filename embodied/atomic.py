@@ -47,6 +47,18 @@ def write_temp(target: str | os.PathLike[str], write: Writer, suffix: str = ".tm
     return tmp
 
 
+def remove_temps(root: str | os.PathLike[str], recursive: bool = False) -> int:
+    """Delete the temporary files that writes killed mid-way left in ``root`` (below it, with
+    ``recursive``); returns how many. A rerun calls it before writing there again: a killed
+    process cannot clean up after itself, and a finished file never needs its temp."""
+    root = Path(root)
+    found = root.rglob(".*.tmp*") if recursive else root.glob(".*.tmp*")
+    stale = [p for p in found if p.is_file()]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return len(stale)
+
+
 def write_atomic(
     target: str | os.PathLike[str], data: str | bytes | Writer, suffix: str = ".tmp"
 ) -> Path:

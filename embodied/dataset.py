@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from embodied.atomic import write_temp
+from embodied.atomic import remove_temps, write_temp
 
 FORMAT = "embodied-dataset/1"
 MANIFEST = "manifest.json"
@@ -302,8 +302,7 @@ def write_dataset(
                 raise DatasetError(f"episode {i} has no {m!r} observations but obs_modes has it")
     root = Path(path)
     root.mkdir(parents=True, exist_ok=True)
-    for stale in root.glob(".*.tmp"):  # left by a write that was killed
-        stale.unlink()
+    remove_temps(root)  # left by a write that was killed
     shards, info, temps = [], [], {}
     try:
         for k, first in enumerate(range(0, len(episodes), episodes_per_shard)):

@@ -25,6 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
 from embodied.apps import cli
+from embodied.atomic import remove_temps
 from embodied.checkpoints import check_trained_on
 from embodied.clips import clip_sets, collect_stage
 from embodied.evaluate import EvalSettings, run_cell
@@ -197,6 +198,7 @@ def evaluate(cfg: DictConfig, clips: bool = True) -> list[dict[str, Any]]:
     warn_if_changed(store, cfg)
     store.write_config(OmegaConf.to_yaml(cfg, resolve=True))
     store.write_version()
+    remove_temps(settings.run_dir, recursive=True)  # a killed run's half-written files
     todo = unfinished(cells, store)
     if clips:
         clips_stage(cfg, settings, todo)

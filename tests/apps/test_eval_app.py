@@ -123,11 +123,16 @@ def test_sigkill_mid_grid_then_a_rerun_equals_an_uninterrupted_run(tmp_path, uni
     assert 1 <= finished < 8
     with open(path, "ab") as f:  # and a line torn as a kill during a write would leave it
         f.write(b'{"cell_id": "scripted/CupCarry/id/1", "emb')
+    # and the temporary file of a write killed before its rename (a kill mid-write leaves one)
+    stale = tmp_path / "episodes" / "CupCarry" / "scripted" / ".seed1-0123abcd.json.k1ll3d.tmp"
+    stale.parent.mkdir(parents=True, exist_ok=True)
+    stale.write_text("[{")
 
     rerun = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr
     assert f"8 cells ({8 - finished} run now)" in rerun.stdout
     assert by_id(results(tmp_path)) == uninterrupted
+    assert not stale.exists()
     written = sorted(p.name for p in tmp_path.iterdir())
     # no Hydra litter; episodes/: the rows id and look cells share
     assert written == ["config.yaml", "episodes", "results.jsonl", "version.json"]

@@ -141,6 +141,7 @@ def test_an_interrupted_sweep_resumed_equals_an_uninterrupted_one(
 
 
 @pytest.mark.smoke
+@pytest.mark.xdist_group("ray")  # one Ray cluster at a time on a small machine
 def test_a_sweep_point_on_ray_equals_it_locally(tmp_path: Path, uninterrupted: Path):
     pytest.importorskip("ray")
     cfg = _cfg(

@@ -66,6 +66,7 @@ def test_a_spawned_pool_gives_the_same_lines_as_one_process(tmp_path, in_process
     assert a != b
 
 
+@pytest.mark.xdist_group("ray")  # one Ray cluster at a time on a small machine
 def test_ray_gives_the_same_lines_as_local(tmp_path, in_process):
     ray = pytest.importorskip("ray")
     path = os.pathsep.join(p for p in (TESTS, os.environ.get("PYTHONPATH")) if p)

@@ -29,7 +29,16 @@ DIVERGING = [{"joint_damping": 1e9}, {"grip_force": 1e300}, {"gravity": 1e300}]
 
 @pytest.fixture(scope="module")
 def envs():
+    """One env per task, shared by the module's tests in any order.
+
+    Each is reset and stepped once first: gymnasium's passive checker inspects the first
+    reset and step, and (gymnasium 1.4) fails on the first step if the first reset raised,
+    as a test here makes it do on purpose.
+    """
     made = {task: gymnasium.make(env_id(task)) for task in TASKS}
+    for env in made.values():
+        env.reset(seed=0)
+        env.step(np.zeros(env.action_space.shape, np.float32))
     yield made
     for env in made.values():
         env.close()
