@@ -19,7 +19,13 @@ from omegaconf import DictConfig
 
 from embodied.apps import cli
 from embodied.apps.eval import evaluate
-from embodied.report.difficulty import TABLE_PATH, difficulty_rows, markdown, write_table
+from embodied.report.difficulty import (
+    TABLE_PATH,
+    difficulty_rows,
+    markdown,
+    merged,
+    write_table,
+)
 from embodied.report.load import load_run
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "difficulty.md"
@@ -39,14 +45,16 @@ def difficulty(cfg: DictConfig) -> Path:
         "cost": f"{core_s / 3600:.2f} core-hours of cells ({time.perf_counter() - start:.0f} s "
         "wall this invocation)",
     }
+    runs = {task: meta for task in sorted({r.task for r in rows})}
     out = Path(cfg.run_dir)
-    write_table(rows, meta, out / "difficulty.json")
-    (out / "difficulty.md").write_text(markdown(rows, meta))
-    if cfg.publish:
-        write_table(rows, meta, TABLE_PATH)
+    write_table(rows, runs, out / "difficulty.json")
+    (out / "difficulty.md").write_text(markdown(rows, runs))
+    if cfg.publish:  # the tasks measured here replace theirs in the published table
+        table, every = merged(TABLE_PATH, rows, runs)
+        write_table(table, every, TABLE_PATH)
         print(f"embodied-difficulty: published {TABLE_PATH}")
         if DOCS.parent.is_dir():  # a source checkout: the docs page beside it
-            DOCS.write_text(markdown(rows, meta))
+            DOCS.write_text(markdown(table, every))
             print(f"embodied-difficulty: published {DOCS}")
     biting = sum(bool(r.bites) for r in rows if r.split != "id")
     print(

@@ -82,19 +82,46 @@ def difficulty_rows(cells: list[CellResult]) -> list[DifficultyRow]:
     ]
 
 
-def write_table(rows: list[DifficultyRow], meta: dict[str, Any], path: Path) -> None:
-    """The machine-readable table: what the report reads, with how it was made."""
+Runs = dict[str, dict[str, Any]]  # task -> how its rows were made (command, episodes, cost)
+
+
+def write_table(rows: list[DifficultyRow], runs: Runs, path: Path) -> None:
+    """The machine-readable table: what the report reads, with how each task's rows were made."""
     path.write_text(
-        json.dumps({**meta, "margin": MARGIN, "rows": [r.to_dict() for r in rows]}, indent=1) + "\n"
+        json.dumps({"margin": MARGIN, "runs": runs, "rows": [r.to_dict() for r in rows]}, indent=1)
+        + "\n"
     )
+
+
+def read_table(path: Path) -> tuple[list[DifficultyRow], Runs]:
+    """The rows and runs of a written table; none where it does not exist."""
+    if not path.exists():
+        return [], {}
+    table = json.loads(path.read_text())
+    rows = [
+        DifficultyRow(
+            r["task"], r["split"], {a: Rate(r[a]["k"], r[a]["n"]) for a in REFERENCES if a in r}
+        )
+        for r in table["rows"]
+    ]
+    return rows, table.get("runs", {})
+
+
+def merged(path: Path, rows: list[DifficultyRow], runs: Runs) -> tuple[list[DifficultyRow], Runs]:
+    """The table at ``path`` with the tasks of ``rows`` replaced by them: one task measured at
+    a time adds to the published table, never erases another's rows."""
+    old_rows, old_runs = read_table(path)
+    tasks = {r.task for r in rows}
+    kept = [r for r in old_rows if r.task not in tasks]
+    order = {s: i for i, s in enumerate(("id", *WORK_SPLITS))}
+    both = sorted(kept + rows, key=lambda r: (r.task, order[r.split]))
+    return both, {**{t: m for t, m in old_runs.items() if t not in tasks}, **runs}
 
 
 def load_bites(path: Path = TABLE_PATH) -> dict[tuple[str, str], bool]:
     """(task, split) -> bites, from a written table; empty where none has been measured."""
-    if not path.exists():
-        return {}
-    rows = json.loads(path.read_text())["rows"]
-    return {(r["task"], r["split"]): r["bites"] for r in rows if r["bites"] is not None}
+    rows, _ = read_table(path)
+    return {(r.task, r.split): r.bites for r in rows if r.bites is not None}
 
 
 def _cell(row: DifficultyRow) -> str:
@@ -104,7 +131,7 @@ def _cell(row: DifficultyRow) -> str:
     return f"**{rates}**" if row.bites else rates
 
 
-def markdown(rows: list[DifficultyRow], meta: dict[str, Any]) -> str:
+def markdown(rows: list[DifficultyRow], runs: Runs) -> str:
     """docs/difficulty.md: per task, nominal / oracle success per shift and severity; bold bites."""
     lines = [
         "# Which shifts bite",
@@ -113,17 +140,23 @@ def markdown(rows: list[DifficultyRow], meta: dict[str, Any]) -> str:
         "episode's true physics) per task, work shift and severity, pooled over seeds. **Bold**: "
         f"the split bites, the 95% interval of oracle - nominal lies above {MARGIN:.2f} "
         "(Newcombe). A split that does not bite cannot tell an adapting model from one that "
-        "adapts to nothing. Written by:",
-        "",
-        f"    {meta.get('command', '?')}",
-        "",
-        f"Episodes per cell: {meta.get('episodes', '?')} x seeds {meta.get('seeds', '?')}; "
-        f"cost: {meta.get('cost', '?')}. Machine-readable: `embodied/shifts/difficulty.json`.",
+        "adapts to nothing. Machine-readable: `embodied/shifts/difficulty.json`; each task's "
+        "section says the command that measured it.",
     ]
     by_key = {(r.task, r.split): r for r in rows}
     for task in sorted({r.task for r in rows}):
         head = by_key.get((task, "id"))
-        lines += ["", f"## {task}", ""]
+        meta = runs.get(task, {})
+        lines += [
+            "",
+            f"## {task}",
+            "",
+            f"    {meta.get('command', '?')}",
+            "",
+            f"Episodes per cell: {meta.get('episodes', '?')} x seeds {meta.get('seeds', '?')}; "
+            f"cost: {meta.get('cost', '?')}.",
+            "",
+        ]
         if head:
             lines.append(
                 f"ID: {_cell(head)} (scripted {head.refs['scripted'].value:.2f})"

@@ -17,10 +17,13 @@ from embodied.report.adaptation import gap_scores
 from embodied.report.difficulty import (
     MARGIN,
     WORK_SPLITS,
+    DifficultyRow,
     bites,
     difficulty_rows,
     load_bites,
     markdown,
+    merged,
+    read_table,
     write_table,
 )
 
@@ -75,18 +78,38 @@ def test_table_rows_markdown_and_json_round_trip(tmp_path: Path):
     assert [r.bites for r in rows] == [False, True, False]
     assert rows[1].refs["oracle"] == Rate(19, 20) and rows[1].gap_ci[0] > MARGIN
     path = tmp_path / "difficulty.json"
-    write_table(rows, {"command": "embodied-difficulty env=cup_carry"}, path)
+    runs = {"CupCarry": {"command": "embodied-difficulty env=cup_carry"}}
+    write_table(rows, runs, path)
     assert load_bites(path) == {
         ("CupCarry", "id"): False,
         ("CupCarry", "ood-cup_mass-3"): True,
         ("CupCarry", "ood-actuator_gain-3"): False,
     }
     assert json.loads(path.read_text())["margin"] == MARGIN
-    md = markdown(rows, {"command": "embodied-difficulty env=cup_carry"})
+    assert read_table(path) == (rows, runs)
+    md = markdown(rows, runs)
     assert "| cup_mass |  |  | **0.20 / 0.95** |  |  |" in md
     assert "| actuator_gain |  |  | 1.00 / 1.00 |  |  |" in md
     assert "1 of 2 measured splits bite." in md and "embodied-difficulty env=cup_carry" in md
     assert len(WORK_SPLITS) == 50 and load_bites(tmp_path / "absent.json") == {}
+
+
+def test_publishing_one_task_keeps_the_other_tasks_rows(tmp_path: Path):
+    path = tmp_path / "difficulty.json"
+    (carry,) = difficulty_rows(load_run(write_run(tmp_path / "a", lines=_refs_lines({}))).cells)
+    write_table([carry], {"CupCarry": {"command": "carry"}}, path)
+    push = DifficultyRow("CupPush", "id", {"nominal": Rate(3, 20), "oracle": Rate(20, 20)})
+    rows, runs = merged(path, [push], {"CupPush": {"command": "push"}})
+    assert [(r.task, r.bites) for r in rows] == [("CupCarry", False), ("CupPush", True)]
+    assert runs == {"CupCarry": {"command": "carry"}, "CupPush": {"command": "push"}}
+    write_table(rows, runs, path)
+    # measuring CupPush again replaces its rows and its command, and only those
+    again = DifficultyRow("CupPush", "id", carry.refs)
+    rows, runs = merged(path, [again], {"CupPush": {"command": "push2"}})
+    assert rows == [carry, again] and runs["CupPush"] == {"command": "push2"}
+    md = markdown(rows, runs)
+    assert md.index("## CupCarry") < md.index("    carry") < md.index("## CupPush")
+    assert md.index("## CupPush") < md.index("    push2")
 
 
 def test_gap_score_counts_only_biting_cells_and_the_table_overrides_the_run(tmp_path: Path):
@@ -146,5 +169,5 @@ def test_the_app_runs_the_references_and_writes_the_table(tmp_path: Path):
     assert all(
         r["scripted"]["n"] == r["nominal"]["n"] == r["oracle"]["n"] == 1 for r in table["rows"]
     )
-    assert table["command"].startswith("embodied-difficulty env=reach")
+    assert table["runs"]["Reach"]["command"].startswith("embodied-difficulty env=reach")
     assert "## Reach" in (run_dir / "difficulty.md").read_text()
