@@ -9,8 +9,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from omegaconf import OmegaConf
 from test_report import _line, write_run
 
+import embodied.configs
 from embodied.metrics.stats import Rate, gap_closed, newcombe
 from embodied.report import build_report, load_run
 from embodied.report.adaptation import gap_scores
@@ -171,3 +173,15 @@ def test_the_app_runs_the_references_and_writes_the_table(tmp_path: Path):
     )
     assert table["runs"]["Reach"]["command"].startswith("embodied-difficulty env=reach")
     assert "## Reach" in (run_dir / "difficulty.md").read_text()
+
+
+def test_every_ood_split_of_the_quick_suite_bites_on_its_tasks():
+    """The quick preset's OOD splits are chosen from the published table (issue: which shifts
+    bite): a split that does not bite cannot tell an adapting model from one that adapts to
+    nothing. Fails until the table measures the preset's tasks, and if a split stops biting."""
+    preset = OmegaConf.load(Path(embodied.configs.__file__).parent / "preset" / "quick.yaml")
+    table = load_bites()
+    for task in preset.tasks:
+        for split in (s for s in preset.splits if s.startswith("ood-")):
+            assert (task, split) in table, f"{task} {split}: not in embodied/shifts/difficulty.json"
+            assert table[task, split], f"{task} {split} does not bite (docs/difficulty.md)"
