@@ -27,6 +27,7 @@ from embodied.report.difficulty import (
     write_table,
 )
 from embodied.report.load import load_run
+from embodied.results import ResultsStore
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "difficulty.md"
 
@@ -34,16 +35,18 @@ DOCS = Path(__file__).resolve().parents[2] / "docs" / "difficulty.md"
 def difficulty(cfg: DictConfig) -> Path:
     """Run (or resume) the references' cells and write the table; returns its markdown path."""
     start = time.perf_counter()
+    before = len(ResultsStore(cfg.run_dir).done_ids())
     evaluate(cfg)
     run = load_run(cfg.run_dir)
+    ran = len(run.cells) - before
     rows = difficulty_rows(run.cells)
     core_s = sum(c.wall_s for c in run.cells)
     meta = {
         "command": "embodied-difficulty " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
         "episodes": int(cfg.episodes),
         "seeds": [int(s) for s in cfg.seeds],
-        "cost": f"{core_s / 3600:.2f} core-hours of cells ({time.perf_counter() - start:.0f} s "
-        "wall this invocation)",
+        "cost": f"{core_s / 3600:.2f} core-hours of cells"
+        + (f" ({ran} run in {time.perf_counter() - start:.0f} s wall)" if ran else ""),
     }
     runs = {task: meta for task in sorted({r.task for r in rows})}
     out = Path(cfg.run_dir)
