@@ -135,6 +135,19 @@ EXPECTED = {
         ["id"],
         QUICK.eval_seeds,
     ),
+    "embodied-bench preset=quick collect.train_physics=wide-2 agents=[adaptive,adaptive@1,"
+    "adaptive@2,transformer,transformer@1,transformer@2,state,nominal,oracle] "
+    "splits=[id,ood-cup_mass-3,ood-grip_force-3] collect.obs_modes=[state] video.clips=0 "
+    "video.probe_clips=0 videos.cells=[]": (
+        [
+            *("adaptive", "adaptive@1", "adaptive@2"),
+            *("transformer", "transformer@1", "transformer@2"),
+            *("state", "nominal", "oracle"),
+        ],
+        QUICK.tasks,
+        ["id", "ood-cup_mass-3", "ood-grip_force-3"],
+        QUICK.eval_seeds,
+    ),
     "embodied-bench preset=smoke shift=standard": (
         SMOKE.agents,
         SMOKE.tasks,
