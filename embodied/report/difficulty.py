@@ -27,6 +27,7 @@ REFERENCES = ("scripted", "nominal", "oracle")
 MARGIN = 0.10  # oracle - nominal must clear 10 points, its whole interval included
 TABLE_PATH = Path(__file__).resolve().parents[1] / "shifts" / "difficulty.json"
 WORK_SPLITS = tuple(f"ood-{s}-{k}" for s in ALL_SHIFTS for k in SEVERITIES)
+ORDER = {s: i for i, s in enumerate(("id", *WORK_SPLITS))}  # a task's rows in catalogue order
 
 
 def bites(oracle: Rate, nominal: Rate) -> bool:
@@ -71,14 +72,13 @@ def difficulty_rows(cells: list[CellResult]) -> list[DifficultyRow]:
         if c.agent in REFERENCES and (c.split == "id" or c.split in WORK_SPLITS):
             k, n = pooled[c.task, c.split].get(c.agent, [0, 0])
             pooled[c.task, c.split][c.agent] = [k + c.successes, n + c.episodes]
-    order = {s: i for i, s in enumerate(("id", *WORK_SPLITS))}
     return [
         DifficultyRow(
             task,
             split,
             {a: Rate(*pooled[task, split][a]) for a in REFERENCES if a in pooled[task, split]},
         )
-        for task, split in sorted(pooled, key=lambda ts: (ts[0], order[ts[1]]))
+        for task, split in sorted(pooled, key=lambda ts: (ts[0], ORDER[ts[1]]))
     ]
 
 
@@ -113,8 +113,7 @@ def merged(path: Path, rows: list[DifficultyRow], runs: Runs) -> tuple[list[Diff
     old_rows, old_runs = read_table(path)
     tasks = {r.task for r in rows}
     kept = [r for r in old_rows if r.task not in tasks]
-    order = {s: i for i, s in enumerate(("id", *WORK_SPLITS))}
-    both = sorted(kept + rows, key=lambda r: (r.task, order[r.split]))
+    both = sorted(kept + rows, key=lambda r: (r.task, ORDER[r.split]))
     return both, {**{t: m for t, m in old_runs.items() if t not in tasks}, **runs}
 
 
