@@ -10,8 +10,13 @@ the training data never reached.
 A ``Cache`` holds every layer's keys and values of the tokens seen so far. ``GPT.forward`` with
 a cache attends to them plus the new tokens and appends the new tokens' keys and values, so a
 sequence fed one token at a time gives the same outputs as fed whole (the tests check it).
-``Cache.fork`` copies a cache for a batch of continuations: the episode's prefix is computed
-once per real step and every planning candidate extends its own copy.
+
+``GPT.branch`` continues one shared prefix (a one-row ``Cache``: the episode so far) in N ways
+at once, a token per call: each continuation's own tokens go to a ``Branches`` cache, and each
+query attends to the prefix's keys in place, one matrix product per layer for all N (never
+copied into N rows), and to its own earlier tokens, both sets of scores in one softmax: the
+same outputs as N copies of the prefix each extended, without the copies or N small attention
+products over them (the planner's candidates: ``TransformerModel.rollout``).
 """
 
 from __future__ import annotations
@@ -26,6 +31,8 @@ from embodied.agents.nets import Chain
 class Cache:
     """Keys and values (B, heads, capacity, head_dim) per layer; the first ``length`` are filled."""
 
+    head_major = False  # Branches: (heads, B, capacity, head_dim)
+
     def __init__(
         self,
         layers: int,
@@ -36,14 +43,15 @@ class Cache:
         device: torch.device | str = "cpu",
         dtype: torch.dtype = torch.float32,
     ):
-        shape = (batch, heads, max(capacity, 1), head_dim)
+        lead = (heads, batch) if self.head_major else (batch, heads)
+        shape = (*lead, max(capacity, 1), head_dim)
         self.keys = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(layers)]
         self.values = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(layers)]
         self.length = 0
 
     @property
     def batch(self) -> int:
-        return self.keys[0].shape[0]
+        return self.keys[0].shape[1 if self.head_major else 0]
 
     @property
     def capacity(self) -> int:
@@ -61,26 +69,12 @@ class Cache:
                 new[:, :, : self.length] = old[:, :, : self.length]
                 buffers[i] = new
 
-    def fork(self, batch: int, extra: int) -> Cache:
-        """A copy for ``batch`` continuations (this cache's rows repeated to ``batch`` when it
-        has one), with room for ``extra`` more tokens each."""
-        if self.batch not in (1, batch):
-            raise ValueError(f"cannot fork a cache of {self.batch} rows into {batch}")
-        k0 = self.keys[0]
-        out = Cache(
-            len(self.keys),
-            batch,
-            k0.shape[1],
-            k0.shape[3],
-            self.length + extra,
-            k0.device,
-            k0.dtype,
-        )
-        for src, dst in ((self.keys, out.keys), (self.values, out.values)):
-            for s, d in zip(src, dst, strict=True):
-                d[:, :, : self.length] = s[:, :, : self.length]
-        out.length = self.length
-        return out
+
+class Branches(Cache):
+    """The continuations' own tokens for ``GPT.branch``: head-major (heads, N, capacity,
+    head_dim), so that one matrix product per head meets all N queries with the prefix's keys."""
+
+    head_major = True
 
 
 def visible(queries: range, keys: range, window: int | None, device: torch.device) -> torch.Tensor:
@@ -134,6 +128,38 @@ class Block(nn.Module):
         x = x + self.proj(y.transpose(1, 2).reshape(b, t, d))
         return x + self.mlp(self.norm2.forward(x))
 
+    def branch(
+        self,
+        x: torch.Tensor,
+        prefix: tuple[torch.Tensor, torch.Tensor, int] | None,
+        own: tuple[torch.Tensor, torch.Tensor, int],
+    ) -> torch.Tensor:
+        """One token x (N, dim) for each of N continuations. ``prefix`` (keys, values, length):
+        the layer's shared cache buffers (heads, capacity, head_dim), read in place; ``own``:
+        the continuations' (heads, N, capacity, head_dim), this token written at ``length``."""
+        n, d = x.shape
+        hd = d // self.heads
+        qkv = self.qkv(self.norm1.forward(x)).view(n, 3, self.heads, hd).permute(1, 2, 0, 3)
+        q, k, v = qkv.unbind(0)  # each (heads, N, head_dim)
+        q = q * hd**-0.5
+        keys, values, s = own
+        keys[:, :, s] = k
+        values[:, :, s] = v
+        p = 0 if prefix is None else prefix[2]
+        lo = 0 if self.window is None else max(0, p + s + 1 - self.window)  # first key seen
+        mine = max(0, lo - p)  # the first own token seen
+        scores = (q[:, :, None] * keys[:, :, mine : s + 1]).sum(-1)  # (heads, N, own seen)
+        if prefix is not None and lo < p:
+            shared = torch.matmul(q, prefix[0][:, lo:p].transpose(1, 2))  # (heads, N, P seen)
+            weights = torch.softmax(torch.cat([shared, scores], -1), -1)
+            y = torch.matmul(weights[..., : p - lo], prefix[1][:, lo:p])
+            y = y + (weights[..., p - lo :, None] * values[:, :, mine : s + 1]).sum(-2)
+        else:
+            weights = torch.softmax(scores, -1)
+            y = (weights[..., None] * values[:, :, mine : s + 1]).sum(-2)
+        x = x + self.proj(y.transpose(0, 1).reshape(n, d))
+        return x + self.mlp(self.norm2.forward(x))
+
 
 class GPT(nn.Module):
     """Token vectors (B, T, in_dim) -> outputs (B, T, out_dim), each from its token and those
@@ -177,3 +203,25 @@ class GPT(nn.Module):
         if cache is not None:
             cache.length += x.shape[1]
         return self.out(self.norm.forward(h))
+
+    def branch(self, x: torch.Tensor, prefix: Cache | None, own: Branches) -> torch.Tensor:
+        """One more token x (N, in_dim) for each of N continuations of ``prefix`` (one row,
+        shared; None: none) -> outputs (N, out_dim); the tokens are appended to ``own``."""
+        if prefix is not None and prefix.batch != 1:
+            raise ValueError(f"continuations branch from a one-row prefix, not {prefix.batch}")
+        if own.batch != x.shape[0]:
+            raise ValueError(f"branches of {own.batch} rows for a batch of {x.shape[0]}")
+        own.reserve(1)
+        h = self.embed(x)
+        for i, block in enumerate(self.blocks):
+            shared = None
+            if prefix is not None:
+                shared = (prefix.keys[i][0], prefix.values[i][0], prefix.length)
+            h = block.branch(h, shared, (own.keys[i], own.values[i], own.length))
+        own.length += 1
+        return self.out(self.norm.forward(h))
+
+    def new_branches(self, batch: int, capacity: int) -> Branches:
+        p = self.out.weight
+        head_dim = self.dim // self.heads
+        return Branches(len(self.blocks), batch, self.heads, head_dim, capacity, p.device, p.dtype)

@@ -18,10 +18,11 @@ attention, None: the whole episode), in training and at plan time alike: the his
 ``embodied-sweep``. The default 64 holds a whole CupCarry episode (60 steps).
 
 At plan time ``observe`` appends each real transition to the episode's key/value cache, one
-token per real step, so the history is never re-read. ``rollout`` forks that cache for the N
-candidates and extends each by its own imagined tokens, H single-token forwards in all.
-``step`` is autoregressive too: called with the z' it returned last it continues that imagined
-sequence, with any other z it starts a new one from the episode's prefix (``encode`` forgets the
+token per real step, so the history is never re-read. ``rollout`` branches the N candidates
+from that cache (``GPT.branch``: the prefix is shared in place, never copied per candidate)
+and extends each by its own imagined tokens, H single-token forwards in all. ``step`` is
+autoregressive too: called with the z' it returned last it continues that imagined sequence,
+with any other z it starts a new one from the episode's prefix (``encode`` forgets the
 episode: one observation carries no history).
 """
 
@@ -36,7 +37,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from embodied.agents.gpt import GPT, Cache
+from embodied.agents.gpt import GPT, Branches, Cache
 from embodied.agents.nets import (
     MLP,
     Normalizer,
@@ -119,9 +120,8 @@ class TransformerModel(VectorModel):
         self._updates = 0
         self._data: tuple[int, dict[str, torch.Tensor]] | None = None
         self._prefix: Cache | None = None  # the episode's tokens at plan time (None: none yet)
-        self._observed = 0  # counts changes of the prefix: when a candidates' fork is stale
-        self._candidates: tuple[tuple[int, int], Cache] | None = None
-        self._imagined: tuple[torch.Tensor, Cache] | None = None  # step's last z' and its cache
+        self._candidates: Branches | None = None  # rollout's buffers, reused across calls
+        self._imagined: tuple[torch.Tensor, Branches] | None = None  # step's last z', its tokens
 
     # -- construction ---------------------------------------------------------------------
     def build(self, state_dim: int, action_dim: int, state_labels: Sequence[str] = ()) -> None:
@@ -202,11 +202,11 @@ class TransformerModel(VectorModel):
         s = data["state"][data["obs_row"][rows]]
         s2 = data["state"][data["obs_row"][rows] + 1]
         a, dropped = data["action"][rows], data["dropped"][rows]
-        pred = self.gpt(self._token(s, a))
+        f, f2 = self._features(s), self._features(s2)
+        pred = self.gpt(self._token(f, a))
         target = self.delta_norm(s2 - s)
         w = valid.float()
         mse = (((pred - target) ** 2)[..., ~self.constant].mean(-1) * w).sum() / w.sum()
-        f, f2 = self._features(s), self._features(s2)
         ok = w * (1.0 - dropped)
         reward_err = (self.reward_head(f2)[..., 0] - data["reward"][rows]) ** 2
         reward_mse = (reward_err * ok).sum() / ok.sum().clamp(min=1.0)
@@ -233,40 +233,31 @@ class TransformerModel(VectorModel):
     def _features(self, s: torch.Tensor) -> torch.Tensor:
         return self.feature_norm(torch.cat([s, self.relative(s)], -1))
 
-    def _token(self, s: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
-        """One step as the decoder reads it: the state's features and the action."""
-        return torch.cat([self._features(s), a.to(s.dtype).clamp(-1.0, 1.0)], -1)
+    def _token(self, f: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+        """One step as the decoder reads it: the state's features ``f`` and the action."""
+        return torch.cat([f, a.to(f.dtype).clamp(-1.0, 1.0)], -1)
 
     def _advance(self, z: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
         """z + the de-normalised delta; entries constant in the data get exactly their constant."""
         scale = self.delta_norm.std * ~self.constant
         return torch.addcmul(z + self.delta_norm.mean, out, scale)
 
-    def _score(self, z: torch.Tensor, z2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Reward and p_fail (...) of transitions z -> z2 (..., D)."""
-        f, f2 = self._features(z), self._features(z2)
+    def _score(self, f: torch.Tensor, f2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Reward and p_fail (...) of transitions z -> z2, from their features (..., F)."""
         reward = self.reward_head(f2)[..., 0].clamp(self.reward_range[0], self.reward_range[1])
         return reward, torch.sigmoid(self.fail_head(torch.cat([f, f2], -1))[..., 0])
 
-    def _fork(self, rows: int, extra: int) -> Cache:
-        """A cache for ``rows`` continuations of the episode's prefix (empty without one)."""
-        if self._prefix is None:
-            return self.gpt.new_cache(rows, extra)
-        return self._prefix.fork(rows, extra)
-
-    def _fork_for_candidates(self, rows: int, extra: int) -> Cache:
-        """The prefix forked for ``rows`` candidates once per real step, then rewound to the
-        prefix for each later rollout of that step (the planner's iterations)."""
-        key = (self._observed, rows)
-        if self._candidates is None or self._candidates[0] != key:
-            self._candidates = (key, self._fork(rows, extra))
-        cache = self._candidates[1]
-        cache.length = 0 if self._prefix is None else self._prefix.length
-        return cache
+    def _branches(self, rows: int, extra: int) -> Branches:
+        """Empty buffers for ``rows`` candidates of ``extra`` tokens: rollout's kept and
+        rewound (the prefix is read in place, so they hold nothing of it)."""
+        own = self._candidates
+        if own is None or own.batch != rows or own.capacity < extra:
+            own = self._candidates = self.gpt.new_branches(rows, extra)
+        own.length = 0
+        return own
 
     def _set_prefix(self, prefix: Cache | None) -> None:
         self._prefix, self._imagined = prefix, None
-        self._observed += 1
 
     def encode(self, obs: Any) -> torch.Tensor:
         """The raw state; an observation alone carries no history, so the episode is forgotten."""
@@ -287,7 +278,7 @@ class TransformerModel(VectorModel):
         else:
             a = torch.as_tensor(np.asarray(action, np.float32), device=self.device)
             a = a.reshape(1, -1).expand(len(s), -1)
-            self.gpt(self._token(belief.state, a)[:, None], belief.cache)
+            self.gpt(self._token(self._features(belief.state), a)[:, None], belief.cache)
             belief = History(s, belief.cache)
         self._set_prefix(belief.cache)
         return belief, s
@@ -300,35 +291,39 @@ class TransformerModel(VectorModel):
         the z' this returned last, else starts one from the episode's prefix."""
         self._check_built()
         if self._imagined is not None and self._imagined[0] is z:
-            cache = self._imagined[1]
+            own = self._imagined[1]
         else:
-            cache = self._fork(len(z), 8)
-        out = self.gpt(self._token(z, action)[:, None], cache)[:, 0]
-        z2 = self._advance(z, out)
-        reward, p_fail = self._score(z, z2)
-        self._imagined = (z2, cache)
+            own = self.gpt.new_branches(len(z), 8)
+        f = self._features(z)
+        z2 = self._advance(z, self.gpt.branch(self._token(f, action), self._prefix, own))
+        reward, p_fail = self._score(f, self._features(z2))
+        self._imagined = (z2, own)
         return z2, reward, p_fail
 
     @torch.no_grad()
     def rollout(self, z0: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(reward, p_fail), each (N, H), of N sequences (N, H, A) from one state after the
-        episode's prefix: H single-token forwards on a fork of its cache, heads in one batch."""
+        episode's prefix: H single-token forwards branching from its cache, heads in one
+        batch on the features the tokens were made of."""
         self._check_built()
         n, h = actions.shape[:2]
-        cache = self._fork_for_candidates(n, h)
-        zs = [z0.reshape(1, -1).expand(n, -1)]
+        own = self._branches(n, h)
+        z = z0.reshape(1, -1).expand(n, -1)
+        fs = [self._features(z0.reshape(1, -1)).expand(n, -1)]
         for t in range(h):
-            out = self.gpt(self._token(zs[-1], actions[:, t])[:, None], cache)[:, 0]
-            zs.append(self._advance(zs[-1], out))
-        z = torch.stack(zs, 1)
-        return self._score(z[:, :-1], z[:, 1:])
+            z = self._advance(
+                z, self.gpt.branch(self._token(fs[-1], actions[:, t]), self._prefix, own)
+            )
+            fs.append(self._features(z))
+        f = torch.stack(fs, 1)
+        return self._score(f[:, :-1], f[:, 1:])
 
     @torch.no_grad()
     def predict(self, states: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         """Teacher-forced next states (B, T, D) of whole sequences (B, T, D), (B, T, A), no
         cache: every position from the true states before it (the training view)."""
         self._check_built()
-        return self._advance(states, self.gpt(self._token(states, actions)))
+        return self._advance(states, self.gpt(self._token(self._features(states), actions)))
 
     def _imagine_step(self, z: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
         return self.step(z, action)[0]

@@ -90,6 +90,27 @@ def test_sliding_window_cache_equals_whole_sequence():
     torch.testing.assert_close(a[:, 3:], b[:, 3:], rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("window", [None, 4])
+def test_branches_equal_the_whole_sequences(window):
+    """Continuations branching from one shared prefix (its keys read in place, never copied)
+    give what each gives read whole as prefix + own tokens: the prefix's and the own scores
+    merged in one softmax; with a window the prefix drops out, then the oldest own tokens."""
+    torch.manual_seed(0)
+    gpt = GPT(10, 5, dim=32, layers=2, heads=4, window=window).eval()
+    prefix, own = torch.randn(1, 7, 10), torch.randn(6, 5, 10)
+    with torch.no_grad():
+        whole = gpt(torch.cat([prefix.expand(6, -1, -1), own], 1))[:, 7:]
+        cache = gpt.new_cache(1, capacity=7)
+        gpt(prefix, cache)
+        branches = gpt.new_branches(6, capacity=2)  # grows as it fills
+        got = torch.stack([gpt.branch(own[:, t], cache, branches) for t in range(5)], 1)
+        fresh = gpt.new_branches(6, capacity=5)
+        alone = torch.stack([gpt.branch(own[:, t], None, fresh) for t in range(5)], 1)
+    assert (got - whole).abs().max() < 1e-5
+    assert (alone - gpt(own)).abs().max() < 1e-5
+    assert cache.length == 7 and branches.length == 5
+
+
 def test_context_steps_reach_the_decoder(cup_carry_states):
     for steps in (4, None):
         m = TransformerModel(**{**TINY, "context_steps": steps})
