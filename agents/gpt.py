@@ -139,8 +139,8 @@ class Block(nn.Module):
         the continuations' (heads, N, capacity, head_dim), this token written at ``length``."""
         n, d = x.shape
         hd = d // self.heads
-        qkv = self.qkv(self.norm1.forward(x)).view(n, 3, self.heads, hd).permute(1, 2, 0, 3)
-        q, k, v = qkv.unbind(0)  # each (heads, N, head_dim)
+        qkv = self.qkv.forward(self.norm1.forward(x)).view(n, 3, self.heads, hd)
+        q, k, v = qkv.permute(1, 2, 0, 3)  # each (heads, N, head_dim)
         q = q * hd**-0.5
         keys, values, s = own
         keys[:, :, s] = k
@@ -157,8 +157,8 @@ class Block(nn.Module):
         else:
             weights = torch.softmax(scores, -1)
             y = (weights[..., None] * values[:, :, mine : s + 1]).sum(-2)
-        x = x + self.proj(y.transpose(0, 1).reshape(n, d))
-        return x + self.mlp(self.norm2.forward(x))
+        x = x + self.proj.forward(y.transpose(0, 1).reshape(n, d))
+        return x + self.mlp.forward(self.norm2.forward(x))
 
 
 class GPT(nn.Module):
@@ -212,14 +212,14 @@ class GPT(nn.Module):
         if own.batch != x.shape[0]:
             raise ValueError(f"branches of {own.batch} rows for a batch of {x.shape[0]}")
         own.reserve(1)
-        h = self.embed(x)
+        h = self.embed.forward(x)
         for i, block in enumerate(self.blocks):
             shared = None
             if prefix is not None:
                 shared = (prefix.keys[i][0], prefix.values[i][0], prefix.length)
             h = block.branch(h, shared, (own.keys[i], own.values[i], own.length))
         own.length += 1
-        return self.out(self.norm.forward(h))
+        return self.out.forward(self.norm.forward(h))
 
     def new_branches(self, batch: int, capacity: int) -> Branches:
         p = self.out.weight

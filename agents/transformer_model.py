@@ -237,9 +237,12 @@ class TransformerModel(VectorModel):
         """One step as the decoder reads it: the state's features ``f`` and the action."""
         return torch.cat([f, a.to(f.dtype).clamp(-1.0, 1.0)], -1)
 
-    def _advance(self, z: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    def _delta_scale(self) -> torch.Tensor:
+        """The de-normalising scale of a delta: 0 for entries constant in the data."""
+        return self.delta_norm.std * ~self.constant
+
+    def _advance(self, z: torch.Tensor, out: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
         """z + the de-normalised delta; entries constant in the data get exactly their constant."""
-        scale = self.delta_norm.std * ~self.constant
         return torch.addcmul(z + self.delta_norm.mean, out, scale)
 
     def _score(self, f: torch.Tensor, f2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -295,7 +298,8 @@ class TransformerModel(VectorModel):
         else:
             own = self.gpt.new_branches(len(z), 8)
         f = self._features(z)
-        z2 = self._advance(z, self.gpt.branch(self._token(f, action), self._prefix, own))
+        out = self.gpt.branch(self._token(f, action), self._prefix, own)
+        z2 = self._advance(z, out, self._delta_scale())
         reward, p_fail = self._score(f, self._features(z2))
         self._imagined = (z2, own)
         return z2, reward, p_fail
@@ -307,13 +311,12 @@ class TransformerModel(VectorModel):
         batch on the features the tokens were made of."""
         self._check_built()
         n, h = actions.shape[:2]
-        own = self._branches(n, h)
+        own, scale = self._branches(n, h), self._delta_scale()
         z = z0.reshape(1, -1).expand(n, -1)
         fs = [self._features(z0.reshape(1, -1)).expand(n, -1)]
         for t in range(h):
-            z = self._advance(
-                z, self.gpt.branch(self._token(fs[-1], actions[:, t]), self._prefix, own)
-            )
+            out = self.gpt.branch(self._token(fs[-1], actions[:, t]), self._prefix, own)
+            z = self._advance(z, out, scale)
             fs.append(self._features(z))
         f = torch.stack(fs, 1)
         return self._score(f[:, :-1], f[:, 1:])
@@ -323,7 +326,8 @@ class TransformerModel(VectorModel):
         """Teacher-forced next states (B, T, D) of whole sequences (B, T, D), (B, T, A), no
         cache: every position from the true states before it (the training view)."""
         self._check_built()
-        return self._advance(states, self.gpt(self._token(self._features(states), actions)))
+        out = self.gpt(self._token(self._features(states), actions))
+        return self._advance(states, out, self._delta_scale())
 
     def _imagine_step(self, z: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
         return self.step(z, action)[0]
