@@ -49,9 +49,11 @@ from embodied.dataset import Dataset
 
 FORMAT = "embodied-transformer-model/1"
 # size -> (width, layers, heads): about 0.1M, 0.23M, 3.2M and 19M parameters. ``s`` is a
-# two-layer decoder narrow enough to plan within 25 ms per action on one thread: its candidate
-# rollouts cost 4.0x state's at width 128, 2.7x at 96, and its whole MPC step 2.3x state's
-# (benchmarks/planner_speed.py, one busy machine; state plans in ~7 ms on a quiet one).
+# two-layer decoder narrow enough to plan near 25 ms per action on one thread: its candidate
+# rollouts cost 4.0x state's at width 128, 2.7x at 96, and its whole MPC step 2.2x state's
+# (benchmarks/planner_speed.py: 33.6 ms vs 15.0, quiet, before candidates branched from the
+# shared history; that saves 24% of a rollout at 60 steps of history, nothing at 14; what is
+# left is per-call overhead: docs/measurements.md, "Planning cost").
 SIZES = {"xs": (64, 2, 2), "s": (96, 2, 4), "m": (256, 4, 8), "l": (512, 6, 8)}
 
 
