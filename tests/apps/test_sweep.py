@@ -12,6 +12,10 @@ from hydra import compose, initialize_config_module
 from embodied.apps import sweep as sweep_app
 from embodied.report import sweep as analysis
 
+# one worker runs the module: the Ray test wants its Ray cluster alone (the "ray" group) and
+# compares with the uninterrupted sweep, a module fixture made once on that worker
+pytestmark = pytest.mark.xdist_group("ray")
+
 
 def _line(point: dict, agent: str, id_k: int, ood_k: int, n: int = 10) -> dict:
     return {
@@ -141,7 +145,6 @@ def test_an_interrupted_sweep_resumed_equals_an_uninterrupted_one(
 
 
 @pytest.mark.smoke
-@pytest.mark.xdist_group("ray")  # one Ray cluster at a time on a small machine
 def test_a_sweep_point_on_ray_equals_it_locally(tmp_path: Path, uninterrupted: Path):
     pytest.importorskip("ray")
     cfg = _cfg(
