@@ -1,8 +1,9 @@
 """Median milliseconds per MPC action of each agent's own planner config, beside the floor.
 
 Each agent is timed as ``embodied-eval`` runs it: its composed config (the planner group it
-picks, with its own overrides), on ``--threads`` threads (the eval's ``threads``, 1 by default:
-torch's, and the simulators' ``mujoco.rollout`` threads). The floor is the same planner with a
+picks, with its own overrides, and its ``per_task`` settings for ``--env``'s task), on
+``--threads`` threads (the eval's ``threads``, 1 by default: torch's, and the simulators'
+``mujoco.rollout`` threads). The floor is the same planner with a
 model that predicts nothing, instantly (``zero_cost_step``): the planner's own overhead. For
 the simulators (``oracle``, ``nominal``, ``sysid``) the rollout column times bare
 ``mujoco.rollout`` replaying exactly the calls one action made (batch and steps of each call,
@@ -43,7 +44,7 @@ from embodied.agents.knn import ExactIndex
 from embodied.agents.mpc import MPCAgent, build_planner, load_world_model
 from embodied.agents.planners import zero_cost_step
 from embodied.agents.simulator import STATE_SPEC
-from embodied.agents.training import set_torch_threads, train_world_model
+from embodied.agents.training import for_task, set_torch_threads, train_world_model
 from embodied.collect import collect
 
 PLANNERS = ("cem", "icem", "mppi")  # configs/planner/<name>.yaml
@@ -264,7 +265,7 @@ def main() -> None:
         data_dir = None
         for name in names:
             cfg = compose("train", overrides=[f"agent={name}", f"env={args.env}", *args.set])
-            agent = cfg.agent
+            agent = for_task(cfg.agent, cfg.env.name)  # the task's own settings, as eval's
             torch.set_num_threads(args.threads)  # each agent on its own setting
             set_torch_threads(agent.get("torch_threads"))
             if agent.get("trainer") is not None and not args.checkpoints and data_dir is None:

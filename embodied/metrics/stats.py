@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from scipy.stats import spearmanr, trim_mean
 
 _BOOT_CHUNK = 256  # bootstrap resamples ranked at once: bounds memory on large grids
 
@@ -98,6 +97,8 @@ def spearman_bootstrap(
     n = len(x)
     if n < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
         return math.nan, math.nan, math.nan
+    from scipy.stats import spearmanr  # here: scipy.stats costs every process ~1 s to import
+
     rho = float(spearmanr(x, y).statistic)
     gx, gy = np.unique(x, return_inverse=True)[1], np.unique(y, return_inverse=True)[1]
     rng = np.random.default_rng(seed)
@@ -247,6 +248,8 @@ class SeedSpread:
 def seed_spread(rates: list[Rate], n_boot: int = 2000, seed: int = 0) -> SeedSpread:
     """IQM over training seeds (scipy's 25% trimmed mean: the mean of two or three seeds,
     the middle half of more) with a two-level bootstrap interval: seeds, then episodes."""
+    from scipy.stats import trim_mean  # here: see spearman_bootstrap
+
     measured = [r for r in rates if r.n]
     if not measured:
         return SeedSpread(tuple(rates), math.nan, math.nan, math.nan)

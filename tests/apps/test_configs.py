@@ -89,6 +89,14 @@ EXPECTED = {
         QUICK.splits,
         QUICK.eval_seeds,
     ),
+    "embodied-eval agents=[oracle] env=cup_push splits=[id] executor.workers=1 video.clips=0 "
+    "video.probe_clips=0 videos.cells=[] "
+    "+agent_overrides.oracle.per_task.CupPush.planner.horizon=12": (
+        ["oracle"],
+        ["CupPush"],
+        ["id"],
+        QUICK.eval_seeds,
+    ),
     "embodied-eval shift=look-vs-work": (["scripted"], QUICK.tasks, LOOK_VS_WORK, QUICK.eval_seeds),
     "embodied-eval preset=full env=cup_push": (
         ["scripted"],

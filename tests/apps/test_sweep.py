@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,17 @@ from hydra import compose, initialize_config_module
 
 from embodied.apps import sweep as sweep_app
 from embodied.report import sweep as analysis
+
+# one worker runs the module: the Ray test wants its Ray cluster alone (the "ray" group) and
+# compares with the uninterrupted sweep, a module fixture made once on that worker
+pytestmark = pytest.mark.xdist_group("ray")
+
+
+def test_the_module_runs_on_one_worker(request):
+    """Under `make test` (pytest-xdist, --dist loadgroup) the group is in the node id; a pytest
+    whose node ids xdist cannot tag (9.2 with xdist 3.8) spreads the module over workers."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        assert request.node.nodeid.endswith("@ray"), request.node.nodeid
 
 
 def _line(point: dict, agent: str, id_k: int, ood_k: int, n: int = 10) -> dict:
@@ -141,7 +153,6 @@ def test_an_interrupted_sweep_resumed_equals_an_uninterrupted_one(
 
 
 @pytest.mark.smoke
-@pytest.mark.xdist_group("ray")  # one Ray cluster at a time on a small machine
 def test_a_sweep_point_on_ray_equals_it_locally(tmp_path: Path, uninterrupted: Path):
     pytest.importorskip("ray")
     cfg = _cfg(

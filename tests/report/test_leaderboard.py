@@ -18,6 +18,8 @@ from embodied.report.leaderboard import FIELDS, check_submission, read_lines
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
+# one worker runs the module: its run (a module fixture) is made once, not once per worker
+pytestmark = pytest.mark.xdist_group("leaderboard")
 
 
 @pytest.fixture(scope="module")

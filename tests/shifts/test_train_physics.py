@@ -4,6 +4,7 @@ and the report keeping covered and surrounded cells out of OOD."""
 from __future__ import annotations
 
 import json
+from functools import cache
 from pathlib import Path
 
 import pytest
@@ -27,8 +28,14 @@ from embodied.shifts.splits import (
 SEEDS = range(300)
 
 
+@cache
+def _physics(split: str) -> list[dict[str, float]]:
+    """Every seed's physics of ``split``, drawn once per test run (the tests read it often)."""
+    return [resolve_physics(split, s) for s in SEEDS]
+
+
 def _draws(split: str, name: str) -> list[float]:
-    return [resolve_physics(split, s)[name] for s in SEEDS]
+    return [physics[name] for physics in _physics(split)]
 
 
 def test_plain_train_is_unchanged_and_wide_moves_only_work_shifts():
