@@ -2,9 +2,12 @@
 
 The training split comes in ranges of physics (``train-<physics>``): ``train`` draws every
 parameter from its ID range; ``train-wide-k`` widens every work shift's range toward its OOD
-values up to severity k and never onto severity k+1; ``train-interp-<shift>`` holds that
-shift's values on both sides of severities 1..3 (ID below, severities 4..5 above), so its
-severities 1..3 are surrounded by training data (phyworld's interpolation case). ``coverage``
+values up to severity k and never onto severity k+1; ``train-mix-k`` draws each episode's
+physics from the ID ranges but for one work shift, picked per episode, drawn over its wide-k
+range (one factor at a time: wide-k widens them all at once, so its episodes stack a heavy cup
+on a weak grip on a slippery pad, which the scripted collector drops); ``train-interp-<shift>``
+holds that shift's values on both sides of severities 1..3 (ID below, severities 4..5 above), so
+its severities 1..3 are surrounded by training data (phyworld's interpolation case). ``coverage``
 says what a test split is to a training range: covered, interpolation or extrapolation.
 
 Every parameter draws from its own random stream keyed by (seed, parameter, stream). ``train``
@@ -31,7 +34,7 @@ ALL_SHIFTS: tuple[str, ...] = tuple(n for n in OOD_SHIFTS if SHIFTS[n].kind == "
 SPLIT_FORMS = "train, id, ood-<shift>-<1..5>, look-<shift>, ood-all-<1..5>"
 WIDE = (1, 2, 3, 4)  # train-wide-5 would hold every test severity: nothing left to test
 INTERP_BAND = (1, 2, 3)  # the severities train-interp-<shift> leaves out, surrounded
-TRAIN_PHYSICS_FORMS = "id, wide-<1..4>, interp-<shift>"
+TRAIN_PHYSICS_FORMS = "id, wide-<1..4>, mix-<1..4>, interp-<shift>"
 Coverage = Literal["id", "look", "covered", "interpolation", "extrapolation"]
 
 
@@ -114,8 +117,13 @@ def parse_split(split: str) -> Split:
 
 
 def train_physics_names() -> list[str]:
-    """Every training range: id, wide-<k>, interp-<shift> (shifts of ood-all)."""
-    return ["id", *(f"wide-{k}" for k in WIDE), *(f"interp-{s}" for s in ALL_SHIFTS)]
+    """Every training range: id, wide-<k>, mix-<k>, interp-<shift> (shifts of ood-all)."""
+    return [
+        "id",
+        *(f"wide-{k}" for k in WIDE),
+        *(f"mix-{k}" for k in WIDE),
+        *(f"interp-{s}" for s in ALL_SHIFTS),
+    ]
 
 
 def train_split(train_physics: str) -> str:
@@ -126,7 +134,8 @@ def train_split(train_physics: str) -> str:
 
 
 def train_ranges(train_physics: str) -> dict[str, tuple[tuple[float, float], ...]]:
-    """The intervals each parameter draws from in ``train-<train_physics>`` (union of them)."""
+    """The intervals each parameter draws from in ``train-<train_physics>`` (union of them;
+    ``mix-k``: those of wide-k, each reached in the episodes that widen its shift)."""
     if train_physics not in train_physics_names():
         raise ValueError(
             f"unknown training physics {train_physics!r}; valid: {train_physics_names()}"
@@ -137,7 +146,7 @@ def train_ranges(train_physics: str) -> dict[str, tuple[tuple[float, float], ...
         for p in SHIFTS[shift].params:
             if p.severities is None:
                 continue
-            if kind == "wide":
+            if kind in ("wide", "mix"):
                 values = (*p.id_range, *p.severities[: int(arg)])
                 out[p.name] = ((min(values), max(values)),)
             elif kind == "interp" and shift == arg:
@@ -205,6 +214,11 @@ def _train_draw(p: Param, spans: tuple[tuple[float, float], ...], seed: int) -> 
     return _uniform(p, spans[pick], seed, "train")
 
 
+def mixed_shift(seed: int) -> str:
+    """The work shift a ``train-mix-k`` episode widens: one of ood-all's, uniformly per seed."""
+    return ALL_SHIFTS[int(stream_rng(seed, "mix", "train-mix").integers(len(ALL_SHIFTS)))]
+
+
 def _look(p: Param, seed: int) -> float:
     assert p.look_range is not None
     rng = stream_rng(seed, p.name, "look")
@@ -220,6 +234,9 @@ def resolve_physics(
     seed = check_seed(seed)
     named = {p.name for s in sp.shifts for p in SHIFTS[s].params}
     ranges = train_ranges(sp.train_physics) if sp.kind == "train" else {}
+    if sp.train_physics.startswith("mix-"):  # ID ranges but for the episode's one shift
+        widened = {p.name for p in SHIFTS[mixed_shift(seed)].params}
+        ranges = {n: r if n in widened else (PARAMS[n].id_range,) for n, r in ranges.items()}
     out: dict[str, float] = {}
     for name, p in PARAMS.items():
         if sp.kind == "train":

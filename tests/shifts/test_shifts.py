@@ -513,7 +513,7 @@ def test_the_command_prints_every_shift_and_resolves_a_split(capsys):
     assert "valid" in capsys.readouterr().err
     shifts_main(["--splits"])
     assert set(capsys.readouterr().out.split()) == set(valid_splits())
-    trains = len(train_physics_names())  # train, train-wide-1..4, train-interp-<shift>
+    trains = len(train_physics_names())  # train, train-wide/mix-1..4, train-interp-<shift>
     assert len(OOD_SHIFTS) * 5 + len(LOOK_SHIFTS) + 6 + trains == len(valid_splits())
 
 

@@ -18,6 +18,7 @@ from embodied.shifts.splits import (
     ALL_SHIFTS,
     SEVERITIES,
     coverage,
+    mixed_shift,
     parse_split,
     train_physics_names,
     train_ranges,
@@ -62,6 +63,22 @@ def test_wide_k_reaches_severity_k_and_never_severity_k_plus_1(k: int):
             far = max(values) if up else min(values)
             near_k = abs(far - sev_k) <= 0.1 * abs(sev_k - p.nominal) + 1e-9
             assert near_k or p.integer and far == sev_k, (p.name, k, far, sev_k)
+
+
+def test_mix_k_widens_one_work_shift_per_episode_and_draws_the_rest_as_train():
+    plain, mixed = _physics("train"), _physics("train-mix-2")
+    picked = [mixed_shift(s) for s in SEEDS]
+    assert set(picked) == set(ALL_SHIFTS)  # every work shift is widened in some episodes
+    for seed, shift in zip(SEEDS, picked, strict=True):
+        widened = {p.name for p in SHIFTS[shift].params}
+        assert {n: v for n, v in mixed[seed].items() if n not in widened} == {
+            n: v for n, v in plain[seed].items() if n not in widened
+        }
+    p = PARAMS["cup_mass"]  # the widened draws reach severity 2 and never severity 3
+    heavy = [mixed[s]["cup_mass"] for s in SEEDS if picked[s] == "cup_mass"]
+    assert max(heavy) > p.severities[0] and max(heavy) < p.severities[2]
+    assert coverage("train-mix-2", "ood-cup_mass-2") == "covered"
+    assert coverage("train-mix-2", "ood-cup_mass-3") == "extrapolation"
 
 
 def test_interp_surrounds_the_band_and_leaves_it_empty():
@@ -110,7 +127,7 @@ def test_train_split_names_parse_and_bad_ones_name_the_choices():
     assert train_split("id") == "train" and train_split("wide-2") == "train-wide-2"
     assert parse_split("train-interp-push").train_physics == "interp-push"
     assert "train-wide-4" in valid_splits() and "train-wide-5" not in valid_splits()
-    with pytest.raises(ValueError, match="valid: id, wide-<1..4>, interp-<shift>"):
+    with pytest.raises(ValueError, match="valid: id, wide-<1..4>, mix-<1..4>, interp-<shift>"):
         parse_split("train-wide-5")
     with pytest.raises(ValueError, match="interp-cup_mass"):
         train_ranges("interp-colour")
