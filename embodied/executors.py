@@ -14,19 +14,25 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from contextlib import suppress
 from dataclasses import dataclass
-from multiprocessing import connection
+from multiprocessing import connection, forkserver
 from typing import Any, Protocol, TypeVar
 
 Item = TypeVar("Item")
 CellFn = Callable[[Any, Any], dict]
 
-# Set in every worker before torch or numpy start their thread pools: a cell is one core.
+# Set in every local worker (and a Ray task's environment): what starts a thread pool after it
+# keeps to one core. torch's threads are set by each cell (evaluate.seed_torch); numpy's BLAS
+# is loaded before it in a local worker, as in the parent, so a cell computes alike in both.
 SINGLE_THREAD_ENV = {
     "OMP_NUM_THREADS": "1",
     "MKL_NUM_THREADS": "1",
     "OPENBLAS_NUM_THREADS": "1",
 }
+# What the pool's fork server imports once: its workers fork from it with torch, MuJoCo and the
+# cell code loaded, instead of importing them anew (spawn: ~3 s of a core per worker and pool).
+PRELOAD = ["embodied.evaluate"]
 
 
 class Executor(Protocol):
@@ -42,17 +48,31 @@ def _result(item: Any, get: Callable[[], dict]) -> dict:
         raise RuntimeError(f"{getattr(item, 'cell_id', item)} failed: {err}") from err
 
 
-def _worker_init(parent: int) -> None:
+def _worker_init(alive: connection.Connection) -> None:
     """One thread per cell, and exit when the parent dies: a killed ``embodied-eval`` must not
     leave workers behind (they block forever on a queue whose writer they share)."""
     os.environ.update(SINGLE_THREAD_ENV)
-    threading.Thread(target=_exit_with, args=(parent,), daemon=True).start()
+    threading.Thread(target=_exit_with, args=(alive,), daemon=True).start()
 
 
-def _exit_with(parent: int) -> None:
-    while os.getppid() == parent:
-        time.sleep(0.5)
+def _exit_with(alive: connection.Connection) -> None:
+    """Wait for end of file on ``alive``: its one writer, the parent, closed it or died. (Not
+    the parent's pid: a fork server's workers are its children, and it waits for them.)"""
+    with suppress(EOFError):
+        alive.recv()
     os._exit(1)
+
+
+def pool_context() -> multiprocessing.context.BaseContext:
+    """The fork server, started once per process with PRELOAD imported under this process's
+    environment (so numpy's BLAS runs as it does in this process: a cell's numbers do not
+    depend on where it runs); spawn where the platform has no fork server."""
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(PRELOAD)
+    forkserver.ensure_running()
+    return context
 
 
 def _stop_workers(pool: ProcessPoolExecutor, grace: float = 5.0) -> None:
@@ -75,7 +95,8 @@ def _stop_workers(pool: ProcessPoolExecutor, grace: float = 5.0) -> None:
 
 @dataclass
 class LocalExecutor:
-    """A process pool (spawn context) on this machine; ``workers=None`` uses every core.
+    """A process pool (a fork server's, see pool_context) on this machine; ``workers=None``
+    uses every core.
 
     ``workers=1`` runs the cells in this process, one after another (easiest to debug).
     """
@@ -92,9 +113,10 @@ class LocalExecutor:
             for item in items:
                 yield item, _result(item, lambda item=item: fn(item, cfg))
             return
-        context = multiprocessing.get_context("spawn")
+        context = pool_context()
+        alive, alive_writer = context.Pipe(duplex=False)  # the writer never leaves this process
         pool = ProcessPoolExecutor(
-            workers, mp_context=context, initializer=_worker_init, initargs=(os.getpid(),)
+            workers, mp_context=context, initializer=_worker_init, initargs=(alive,)
         )
         try:
             pending = {pool.submit(fn, item, cfg): item for item in items}
@@ -108,6 +130,8 @@ class LocalExecutor:
             raise
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
+            alive.close()
+            alive_writer.close()
 
 
 @dataclass

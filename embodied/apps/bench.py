@@ -195,7 +195,8 @@ def bench(cfg: DictConfig) -> None:
     paths = build_report(cfg.run_dir, min_episodes=int(cfg.report.min_episodes))
     headline = paths.markdown.read_text().split("\n## ")[1] if paths.markdown else ""
     print("\n## " + headline.strip())
-    browser_check(Path(paths.html))
+    if cfg.report.browser:
+        browser_check(Path(paths.html))
     print(f"\nembodied-bench: done in {time.perf_counter() - started:.0f} s")
     print(f"report: {Path(paths.html).resolve()}\n        {Path(paths.markdown).resolve()}")
 
