@@ -143,6 +143,14 @@ EXPECTED = {
         ["id"],
         QUICK.eval_seeds,
     ),
+    "embodied-bench preset=quick collect.train_physics=mix-2 agents=[adaptive,adaptive@1,"
+    "adaptive@2,state] splits=[id,ood-cup_mass-3,ood-grip_force-3] collect.obs_modes=[state] "
+    "video.clips=0 video.probe_clips=0 videos.cells=[] executor.workers=1": (
+        ["adaptive", "adaptive@1", "adaptive@2", "state"],
+        QUICK.tasks,
+        ["id", "ood-cup_mass-3", "ood-grip_force-3"],
+        QUICK.eval_seeds,
+    ),
     "embodied-bench preset=quick collect.train_physics=wide-2 agents=[adaptive,adaptive@1,"
     "adaptive@2,transformer,transformer@1,transformer@2,state,nominal,oracle] "
     "splits=[id,ood-cup_mass-3,ood-grip_force-3] collect.obs_modes=[state] video.clips=0 "
